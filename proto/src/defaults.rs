@@ -1,0 +1,127 @@
+//! Every default in one place (like SwarmKit's api/defaults): the managers,
+//! the workers and the CLI's help text all read these, so they cannot drift.
+//! Durations are in milliseconds, as the object model stores them.
+
+/// Default Unix socket the daemon serves the CLI on.
+pub const SOCKET_PATH: &str = "/run/shoal/shoal.sock";
+/// Data directory when running as root; otherwise `$XDG_DATA_HOME/shoal`.
+pub const DATA_DIR_ROOT: &str = "/var/lib/shoal";
+/// Cluster gRPC listen address. Loopback only until cluster traffic is
+/// mutually authenticated with TLS (multi-host support).
+pub const LISTEN_ADDR: &str = "127.0.0.1:2377";
+/// Cluster gRPC port, as Swarm's.
+pub const CLUSTER_PORT: u16 = 2377;
+/// Environment variable naming the daemon a client talks to.
+pub const HOST_ENV: &str = "SHOAL_HOST";
+
+/// Docker bridge network pods attach to when their template names none.
+pub const POD_NETWORK: &str = "shoal";
+
+/// Replicas of a replicated service when none are given.
+pub const REPLICAS: u64 = 1;
+/// Time a container gets between SIGTERM and SIGKILL (Swarm: 10 s).
+pub const STOP_GRACE_PERIOD_MS: u64 = 10_000;
+
+/// Restart policy (Swarm's defaults: any, 5 s, unlimited, unbounded window).
+pub const RESTART_CONDITION: &str = "any";
+pub const RESTART_DELAY_MS: u64 = 5_000;
+pub const RESTART_MAX_ATTEMPTS: u64 = 0;
+pub const RESTART_WINDOW_MS: u64 = 0;
+
+/// Dead pods kept per slot (Swarm's task history retention limit).
+pub const POD_HISTORY_LIMIT: u64 = 5;
+/// Revisions (ReplicaSets) kept per deployment.
+pub const REVISION_HISTORY_LIMIT: u64 = 10;
+
+/// Rolling update settings (Swarm's defaults).
+pub const UPDATE_PARALLELISM: u64 = 1;
+pub const UPDATE_DELAY_MS: u64 = 0;
+pub const UPDATE_MONITOR_MS: u64 = 5_000;
+pub const UPDATE_FAILURE_ACTION: &str = "pause";
+pub const UPDATE_MAX_FAILURE_RATIO: f32 = 0.0;
+pub const UPDATE_ORDER: &str = "stop-first";
+pub const ROLLBACK_FAILURE_ACTION: &str = "pause";
+
+/// Healthcheck timing when --health-cmd is given without the others
+/// (Docker's defaults: 30 s, 30 s, 3 retries, 0 s start period).
+pub const HEALTH_INTERVAL_MS: u64 = 30_000;
+pub const HEALTH_TIMEOUT_MS: u64 = 30_000;
+pub const HEALTH_RETRIES: u32 = 3;
+pub const HEALTH_START_PERIOD_MS: u64 = 0;
+
+/// Worker heartbeat period handed out by the dispatcher.
+pub const HEARTBEAT_PERIOD_MS: u64 = 1_000;
+/// Missed heartbeat periods before a node is marked down.
+pub const HEARTBEAT_MISSES_BEFORE_DOWN: u64 = 5;
+/// How long the dispatcher gathers status reports into one Raft proposal.
+pub const STATUS_BATCH_MS: u64 = 50;
+/// How often a worker reconciles its containers with its assignments even
+/// without a change (catches containers removed behind shoal's back).
+pub const WORKER_RECONCILE_MS: u64 = 1_000;
+
+/// Raft timing: heartbeat and election timeout range.
+pub const RAFT_HEARTBEAT_MS: u64 = 150;
+pub const RAFT_ELECTION_TIMEOUT_MIN_MS: u64 = 500;
+pub const RAFT_ELECTION_TIMEOUT_MAX_MS: u64 = 1_000;
+/// Log entries since the last snapshot that trigger a new one.
+pub const RAFT_SNAPSHOT_LOGS_SINCE_LAST: u64 = 5_000;
+
+/// `service create` / `scale` wait at most this long to converge.
+pub const CONVERGE_TIMEOUT_MS: u64 = 120_000;
+
+/// Container labels shoal puts on every container it creates.
+pub mod labels {
+    pub const POD_ID: &str = "io.shoal.pod.id";
+    pub const POD_NAME: &str = "io.shoal.pod.name";
+    pub const DEPLOYMENT_ID: &str = "io.shoal.deployment.id";
+    pub const SERVICE_NAME: &str = "io.shoal.service.name";
+    pub const NODE_ID: &str = "io.shoal.node.id";
+    pub const SLOT: &str = "io.shoal.slot";
+    pub const STACK: &str = "io.shoal.stack.namespace";
+}
+
+/// Current format numbers of the versioned Raft payloads.
+pub const BATCH_FORMAT: u32 = 1;
+pub const ENTRY_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// Formats a millisecond duration the way the CLI accepts it ("1s", "2m30s",
+/// "500ms"), for help text and tables.
+pub fn format_duration_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let mut s = ms / 1000;
+    let mut out = String::new();
+    let h = s / 3600;
+    s %= 3600;
+    let m = s / 60;
+    s %= 60;
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_format_like_the_cli_parses_them() {
+        assert_eq!(format_duration_ms(0), "0s");
+        assert_eq!(format_duration_ms(500), "500ms");
+        assert_eq!(format_duration_ms(5_000), "5s");
+        assert_eq!(format_duration_ms(150_000), "2m30s");
+        assert_eq!(format_duration_ms(3_600_000), "1h");
+    }
+}

@@ -1,0 +1,17 @@
+//! shoal's API definitions: the object model kept in Raft, the Control API
+//! (CLI -> manager), the Dispatcher API (worker <-> manager) and the Raft
+//! transport, all generated from proto/ at build time. Every default value
+//! lives in [`defaults`], read by the runtime and the CLI's help alike.
+
+pub mod defaults;
+mod util;
+
+/// Generated messages and services of package `shoal.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("shoal.v1");
+    include!(concat!(env!("OUT_DIR"), "/shoal.v1.serde.rs"));
+}
+
+pub use util::*;
+pub use v1::*;

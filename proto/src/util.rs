@@ -1,0 +1,61 @@
+//! Small helpers on generated types that every crate needs.
+
+use crate::v1::{object, Object, ObjectKind, PodState};
+
+impl Object {
+    /// The kind and id of the object, for keys and error messages.
+    pub fn kind_and_id(&self) -> (ObjectKind, &str) {
+        match &self.kind {
+            Some(object::Kind::Cluster(o)) => (ObjectKind::Cluster, &o.id),
+            Some(object::Kind::Node(o)) => (ObjectKind::Node, &o.id),
+            Some(object::Kind::Deployment(o)) => (ObjectKind::Deployment, &o.id),
+            Some(object::Kind::ReplicaSet(o)) => (ObjectKind::ReplicaSet, &o.id),
+            Some(object::Kind::Pod(o)) => (ObjectKind::Pod, &o.id),
+            Some(object::Kind::Service(o)) => (ObjectKind::Service, &o.id),
+            None => (ObjectKind::Unspecified, ""),
+        }
+    }
+}
+
+impl PodState {
+    /// A pod in a terminal state never runs again; its slot gets a new pod.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            PodState::Complete
+                | PodState::Shutdown
+                | PodState::Failed
+                | PodState::Rejected
+                | PodState::Orphaned
+                | PodState::Remove
+        )
+    }
+
+    /// Lower-case name as `service ps` shows it ("running", "failed").
+    pub fn display(self) -> &'static str {
+        match self {
+            PodState::New => "new",
+            PodState::Pending => "pending",
+            PodState::Assigned => "assigned",
+            PodState::Accepted => "accepted",
+            PodState::Preparing => "preparing",
+            PodState::Ready => "ready",
+            PodState::Starting => "starting",
+            PodState::Running => "running",
+            PodState::Complete => "complete",
+            PodState::Shutdown => "shutdown",
+            PodState::Failed => "failed",
+            PodState::Rejected => "rejected",
+            PodState::Orphaned => "orphaned",
+            PodState::Remove => "remove",
+        }
+    }
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
