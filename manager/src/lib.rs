@@ -1,1 +1,17 @@
-//! shoal manager
+//! The shoal manager: keeps the desired state in Raft and runs the
+//! controllers that turn it into pods on nodes. Laid out like SwarmKit's
+//! manager/: one module per role.
+
+pub mod controlapi;
+pub mod controller;
+pub mod dispatcher;
+pub mod ids;
+pub mod objects;
+pub mod orchestrator;
+pub mod proposer;
+pub mod raft;
+pub mod scheduler;
+pub mod store;
+
+#[cfg(test)]
+mod testutil;

@@ -59,3 +59,22 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+macro_rules! into_object {
+    ($($ty:ident => $variant:ident),* $(,)?) => {
+        $(impl From<crate::v1::$ty> for Object {
+            fn from(o: crate::v1::$ty) -> Self {
+                Object { kind: Some(object::Kind::$variant(o)) }
+            }
+        })*
+    };
+}
+
+into_object!(
+    Cluster => Cluster,
+    Node => Node,
+    Deployment => Deployment,
+    ReplicaSet => ReplicaSet,
+    Pod => Pod,
+    Service => Service,
+);

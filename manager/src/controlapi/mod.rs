@@ -1,0 +1,441 @@
+//! The Control API: what the `shoal` CLI calls. Each RPC validates its
+//! input (errors name the field), reads the store, and writes through Raft
+//! with optimistic version checks, retrying when a controller wrote first.
+
+mod logs;
+pub mod spec;
+
+use std::sync::Arc;
+
+use shoal_proto::control_server::{self, ControlServer};
+use shoal_proto::{
+    now_ms, CreateServiceRequest, Deployment, DeploymentMode, GetServiceRequest, InfoRequest,
+    InfoResponse, LeaveRequest, LeaveResponse, ListNodesRequest, ListNodesResponse,
+    ListPodsRequest, ListPodsResponse, ListServicesRequest, ListServicesResponse, NodeRole,
+    ObjectKind, PodState, PodView, RemoveServiceRequest, RemoveServiceResponse,
+    ScaleServiceRequest, ServiceLogsRequest, ServiceView,
+};
+use tonic::{Request, Response, Status};
+
+use crate::ids::new_id;
+use crate::objects::{is_ready, observed, pod_name, touch, version, wanted};
+use crate::proposer::{all_applied, batch, Proposer};
+use crate::raft::{ProposeError, RaftNode};
+use crate::store::{delete, put, Store, StoreData};
+
+pub use logs::{LogSource, LogStream};
+
+/// Facts about the local node that Info reports.
+#[derive(Debug, Clone, Default)]
+pub struct LocalNode {
+    pub node_id: String,
+    pub hostname: String,
+    pub data_dir: String,
+    pub listen_addr: String,
+    pub advertise_addr: String,
+    pub engine_version: String,
+}
+
+/// Called by Leave: the daemon stops (and with `force`, removes its
+/// containers and cluster state).
+pub type LeaveHook = Arc<dyn Fn(bool) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ControlApi {
+    store: Arc<Store>,
+    raft: RaftNode,
+    proposer: Arc<dyn Proposer>,
+    logs: Arc<dyn LogSource>,
+    local: LocalNode,
+    leave: LeaveHook,
+}
+
+/// How many times a write is retried when a controller changed the same
+/// object in between.
+const WRITE_RETRIES: usize = 20;
+
+fn propose_error(e: ProposeError) -> Status {
+    match e {
+        ProposeError::NotLeader { .. } | ProposeError::NoLeader => Status::unavailable(e.to_string()),
+        ProposeError::Fatal(_) => Status::internal(e.to_string()),
+    }
+}
+
+impl ControlApi {
+    pub fn new(
+        store: Arc<Store>,
+        raft: RaftNode,
+        logs: Arc<dyn LogSource>,
+        local: LocalNode,
+        leave: LeaveHook,
+    ) -> Self {
+        ControlApi {
+            store,
+            proposer: Arc::new(raft.clone()),
+            raft,
+            logs,
+            local,
+            leave,
+        }
+    }
+
+    pub fn into_service(self) -> ControlServer<ControlApi> {
+        ControlServer::new(self)
+    }
+
+    /// Reads after every write committed before the call (linearizable).
+    async fn read<T>(&self, f: impl FnOnce(&StoreData) -> T) -> Result<T, Status> {
+        self.raft
+            .linearizable_barrier()
+            .await
+            .map_err(propose_error)?;
+        Ok(self.store.read(f))
+    }
+
+    /// Runs read-modify-write `f` until its batch applies without conflict.
+    async fn write<T>(
+        &self,
+        mut f: impl FnMut(&StoreData) -> Result<(Vec<shoal_proto::Mutation>, T), Status>,
+    ) -> Result<T, Status> {
+        for _ in 0..WRITE_RETRIES {
+            let (mutations, out) = self.store.read(&mut f)?;
+            let result = self
+                .proposer
+                .propose(batch(mutations, true))
+                .await
+                .map_err(propose_error)?;
+            if all_applied(&result) {
+                return Ok(out);
+            }
+        }
+        Err(Status::aborted("too many concurrent changes; try again"))
+    }
+
+    fn view(&self, id: &str) -> Result<ServiceView, Status> {
+        self.store.read(|d| {
+            let dep = d
+                .deployments
+                .get(id)
+                .ok_or_else(|| Status::not_found(format!("service {id} not found")))?;
+            Ok(service_view(d, dep))
+        })
+    }
+}
+
+/// Finds a service by exact name, exact id, or unique id prefix.
+pub fn find_deployment<'a>(d: &'a StoreData, name_or_id: &str) -> Result<&'a Deployment, Status> {
+    if name_or_id.is_empty() {
+        return Err(Status::invalid_argument("service: no name or id given"));
+    }
+    if let Some(dep) = d.deployment_by_name(name_or_id) {
+        return Ok(dep);
+    }
+    if let Some(dep) = d.deployments.get(name_or_id) {
+        return Ok(dep);
+    }
+    let matches: Vec<&Deployment> = d
+        .deployments
+        .values()
+        .filter(|x| x.id.starts_with(name_or_id))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Status::not_found(format!("service {name_or_id} not found"))),
+        _ => Err(Status::invalid_argument(format!(
+            "service {name_or_id} is ambiguous: {} services have ids starting with it",
+            matches.len()
+        ))),
+    }
+}
+
+pub fn service_view(d: &StoreData, dep: &Deployment) -> ServiceView {
+    let svc = d.service_of_deployment(&dep.id);
+    let spec = spec::spec_of(dep, svc);
+    let live: Vec<_> = d.pods_of_deployment(&dep.id).filter(|p| wanted(p)).collect();
+    let running = live
+        .iter()
+        .filter(|p| observed(p) == PodState::Running)
+        .count() as u64;
+    let ready = live.iter().filter(|p| is_ready(p)).count() as u64;
+    let desired = if spec.mode() == DeploymentMode::Global {
+        live.len() as u64
+    } else {
+        spec.replicas
+    };
+    let status = dep.status.clone().unwrap_or_default();
+    ServiceView {
+        id: dep.id.clone(),
+        spec: Some(spec),
+        meta: dep.meta,
+        desired_replicas: desired,
+        running_replicas: running,
+        ready_replicas: ready,
+        deployment_id: dep.id.clone(),
+        revision: status.revision,
+        message: status.message,
+    }
+}
+
+#[tonic::async_trait]
+impl control_server::Control for ControlApi {
+    async fn create_service(
+        &self,
+        request: Request<CreateServiceRequest>,
+    ) -> Result<Response<ServiceView>, Status> {
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        let spec = spec::with_defaults(spec);
+        spec::validate(&spec).map_err(Status::invalid_argument)?;
+        let ids = (new_id(), new_id(), new_id());
+        let id = self
+            .write(|d| {
+                if d.deployment_by_name(&spec.name).is_some() {
+                    return Err(Status::already_exists(format!(
+                        "service {} already exists",
+                        spec.name
+                    )));
+                }
+                let mut spec = spec.clone();
+                let own = spec.name.clone();
+                spec::allocate_ports(d, &mut spec, &own)
+                    .map_err(Status::invalid_argument)?;
+                let (dep, rs, svc) = spec::objects_for(&spec, ids.clone(), now_ms());
+                Ok((vec![put(dep, 0), put(rs, 0), put(svc, 0)], ids.0.clone()))
+            })
+            .await?;
+        tracing::info!(service = %spec.name, id = %id, "service created");
+        Ok(Response::new(self.view(&id)?))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<GetServiceRequest>,
+    ) -> Result<Response<ServiceView>, Status> {
+        let name = request.into_inner().service;
+        let view = self
+            .read(|d| find_deployment(d, &name).map(|dep| service_view(d, dep)))
+            .await??;
+        Ok(Response::new(view))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        let mut services = self
+            .read(|d| {
+                d.deployments
+                    .values()
+                    .map(|dep| service_view(d, dep))
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        services.sort_by(|a, b| {
+            let name = |v: &ServiceView| v.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            name(a).cmp(&name(b))
+        });
+        Ok(Response::new(ListServicesResponse { services }))
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<RemoveServiceRequest>,
+    ) -> Result<Response<RemoveServiceResponse>, Status> {
+        let name = request.into_inner().service;
+        let id = self
+            .write(|d| {
+                let dep = find_deployment(d, &name)?;
+                let mut m = vec![delete(ObjectKind::Deployment, dep.id.clone(), version(&dep.meta))];
+                for rs in d.replica_sets_of_deployment(&dep.id) {
+                    m.push(delete(ObjectKind::ReplicaSet, rs.id.clone(), version(&rs.meta)));
+                }
+                if let Some(svc) = d.service_of_deployment(&dep.id) {
+                    m.push(delete(ObjectKind::Service, svc.id.clone(), version(&svc.meta)));
+                }
+                Ok((m, dep.id.clone()))
+            })
+            .await?;
+        tracing::info!(service = %name, id = %id, "service removed");
+        Ok(Response::new(RemoveServiceResponse { id }))
+    }
+
+    async fn scale_service(
+        &self,
+        request: Request<ScaleServiceRequest>,
+    ) -> Result<Response<ServiceView>, Status> {
+        let req = request.into_inner();
+        if req.replicas > 100_000 {
+            return Err(Status::invalid_argument(format!(
+                "replicas: {} is more than 100000",
+                req.replicas
+            )));
+        }
+        let id = self
+            .write(|d| {
+                let dep = find_deployment(d, &req.service)?;
+                let spec = dep.spec.clone().unwrap_or_default();
+                if spec.mode() != DeploymentMode::Replicated {
+                    return Err(Status::failed_precondition(format!(
+                        "service {}: scale can only be used with replicated mode",
+                        spec.name
+                    )));
+                }
+                let mut m = Vec::new();
+                let mut dep2 = dep.clone();
+                dep2.spec.get_or_insert_with(Default::default).replicas = req.replicas;
+                touch(&mut dep2.meta, now_ms());
+                m.push(put(dep2, version(&dep.meta)));
+                let current = dep
+                    .status
+                    .as_ref()
+                    .map(|s| s.current_replica_set_id.clone())
+                    .unwrap_or_default();
+                if let Some(rs) = d.replica_sets.get(&current) {
+                    let mut rs2 = rs.clone();
+                    rs2.replicas = req.replicas;
+                    m.push(put(rs2, version(&rs.meta)));
+                }
+                Ok((m, dep.id.clone()))
+            })
+            .await?;
+        Ok(Response::new(self.view(&id)?))
+    }
+
+    async fn list_pods(
+        &self,
+        request: Request<ListPodsRequest>,
+    ) -> Result<Response<ListPodsResponse>, Status> {
+        let req = request.into_inner();
+        let pods = self
+            .read(|d| -> Result<Vec<PodView>, Status> {
+                let only = if req.service.is_empty() {
+                    None
+                } else {
+                    Some(find_deployment(d, &req.service)?.id.clone())
+                };
+                let mut pods: Vec<PodView> = d
+                    .pods
+                    .values()
+                    .filter(|p| only.as_ref().is_none_or(|id| &p.deployment_id == id))
+                    .filter(|p| req.node.is_empty() || p.node_id == req.node)
+                    .filter(|p| req.include_history || wanted(p))
+                    .map(|p| pod_view(d, p))
+                    .collect();
+                pods.sort_by(|a, b| {
+                    let key = |v: &PodView| {
+                        let p = v.pod.as_ref().expect("set by pod_view");
+                        (v.service_name.clone(), p.slot, p.node_id.clone(), u64::MAX - p.attempt)
+                    };
+                    key(a).cmp(&key(b))
+                });
+                Ok(pods)
+            })
+            .await??;
+        Ok(Response::new(ListPodsResponse { pods }))
+    }
+
+    type ServiceLogsStream = LogStream;
+
+    async fn service_logs(
+        &self,
+        request: Request<ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        let req = request.into_inner();
+        let dep_id = self
+            .read(|d| find_deployment(d, &req.service).map(|x| x.id.clone()))
+            .await??;
+        Ok(Response::new(logs::stream_service_logs(
+            self.store.clone(),
+            self.logs.clone(),
+            dep_id,
+            req.follow,
+            req.tail,
+        )))
+    }
+
+    async fn list_nodes(
+        &self,
+        _: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        let nodes = self.read(|d| d.nodes.values().cloned().collect()).await?;
+        Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let local = &self.local;
+        let resp = self.store.read(|d| {
+            let cluster = d.cluster().cloned().unwrap_or_default();
+            InfoResponse {
+                cluster_id: cluster.id.clone(),
+                node_id: local.node_id.clone(),
+                node_hostname: local.hostname.clone(),
+                is_manager: true,
+                is_leader: self.raft.is_leader(),
+                managers: d
+                    .nodes
+                    .values()
+                    .filter(|n| n.spec.as_ref().is_some_and(|s| s.role() == NodeRole::Manager))
+                    .count() as u32,
+                nodes: d.nodes.len() as u32,
+                services: d.deployments.len() as u32,
+                pods_running: d
+                    .pods
+                    .values()
+                    .filter(|p| observed(p) == PodState::Running)
+                    .count() as u32,
+                daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+                data_dir: local.data_dir.clone(),
+                engine_version: local.engine_version.clone(),
+                listen_addr: local.listen_addr.clone(),
+                advertise_addr: local.advertise_addr.clone(),
+                worker_join_command: format!(
+                    "shoal join --token SHOAL-1-{}-{} {}",
+                    cluster.id, cluster.worker_join_secret, local.advertise_addr
+                ),
+                raft_last_applied: self.raft.last_applied(),
+            }
+        });
+        Ok(Response::new(resp))
+    }
+
+    async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
+        let force = request.into_inner().force;
+        if !force {
+            return Err(Status::failed_precondition(
+                "this node is the only manager: leaving loses the cluster's state. Use shoal leave --force to leave anyway",
+            ));
+        }
+        (self.leave)(force);
+        Ok(Response::new(LeaveResponse {}))
+    }
+}
+
+fn pod_view(d: &StoreData, p: &shoal_proto::Pod) -> PodView {
+    let service_name = d
+        .deployments
+        .get(&p.deployment_id)
+        .and_then(|x| x.spec.as_ref())
+        .map_or_else(|| p.deployment_id.clone(), |s| s.name.clone());
+    let image = d
+        .replica_sets
+        .get(&p.replica_set_id)
+        .and_then(|rs| rs.template.as_ref())
+        .and_then(|t| t.container.as_ref())
+        .map(|c| c.image.clone())
+        .unwrap_or_default();
+    let node_hostname = d
+        .nodes
+        .get(&p.node_id)
+        .and_then(|n| n.status.as_ref())
+        .map(|s| s.hostname.clone())
+        .unwrap_or_default();
+    PodView {
+        name: pod_name(&service_name, p),
+        pod: Some(p.clone()),
+        service_name,
+        image,
+        node_hostname,
+    }
+}

@@ -1,0 +1,222 @@
+//! The dispatcher: the managers' side of worker sessions. A worker opens a
+//! session and receives, on one stream, the complete set of pods it must run
+//! plus the endpoints of every published service; it sends heartbeats and
+//! status reports, which are batched into Raft proposals.
+
+mod assignments;
+mod status;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use shoal_proto::defaults::{HEARTBEAT_MISSES_BEFORE_DOWN, HEARTBEAT_PERIOD_MS};
+use shoal_proto::dispatcher_server::{self, DispatcherServer};
+use shoal_proto::{
+    now_ms, HeartbeatRequest, HeartbeatResponse, Node, NodeAvailability, NodeRole, NodeSpec,
+    NodeState, NodeStatus, SessionMessage, SessionRequest, UpdatePodStatusRequest,
+    UpdatePodStatusResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::ids::new_id;
+use crate::objects::{touch, version};
+use crate::proposer::{all_applied, batch, Proposer};
+use crate::store::{put, Store};
+
+pub use assignments::session_message;
+
+/// Last heartbeat per node id, on this manager.
+type Heartbeats = Arc<Mutex<HashMap<String, Instant>>>;
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Arc<Store>,
+    proposer: Arc<dyn Proposer>,
+    heartbeats: Heartbeats,
+    status: status::StatusBatcher,
+    shutdown: CancellationToken,
+}
+
+impl Dispatcher {
+    /// Starts the status batcher; `shutdown` ends it and every session.
+    pub fn new(store: Arc<Store>, proposer: Arc<dyn Proposer>, shutdown: CancellationToken) -> Self {
+        let status = status::StatusBatcher::start(store.clone(), proposer.clone(), shutdown.clone());
+        Dispatcher {
+            store,
+            proposer,
+            heartbeats: Arc::default(),
+            status,
+            shutdown,
+        }
+    }
+
+    pub fn into_service(self) -> DispatcherServer<Dispatcher> {
+        DispatcherServer::new(self)
+    }
+
+    /// Records the node as Ready with a new session epoch (fencing pods from
+    /// older sessions), creating it when it is new.
+    async fn register(&self, req: &SessionRequest) -> Result<u64, Status> {
+        for _ in 0..20 {
+            let now = now_ms();
+            let existing = self.store.read(|d| d.nodes.get(&req.node_id).cloned());
+            let expected = existing.as_ref().map_or(0, |n| version(&n.meta));
+            let mut node = existing.unwrap_or_else(|| Node {
+                id: req.node_id.clone(),
+                spec: Some(NodeSpec {
+                    role: NodeRole::Worker as i32,
+                    availability: NodeAvailability::Active as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let old = node.status.take().unwrap_or_default();
+            let epoch = old.session_epoch + 1;
+            node.status = Some(NodeStatus {
+                state: NodeState::Ready as i32,
+                message: String::new(),
+                hostname: req.hostname.clone(),
+                addr: req.addr.clone(),
+                resources: req.resources,
+                engine_version: req.engine_version.clone(),
+                session_epoch: epoch,
+                last_heartbeat: now,
+            });
+            touch(&mut node.meta, now);
+            match self.proposer.propose(batch(vec![put(node, expected)], true)).await {
+                Ok(r) if all_applied(&r) => return Ok(epoch),
+                Ok(_) => continue,
+                Err(e) => return Err(Status::unavailable(format!("cannot register node: {e}"))),
+            }
+        }
+        Err(Status::aborted("cannot register node: too many concurrent changes"))
+    }
+
+    /// Marks nodes whose heartbeats stopped as Down. Runs on the leader; a
+    /// new leader first waits a full expiry period (warm-up) so that nodes
+    /// have time to reach it before anyone is declared down.
+    pub async fn run_node_monitor(&self, cancel: CancellationToken) {
+        let expiry = Duration::from_millis(HEARTBEAT_PERIOD_MS * HEARTBEAT_MISSES_BEFORE_DOWN);
+        let started = Instant::now();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(HEARTBEAT_PERIOD_MS)) => {}
+            }
+            if started.elapsed() < expiry {
+                continue;
+            }
+            let stale: Vec<Node> = {
+                let beats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+                self.store.read(|d| {
+                    d.nodes
+                        .values()
+                        .filter(|n| n.status.as_ref().is_some_and(|s| s.state() == NodeState::Ready))
+                        .filter(|n| beats.get(&n.id).is_none_or(|t| t.elapsed() > expiry))
+                        .cloned()
+                        .collect()
+                })
+            };
+            if stale.is_empty() {
+                continue;
+            }
+            let now = now_ms();
+            let mutations = stale
+                .into_iter()
+                .map(|mut n| {
+                    let v = version(&n.meta);
+                    let s = n.status.get_or_insert_with(NodeStatus::default);
+                    s.state = NodeState::Down as i32;
+                    s.message = "heartbeat failure".into();
+                    tracing::warn!(node = %n.id, "no heartbeat: marking node down");
+                    touch(&mut n.meta, now);
+                    put(n, v)
+                })
+                .collect();
+            if let Err(e) = self.proposer.propose(batch(mutations, false)).await {
+                tracing::warn!(error = %e, "cannot mark nodes down");
+            }
+        }
+    }
+
+    fn beat(&self, node_id: &str) {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node_id.to_string(), Instant::now());
+    }
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl dispatcher_server::Dispatcher for Dispatcher {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<SessionRequest>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let req = request.into_inner();
+        if req.node_id.is_empty() {
+            return Err(Status::invalid_argument("session: node_id is empty"));
+        }
+        let epoch = self.register(&req).await?;
+        self.beat(&req.node_id);
+        let session_id = new_id();
+        tracing::info!(node = %req.node_id, epoch, session = %session_id, "worker session opened");
+
+        let (tx, rx) = mpsc::channel(4);
+        let store = self.store.clone();
+        let shutdown = self.shutdown.clone();
+        let node_id = req.node_id.clone();
+        tokio::spawn(async move {
+            let mut changes = store.subscribe();
+            let mut last: Option<SessionMessage> = None;
+            loop {
+                changes.borrow_and_update();
+                let msg = store.read(|d| session_message(d, &node_id, &session_id, epoch));
+                if last.as_ref() != Some(&msg) {
+                    if tx.send(Ok(msg.clone())).await.is_err() {
+                        break;
+                    }
+                    last = Some(msg);
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tx.closed() => break,
+                    r = changes.changed() => if r.is_err() { break },
+                }
+            }
+            tracing::info!(node = %node_id, "worker session closed");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        self.beat(&req.node_id);
+        Ok(Response::new(HeartbeatResponse {
+            period_ms: HEARTBEAT_PERIOD_MS,
+        }))
+    }
+
+    async fn update_pod_status(
+        &self,
+        request: Request<UpdatePodStatusRequest>,
+    ) -> Result<Response<UpdatePodStatusResponse>, Status> {
+        let req = request.into_inner();
+        self.beat(&req.node_id);
+        self.status.submit(&req.node_id, req.updates);
+        Ok(Response::new(UpdatePodStatusResponse {}))
+    }
+}

@@ -1,0 +1,49 @@
+//! Small readers over generated types that every controller uses.
+
+use shoal_proto::{HealthState, Meta, Pod, PodState};
+
+/// The stored version of an object (0 when it has no meta yet).
+pub fn version(meta: &Option<Meta>) -> u64 {
+    meta.as_ref().map_or(0, |m| m.version)
+}
+
+pub fn created_at(meta: &Option<Meta>) -> i64 {
+    meta.as_ref().map_or(0, |m| m.created_at)
+}
+
+/// Observed state of a pod.
+pub fn observed(p: &Pod) -> PodState {
+    p.status.as_ref().map_or(PodState::New, |s| s.state())
+}
+
+/// Wanted running: neither shut down nor marked for removal.
+pub fn wanted(p: &Pod) -> bool {
+    p.desired_state() == PodState::Running
+}
+
+/// Running and, when it has a healthcheck, healthy: it may take traffic.
+pub fn is_ready(p: &Pod) -> bool {
+    let Some(s) = &p.status else { return false };
+    s.state() == PodState::Running
+        && matches!(s.health(), HealthState::None | HealthState::Healthy)
+        && !s.ip.is_empty()
+}
+
+/// The name users see: `web.1` for a replicated pod, `web.<node id>` for a
+/// global one (as Swarm names tasks).
+pub fn pod_name(service: &str, p: &Pod) -> String {
+    if p.slot > 0 {
+        format!("{service}.{}", p.slot)
+    } else {
+        format!("{service}.{}", p.node_id)
+    }
+}
+
+/// Sets the meta's update time, creating the meta when missing.
+pub fn touch(meta: &mut Option<Meta>, now: i64) {
+    let m = meta.get_or_insert_with(Meta::default);
+    if m.created_at == 0 {
+        m.created_at = now;
+    }
+    m.updated_at = now;
+}

@@ -1,0 +1,196 @@
+//! The replicated orchestrator's reconcile pass: a pure function from the
+//! store's content and the time to the mutations that bring pods in line
+//! with each deployment (one live pod per slot, restarts with the restart
+//! policy, scale up and down, per-slot history trimming, and clean-up of
+//! pods whose deployment is gone).
+
+use std::collections::BTreeMap;
+
+use shoal_proto::{
+    Deployment, DeploymentMode, Mutation, ObjectKind, Pod, PodState, PodStatus, RestartPolicy,
+};
+
+use super::restart::{decide, RestartDecision};
+use crate::ids::new_id;
+use crate::objects::{created_at, observed, touch, version, wanted};
+use crate::store::{delete, put, StoreData};
+
+/// What one pass wants written, and the messages to show on deployments.
+#[derive(Debug, Default)]
+pub struct Reconciliation {
+    pub mutations: Vec<Mutation>,
+}
+
+/// Computes the pass over every deployment and orphaned pod.
+pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
+    let mut out = Reconciliation::default();
+    let mut by_deployment: BTreeMap<&str, BTreeMap<u64, Vec<&Pod>>> = BTreeMap::new();
+    for p in data.pods.values() {
+        by_deployment
+            .entry(p.deployment_id.as_str())
+            .or_default()
+            .entry(p.slot)
+            .or_default()
+            .push(p);
+    }
+    for slots in by_deployment.values_mut() {
+        for pods in slots.values_mut() {
+            pods.sort_by_key(|p| (p.attempt, created_at(&p.meta)));
+        }
+    }
+
+    for d in data.deployments.values() {
+        let Some(spec) = &d.spec else { continue };
+        if spec.mode() != DeploymentMode::Replicated {
+            continue;
+        }
+        let empty = BTreeMap::new();
+        let slots = by_deployment.get(d.id.as_str()).unwrap_or(&empty);
+        reconcile_deployment(d, slots, now, &mut out);
+    }
+
+    // Pods whose deployment no longer exists: stop them, then forget them.
+    for (deployment_id, slots) in &by_deployment {
+        if data.deployments.contains_key(*deployment_id) {
+            continue;
+        }
+        for p in slots.values().flatten() {
+            remove_pod(p, now, &mut out);
+        }
+    }
+    out
+}
+
+fn reconcile_deployment(
+    d: &Deployment,
+    slots: &BTreeMap<u64, Vec<&Pod>>,
+    now: i64,
+    out: &mut Reconciliation,
+) {
+    let spec = d.spec.as_ref().expect("checked by caller");
+    let rs_id = d
+        .status
+        .as_ref()
+        .map(|s| s.current_replica_set_id.clone())
+        .unwrap_or_default();
+    if rs_id.is_empty() {
+        return;
+    }
+    let policy = spec.restart_policy.clone().unwrap_or_default();
+    let history_limit = spec.pod_history_limit as usize;
+
+    for slot in 1..=spec.replicas {
+        let pods: &[&Pod] = slots.get(&slot).map_or(&[], |v| v.as_slice());
+        reconcile_slot(d, &rs_id, &policy, slot, pods, now, out);
+        trim_history(pods, history_limit, out);
+    }
+    // Slots above the replica count: scale down.
+    for (_, pods) in slots.range(spec.replicas + 1..) {
+        for p in pods {
+            remove_pod(p, now, out);
+        }
+    }
+}
+
+fn reconcile_slot(
+    d: &Deployment,
+    rs_id: &str,
+    policy: &RestartPolicy,
+    slot: u64,
+    pods: &[&Pod],
+    now: i64,
+    out: &mut Reconciliation,
+) {
+    let live: Vec<&Pod> = pods.iter().copied().filter(|p| wanted(p)).collect();
+    let Some(newest) = live.last() else {
+        let attempt = pods.last().map_or(0, |p| p.attempt + 1);
+        out.mutations
+            .push(put(new_pod(d, rs_id, slot, attempt, now, now), 0));
+        return;
+    };
+    // More than one live pod in a slot (a race between passes): keep the newest.
+    for extra in &live[..live.len() - 1] {
+        out.mutations.push(shut_down(extra, now));
+    }
+    if !observed(newest).is_terminal() {
+        return;
+    }
+    match decide(policy, newest, pods, now) {
+        RestartDecision::Restart { not_before } => {
+            out.mutations.push(shut_down(newest, now));
+            out.mutations.push(put(
+                new_pod(d, rs_id, slot, newest.attempt + 1, now, not_before),
+                0,
+            ));
+        }
+        RestartDecision::GiveUp(reason) => {
+            // Record why once, so `service ps` can show it.
+            let status = newest.status.clone().unwrap_or_default();
+            if !status.message.contains(&reason) {
+                let mut p = (*newest).clone();
+                let s = p.status.get_or_insert_with(PodStatus::default);
+                s.message = format!("{} ({reason})", status.message).trim().to_string();
+                touch(&mut p.meta, now);
+                out.mutations.push(put(p, version(&newest.meta)));
+            }
+        }
+    }
+}
+
+/// Deletes the oldest dead pods of a slot beyond the history limit.
+fn trim_history(pods: &[&Pod], limit: usize, out: &mut Reconciliation) {
+    let dead: Vec<&&Pod> = pods
+        .iter()
+        .filter(|p| !wanted(p) && observed(p).is_terminal())
+        .collect();
+    if dead.len() > limit {
+        for p in &dead[..dead.len() - limit] {
+            out.mutations
+                .push(delete(ObjectKind::Pod, p.id.clone(), version(&p.meta)));
+        }
+    }
+}
+
+/// Marks a pod for removal, and deletes it once nothing runs for it.
+fn remove_pod(p: &Pod, now: i64, out: &mut Reconciliation) {
+    let never_placed = p.node_id.is_empty();
+    if never_placed || observed(p).is_terminal() {
+        out.mutations
+            .push(delete(ObjectKind::Pod, p.id.clone(), version(&p.meta)));
+    } else if p.desired_state() != PodState::Remove {
+        let mut p = p.clone();
+        p.desired_state = PodState::Remove as i32;
+        touch(&mut p.meta, now);
+        let v = version(&p.meta);
+        out.mutations.push(put(p, v));
+    }
+}
+
+fn shut_down(p: &Pod, now: i64) -> Mutation {
+    let mut p = p.clone();
+    p.desired_state = PodState::Shutdown as i32;
+    touch(&mut p.meta, now);
+    let v = version(&p.meta);
+    put(p, v)
+}
+
+fn new_pod(d: &Deployment, rs_id: &str, slot: u64, attempt: u64, now: i64, not_before: i64) -> Pod {
+    let mut pod = Pod {
+        id: new_id(),
+        deployment_id: d.id.clone(),
+        replica_set_id: rs_id.to_string(),
+        slot,
+        desired_state: PodState::Running as i32,
+        status: Some(PodStatus {
+            state: PodState::New as i32,
+            message: "created".into(),
+            timestamp: now,
+            ..Default::default()
+        }),
+        attempt,
+        not_before,
+        ..Default::default()
+    };
+    touch(&mut pod.meta, now);
+    pod
+}

@@ -1,0 +1,129 @@
+use shoal_proto::{restart_policy::Condition, PodState};
+
+use super::replicated::reconcile;
+use crate::objects::wanted;
+use crate::testutil::{policy, Fixture};
+
+/// Runs reconcile passes until nothing is left to do (bounded).
+fn settle(f: &Fixture, now: i64) {
+    for _ in 0..10 {
+        let r = f.store.read(|d| reconcile(d, now));
+        if r.mutations.is_empty() {
+            return;
+        }
+        f.apply(r.mutations);
+    }
+    panic!("orchestrator did not settle");
+}
+
+#[test]
+fn creates_one_pod_per_slot() {
+    let f = Fixture::new();
+    let d = f.deployment("web", 3, policy(Condition::Any, 0, 0));
+    settle(&f, 1_000);
+    let pods = f.pods(&d);
+    assert_eq!(pods.iter().map(|p| p.slot).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(pods.iter().all(|p| wanted(p) && p.replica_set_id == "rs-web-1"));
+}
+
+#[test]
+fn a_failed_pod_is_replaced_in_the_same_slot_after_the_delay() {
+    let f = Fixture::new();
+    let d = f.deployment("web", 2, policy(Condition::Any, 5_000, 0));
+    settle(&f, 1_000);
+    let victim = f.pods(&d).into_iter().find(|p| p.slot == 2).unwrap();
+    f.report(&victim.id, PodState::Failed);
+    settle(&f, 2_000);
+
+    let slot2: Vec<_> = f.pods(&d).into_iter().filter(|p| p.slot == 2).collect();
+    assert_eq!(slot2.len(), 2, "the failed pod stays as history");
+    assert_eq!(slot2[0].id, victim.id);
+    assert_eq!(slot2[0].desired_state(), PodState::Shutdown);
+    assert_eq!(slot2[1].attempt, 1);
+    assert!(wanted(&slot2[1]));
+    assert_eq!(slot2[1].not_before, 7_000, "restart delay counts from the decision");
+}
+
+#[test]
+fn max_attempts_stops_restarting_and_says_why() {
+    let f = Fixture::new();
+    let d = f.deployment("job", 1, policy(Condition::OnFailure, 0, 2));
+    settle(&f, 0);
+    for round in 0..3 {
+        let current = f.pods(&d).into_iter().find(wanted).unwrap();
+        assert_eq!(current.attempt, round);
+        f.report(&current.id, PodState::Failed);
+        settle(&f, 10);
+    }
+    let pods = f.pods(&d);
+    assert_eq!(pods.len(), 3, "initial pod plus 2 restarts, no more");
+    let last = pods.last().unwrap();
+    assert!(last.status.as_ref().unwrap().message.contains("max attempts 2"));
+}
+
+#[test]
+fn on_failure_leaves_a_completed_pod_alone() {
+    let f = Fixture::new();
+    let d = f.deployment("job", 1, policy(Condition::OnFailure, 0, 0));
+    settle(&f, 0);
+    let p = f.pods(&d).pop().unwrap();
+    f.report(&p.id, PodState::Complete);
+    settle(&f, 10);
+    assert_eq!(f.pods(&d).len(), 1);
+}
+
+#[test]
+fn history_keeps_the_last_five_replaced_pods_per_slot() {
+    let f = Fixture::new();
+    let d = f.deployment("web", 1, policy(Condition::Any, 0, 0));
+    settle(&f, 0);
+    for _ in 0..8 {
+        let current = f.pods(&d).into_iter().find(wanted).unwrap();
+        f.report(&current.id, PodState::Failed);
+        settle(&f, 10);
+    }
+    let pods = f.pods(&d);
+    assert_eq!(pods.len(), 6, "one live pod and five replaced ones");
+    assert_eq!(pods.iter().filter(|p| wanted(p)).count(), 1);
+    assert_eq!(pods.first().unwrap().attempt, 3, "the oldest were trimmed");
+}
+
+#[test]
+fn scaling_down_removes_the_highest_slots_once_stopped() {
+    let f = Fixture::new();
+    let d = f.deployment("web", 3, policy(Condition::Any, 0, 0));
+    settle(&f, 0);
+    for p in f.pods(&d) {
+        // Placed and running, so removal has to wait for the worker.
+        let mut p2 = p.clone();
+        p2.node_id = "n1".into();
+        f.apply(vec![crate::store::put(p2, crate::objects::version(&p.meta))]);
+        f.report(&p.id, PodState::Running);
+    }
+    let mut dep = f.store.read(|s| s.deployments[&d].clone());
+    dep.spec.as_mut().unwrap().replicas = 1;
+    let v = crate::objects::version(&dep.meta);
+    f.apply(vec![crate::store::put(dep, v)]);
+    settle(&f, 10);
+    let pods = f.pods(&d);
+    assert_eq!(pods.len(), 3, "still there until their containers stop");
+    assert!(pods
+        .iter()
+        .filter(|p| p.slot > 1)
+        .all(|p| p.desired_state() == PodState::Remove));
+    for p in pods.iter().filter(|p| p.slot > 1) {
+        f.report(&p.id, PodState::Shutdown);
+    }
+    settle(&f, 20);
+    assert_eq!(f.pods(&d).len(), 1);
+}
+
+#[test]
+fn pods_of_a_removed_deployment_are_removed() {
+    let f = Fixture::new();
+    let d = f.deployment("web", 2, policy(Condition::Any, 0, 0));
+    settle(&f, 0);
+    f.apply(vec![crate::store::delete(shoal_proto::ObjectKind::Deployment, d.clone(), 0)]);
+    settle(&f, 10);
+    assert!(f.pods(&d).is_empty(), "unplaced pods are deleted at once");
+}

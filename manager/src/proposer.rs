@@ -1,0 +1,65 @@
+//! How controllers write: through a [`Proposer`], which is Raft in the daemon
+//! and a direct store apply in unit tests, so controller logic is tested
+//! without a cluster.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use shoal_proto::defaults::BATCH_FORMAT;
+use shoal_proto::{Batch, BatchResult, Mutation, MutationOutcome};
+
+use crate::raft::{ProposeError, RaftNode};
+use crate::store::Store;
+
+/// Something that commits batches of mutations to the store.
+pub trait Proposer: Send + Sync + 'static {
+    fn propose(&self, batch: Batch) -> BoxFuture<'_, Result<BatchResult, ProposeError>>;
+}
+
+impl Proposer for RaftNode {
+    fn propose(&self, batch: Batch) -> BoxFuture<'_, Result<BatchResult, ProposeError>> {
+        Box::pin(RaftNode::propose(self, batch))
+    }
+}
+
+/// Applies straight to a store, numbering entries itself: for unit tests of
+/// controllers, never used by the daemon.
+pub struct LocalProposer {
+    pub store: Arc<Store>,
+    next_index: AtomicU64,
+}
+
+impl LocalProposer {
+    pub fn new(store: Arc<Store>) -> Arc<Self> {
+        Arc::new(LocalProposer {
+            store,
+            next_index: AtomicU64::new(1),
+        })
+    }
+}
+
+impl Proposer for LocalProposer {
+    fn propose(&self, batch: Batch) -> BoxFuture<'_, Result<BatchResult, ProposeError>> {
+        let index = self.next_index.fetch_add(1, Ordering::SeqCst);
+        let result = self.store.apply(index, &batch);
+        Box::pin(async move { Ok(result) })
+    }
+}
+
+/// A batch in the current format.
+pub fn batch(mutations: Vec<Mutation>, atomic: bool) -> Batch {
+    Batch {
+        format: BATCH_FORMAT,
+        mutations,
+        atomic,
+    }
+}
+
+/// True when every mutation of the batch applied.
+pub fn all_applied(result: &BatchResult) -> bool {
+    result
+        .outcomes
+        .iter()
+        .all(|o| *o == MutationOutcome::Applied as i32)
+}

@@ -1,0 +1,236 @@
+//! The client side of the Raft transport: one gRPC channel per peer.
+//!
+//! Channels connect lazily, so a peer that is down costs nothing until the
+//! leader talks to it, and reconnect by themselves once it is back. Failures
+//! are classified for openraft: a peer that cannot be reached is
+//! `Unreachable` (openraft then backs off instead of hammering it), a call
+//! that outlives its deadline is a `Timeout`, anything else on the wire is a
+//! `NetworkError`.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch,
+    Timeout, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::{RPCTypes, RaftNetwork, RaftNetworkFactory, SnapshotSegmentId};
+use shoal_proto::raft_client::RaftClient;
+use shoal_proto::RaftPeer;
+use tonic::transport::{Channel, Endpoint};
+
+use super::codec;
+use super::types::{NodeId, TypeConfig};
+use super::MAX_MESSAGE_BYTES;
+
+/// How long connecting to a peer may take before the call counts as
+/// unreachable; well under the election timeout, so a dead peer does not
+/// hold a replication stream hostage.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The message a receiving node sends when a snapshot chunk does not follow
+/// the one it has, so the sender restarts the stream from offset 0.
+pub(super) const SNAPSHOT_MISMATCH: &str = "snapshot segment mismatch";
+
+/// Creates a [`PeerClient`] for every peer openraft replicates to.
+#[derive(Debug, Clone)]
+pub struct NetworkFactory {
+    /// This node's id, for timeout errors.
+    node_id: NodeId,
+}
+
+impl NetworkFactory {
+    pub fn new(node_id: NodeId) -> NetworkFactory {
+        NetworkFactory { node_id }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &RaftPeer) -> PeerClient {
+        PeerClient::new(self.node_id, target, node)
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerClient {
+    node_id: NodeId,
+    target: NodeId,
+    addr: String,
+    /// The client, or why none could be made (an address that is not a
+    /// valid URI); reported on every call as unreachable.
+    client: Result<RaftClient<Channel>, String>,
+}
+
+/// An error from the transport, as a std error openraft can carry.
+#[derive(Debug, thiserror::Error)]
+#[error("raft peer {target} at {addr}: {message}")]
+struct PeerError {
+    target: NodeId,
+    addr: String,
+    message: String,
+}
+
+impl PeerClient {
+    fn new(node_id: NodeId, target: NodeId, peer: &RaftPeer) -> PeerClient {
+        let client = Endpoint::from_shared(format!("http://{}", peer.addr))
+            .map(|e| {
+                let channel = e
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .connect_lazy();
+                RaftClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            })
+            .map_err(|e| format!("invalid address {:?}: {e}", peer.addr));
+        PeerClient {
+            node_id,
+            target,
+            addr: peer.addr.clone(),
+            client,
+        }
+    }
+
+    fn error(&self, message: impl Into<String>) -> PeerError {
+        PeerError {
+            target: self.target,
+            addr: self.addr.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn client<E: std::error::Error>(
+        &self,
+    ) -> Result<RaftClient<Channel>, RPCError<NodeId, RaftPeer, E>> {
+        self.client
+            .clone()
+            .map_err(|m| RPCError::Unreachable(Unreachable::new(&self.error(m))))
+    }
+
+    /// Runs one call under the RPC's deadline and classifies its failure.
+    async fn call<T, E, F>(
+        &self,
+        action: RPCTypes,
+        option: &RPCOption,
+        fut: F,
+    ) -> Result<T, RPCError<NodeId, RaftPeer, E>>
+    where
+        E: std::error::Error,
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let timeout = option.hard_ttl();
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(RPCError::Timeout(Timeout {
+                action,
+                id: self.node_id,
+                target: self.target,
+                timeout,
+            })),
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(self.status_error(status)),
+        }
+    }
+
+    fn status_error<E: std::error::Error>(
+        &self,
+        status: tonic::Status,
+    ) -> RPCError<NodeId, RaftPeer, E> {
+        let err = self.error(format!("{:?}: {}", status.code(), status.message()));
+        match status.code() {
+            // Connection refused or reset, or the peer's Raft is stopping.
+            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&err)),
+            _ => RPCError::Network(NetworkError::new(&err)),
+        }
+    }
+
+    fn decode_error<E: std::error::Error>(
+        &self,
+        e: codec::CodecError,
+    ) -> RPCError<NodeId, RaftPeer, E> {
+        RPCError::Network(NetworkError::new(&self.error(e.to_string())))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: openraft::raft::AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        openraft::raft::AppendEntriesResponse<NodeId>,
+        RPCError<NodeId, RaftPeer, RaftError<NodeId>>,
+    > {
+        let mut client = self.client()?;
+        let req = codec::append_entries_request_to_proto(&rpc);
+        let resp = self
+            .call(RPCTypes::AppendEntries, &option, client.append_entries(req))
+            .await?;
+        codec::append_entries_response_from_proto(&resp).map_err(|e| self.decode_error(e))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: openraft::raft::InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        openraft::raft::InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, RaftPeer, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let mut client = self.client()?;
+        let snapshot_id = rpc.meta.snapshot_id.clone();
+        let offset = rpc.offset;
+        let req = codec::install_snapshot_request_to_proto(&rpc);
+        let timeout = option.hard_ttl();
+        let resp = match tokio::time::timeout(timeout, client.install_snapshot(req)).await {
+            Err(_) => {
+                return Err(RPCError::Timeout(Timeout {
+                    action: RPCTypes::InstallSnapshot,
+                    id: self.node_id,
+                    target: self.target,
+                    timeout,
+                }))
+            }
+            Ok(Ok(resp)) => resp.into_inner(),
+            // The receiver lost track of this stream (it restarted, or saw
+            // another snapshot): openraft resends from offset 0 on this error.
+            Ok(Err(status))
+                if status.code() == tonic::Code::FailedPrecondition
+                    && status.message().starts_with(SNAPSHOT_MISMATCH) =>
+            {
+                let mismatch = SnapshotMismatch {
+                    expect: SnapshotSegmentId {
+                        id: snapshot_id.clone(),
+                        offset: 0,
+                    },
+                    got: SnapshotSegmentId {
+                        id: snapshot_id,
+                        offset,
+                    },
+                };
+                return Err(RPCError::RemoteError(RemoteError::new(
+                    self.target,
+                    RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch)),
+                )));
+            }
+            Ok(Err(status)) => return Err(self.status_error(status)),
+        };
+        codec::install_snapshot_response_from_proto(&resp).map_err(|e| self.decode_error(e))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: openraft::raft::VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<openraft::raft::VoteResponse<NodeId>, RPCError<NodeId, RaftPeer, RaftError<NodeId>>>
+    {
+        let mut client = self.client()?;
+        let req = codec::vote_request_to_proto(&rpc);
+        let resp = self
+            .call(RPCTypes::Vote, &option, client.request_vote(req))
+            .await?;
+        codec::vote_response_from_proto(&resp).map_err(|e| self.decode_error(e))
+    }
+}

@@ -1,0 +1,192 @@
+//! The in-memory object store the Raft state machine applies to.
+//!
+//! Every manager holds the whole desired state here; only the state machine
+//! writes to it (through [`Store::apply`]), everyone else reads a consistent
+//! view with [`Store::read`] and learns about changes through a watch on the
+//! last applied index. Controllers are level-triggered: a change wakes them,
+//! they read the current state and propose what differs.
+
+mod mutate;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use shoal_proto::{
+    object, Batch, BatchResult, Cluster, Deployment, Node, Object, Pod, ReplicaSet, Service,
+    StoreSnapshot,
+};
+use tokio::sync::watch;
+
+pub use mutate::{delete, put, put_forced};
+
+/// Every object kind, by id. BTreeMaps keep iteration (and so snapshots and
+/// listings) in a stable order.
+#[derive(Debug, Default, Clone)]
+pub struct StoreData {
+    pub clusters: BTreeMap<String, Cluster>,
+    pub nodes: BTreeMap<String, Node>,
+    pub deployments: BTreeMap<String, Deployment>,
+    pub replica_sets: BTreeMap<String, ReplicaSet>,
+    pub pods: BTreeMap<String, Pod>,
+    pub services: BTreeMap<String, Service>,
+    /// Raft log index of the last batch applied.
+    pub last_applied: u64,
+}
+
+impl StoreData {
+    /// The cluster object (there is exactly one once the cluster exists).
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.clusters.values().next()
+    }
+
+    /// A deployment by exact name.
+    pub fn deployment_by_name(&self, name: &str) -> Option<&Deployment> {
+        self.deployments
+            .values()
+            .find(|d| d.spec.as_ref().is_some_and(|s| s.name == name))
+    }
+
+    /// The Service object fronting a deployment, if any.
+    pub fn service_of_deployment(&self, deployment_id: &str) -> Option<&Service> {
+        self.services
+            .values()
+            .find(|s| s.deployment_id == deployment_id)
+    }
+
+    /// Pods of one deployment, every revision and history included.
+    pub fn pods_of_deployment<'a>(
+        &'a self,
+        deployment_id: &'a str,
+    ) -> impl Iterator<Item = &'a Pod> + 'a {
+        self.pods
+            .values()
+            .filter(move |p| p.deployment_id == deployment_id)
+    }
+
+    /// ReplicaSets (revisions) of one deployment, oldest first.
+    pub fn replica_sets_of_deployment(&self, deployment_id: &str) -> Vec<&ReplicaSet> {
+        let mut v: Vec<&ReplicaSet> = self
+            .replica_sets
+            .values()
+            .filter(|r| r.deployment_id == deployment_id)
+            .collect();
+        v.sort_by_key(|r| r.revision);
+        v
+    }
+
+    fn insert(&mut self, obj: Object) {
+        match obj.kind {
+            Some(object::Kind::Cluster(o)) => {
+                self.clusters.insert(o.id.clone(), o);
+            }
+            Some(object::Kind::Node(o)) => {
+                self.nodes.insert(o.id.clone(), o);
+            }
+            Some(object::Kind::Deployment(o)) => {
+                self.deployments.insert(o.id.clone(), o);
+            }
+            Some(object::Kind::ReplicaSet(o)) => {
+                self.replica_sets.insert(o.id.clone(), o);
+            }
+            Some(object::Kind::Pod(o)) => {
+                self.pods.insert(o.id.clone(), o);
+            }
+            Some(object::Kind::Service(o)) => {
+                self.services.insert(o.id.clone(), o);
+            }
+            None => {}
+        }
+    }
+
+    fn all_objects(&self) -> Vec<Object> {
+        let mut out = Vec::new();
+        let wrap = |k| Object { kind: Some(k) };
+        out.extend(self.clusters.values().cloned().map(object::Kind::Cluster).map(wrap));
+        out.extend(self.nodes.values().cloned().map(object::Kind::Node).map(wrap));
+        out.extend(
+            self.deployments
+                .values()
+                .cloned()
+                .map(object::Kind::Deployment)
+                .map(wrap),
+        );
+        out.extend(
+            self.replica_sets
+                .values()
+                .cloned()
+                .map(object::Kind::ReplicaSet)
+                .map(wrap),
+        );
+        out.extend(self.pods.values().cloned().map(object::Kind::Pod).map(wrap));
+        out.extend(self.services.values().cloned().map(object::Kind::Service).map(wrap));
+        out
+    }
+}
+
+/// The object store. Cheap to share (`Arc<Store>`); reads never block on
+/// Raft, only on a concurrent apply.
+#[derive(Debug)]
+pub struct Store {
+    data: RwLock<StoreData>,
+    changes: watch::Sender<u64>,
+}
+
+impl Store {
+    pub fn new() -> Arc<Store> {
+        Arc::new(Store {
+            data: RwLock::new(StoreData::default()),
+            changes: watch::channel(0).0,
+        })
+    }
+
+    /// Runs `f` on a consistent view of the store.
+    pub fn read<T>(&self, f: impl FnOnce(&StoreData) -> T) -> T {
+        let guard = self.data.read().unwrap_or_else(|e| e.into_inner());
+        f(&guard)
+    }
+
+    /// A watch on the last applied Raft index: it changes after every apply
+    /// and restore, so controllers wake when anything changed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Applies one committed batch at Raft log index `index`. Deterministic:
+    /// every manager computes the same outcome from the same log. Never
+    /// panics on bad input; an unknown batch format skips every mutation.
+    pub fn apply(&self, index: u64, batch: &Batch) -> BatchResult {
+        let result = {
+            let mut guard = self.data.write().unwrap_or_else(|e| e.into_inner());
+            let result = mutate::apply_batch(&mut guard, index, batch);
+            guard.last_applied = index;
+            result
+        };
+        self.changes.send_replace(index);
+        result
+    }
+
+    /// Every object, for a Raft snapshot.
+    pub fn snapshot(&self) -> StoreSnapshot {
+        self.read(|d| StoreSnapshot {
+            format: shoal_proto::defaults::SNAPSHOT_FORMAT,
+            objects: d.all_objects(),
+        })
+    }
+
+    /// Replaces the whole content with a snapshot's, taken at Raft index `index`.
+    pub fn restore(&self, snapshot: StoreSnapshot, index: u64) {
+        {
+            let mut fresh = StoreData::default();
+            for obj in snapshot.objects {
+                fresh.insert(obj);
+            }
+            fresh.last_applied = index;
+            let mut guard = self.data.write().unwrap_or_else(|e| e.into_inner());
+            *guard = fresh;
+        }
+        self.changes.send_replace(index);
+    }
+}
+
+#[cfg(test)]
+mod tests;

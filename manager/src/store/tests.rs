@@ -1,0 +1,160 @@
+use shoal_proto::defaults::BATCH_FORMAT;
+use shoal_proto::{object, Batch, Meta, MutationOutcome, Object, ObjectKind, Pod};
+
+use super::*;
+
+fn pod(id: &str, version: u64) -> Object {
+    Object {
+        kind: Some(object::Kind::Pod(Pod {
+            id: id.into(),
+            meta: Some(Meta {
+                version,
+                ..Default::default()
+            }),
+            slot: 1,
+            ..Default::default()
+        })),
+    }
+}
+
+fn batch(atomic: bool, mutations: Vec<shoal_proto::Mutation>) -> Batch {
+    Batch {
+        format: BATCH_FORMAT,
+        mutations,
+        atomic,
+    }
+}
+
+fn outcomes(r: &BatchResult) -> Vec<MutationOutcome> {
+    r.outcomes
+        .iter()
+        .map(|o| MutationOutcome::try_from(*o).unwrap())
+        .collect()
+}
+
+#[test]
+fn create_stamps_the_raft_index_as_version() {
+    let store = Store::new();
+    let r = store.apply(7, &batch(true, vec![put(pod("p1", 0), 0)]));
+    assert_eq!(outcomes(&r), vec![MutationOutcome::Applied]);
+    let v = store.read(|d| d.pods["p1"].meta.as_ref().unwrap().version);
+    assert_eq!(v, 7);
+    assert_eq!(store.read(|d| d.last_applied), 7);
+}
+
+#[test]
+fn a_stale_update_fails_instead_of_overwriting() {
+    let store = Store::new();
+    store.apply(1, &batch(true, vec![put(pod("p1", 0), 0)]));
+    store.apply(2, &batch(true, vec![put(pod("p1", 1), 1)]));
+    // A writer that read version 1 and writes after version 2 landed.
+    let r = store.apply(3, &batch(true, vec![put(pod("p1", 1), 1)]));
+    assert_eq!(outcomes(&r), vec![MutationOutcome::Conflict]);
+    assert_eq!(store.read(|d| d.pods["p1"].meta.as_ref().unwrap().version), 2);
+}
+
+#[test]
+fn create_of_an_existing_object_reports_exists() {
+    let store = Store::new();
+    store.apply(1, &batch(true, vec![put(pod("p1", 0), 0)]));
+    let r = store.apply(2, &batch(false, vec![put(pod("p1", 0), 0)]));
+    assert_eq!(outcomes(&r), vec![MutationOutcome::Exists]);
+}
+
+#[test]
+fn an_atomic_batch_applies_all_or_nothing() {
+    let store = Store::new();
+    store.apply(1, &batch(true, vec![put(pod("p1", 0), 0)]));
+    let r = store.apply(
+        2,
+        &batch(
+            true,
+            vec![put(pod("p2", 0), 0), put(pod("p1", 0), 99), put(pod("p3", 0), 0)],
+        ),
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![
+            MutationOutcome::Skipped,
+            MutationOutcome::Conflict,
+            MutationOutcome::Skipped
+        ]
+    );
+    assert_eq!(store.read(|d| d.pods.len()), 1);
+}
+
+#[test]
+fn a_non_atomic_batch_applies_what_passes() {
+    let store = Store::new();
+    store.apply(1, &batch(true, vec![put(pod("p1", 0), 0)]));
+    let r = store.apply(
+        2,
+        &batch(false, vec![put(pod("p2", 0), 0), put(pod("p1", 0), 99)]),
+    );
+    assert_eq!(
+        outcomes(&r),
+        vec![MutationOutcome::Applied, MutationOutcome::Conflict]
+    );
+    assert_eq!(store.read(|d| d.pods.len()), 2);
+}
+
+#[test]
+fn mutations_in_one_atomic_batch_see_each_other() {
+    let store = Store::new();
+    // Create then update (expecting the version the create gives) then delete.
+    let r = store.apply(
+        5,
+        &batch(
+            true,
+            vec![
+                put(pod("p1", 0), 0),
+                put(pod("p1", 5), 5),
+                delete(ObjectKind::Pod, "p1", 5),
+            ],
+        ),
+    );
+    assert!(outcomes(&r).iter().all(|o| *o == MutationOutcome::Applied));
+    assert!(store.read(|d| d.pods.is_empty()));
+}
+
+#[test]
+fn forced_writes_skip_the_version_check() {
+    let store = Store::new();
+    store.apply(1, &batch(true, vec![put(pod("p1", 0), 0)]));
+    store.apply(2, &batch(true, vec![put(pod("p1", 1), 1)]));
+    let r = store.apply(3, &batch(false, vec![put_forced(pod("p1", 1))]));
+    assert_eq!(outcomes(&r), vec![MutationOutcome::Applied]);
+}
+
+#[test]
+fn delete_of_a_missing_object_reports_not_found() {
+    let store = Store::new();
+    let r = store.apply(1, &batch(false, vec![delete(ObjectKind::Pod, "nope", 0)]));
+    assert_eq!(outcomes(&r), vec![MutationOutcome::NotFound]);
+}
+
+#[test]
+fn an_unknown_batch_format_is_skipped_not_applied() {
+    let store = Store::new();
+    let mut b = batch(true, vec![put(pod("p1", 0), 0)]);
+    b.format = BATCH_FORMAT + 1;
+    let r = store.apply(1, &b);
+    assert_eq!(outcomes(&r), vec![MutationOutcome::Skipped]);
+    assert!(store.read(|d| d.pods.is_empty()));
+}
+
+#[test]
+fn snapshot_and_restore_round_trip() {
+    let store = Store::new();
+    store.apply(
+        3,
+        &batch(true, vec![put(pod("p1", 0), 0), put(pod("p2", 0), 0)]),
+    );
+    let snap = store.snapshot();
+    let other = Store::new();
+    let mut rx = other.subscribe();
+    other.restore(snap, 3);
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(other.read(|d| d.pods.len()), 2);
+    assert_eq!(other.read(|d| d.last_applied), 3);
+}

@@ -1,0 +1,123 @@
+//! Fixtures shared by the controllers' unit tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use shoal_proto::{
+    restart_policy::Condition, ContainerSpec, Deployment, DeploymentSpec, DeploymentStatus,
+    Mutation, Node, NodeAvailability, NodeSpec, NodeState, NodeStatus, Pod, PodState, PodStatus,
+    PodTemplate, ReplicaSet, RestartPolicy,
+};
+
+use crate::objects::version;
+use crate::proposer::batch;
+use crate::store::{put, Store};
+
+/// A store plus a Raft-like index counter, applying mutations directly.
+pub struct Fixture {
+    pub store: Arc<Store>,
+    index: AtomicU64,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Fixture {
+            store: Store::new(),
+            index: AtomicU64::new(1),
+        }
+    }
+
+    pub fn apply(&self, mutations: Vec<Mutation>) -> shoal_proto::BatchResult {
+        let i = self.index.fetch_add(1, Ordering::SeqCst);
+        self.store.apply(i, &batch(mutations, false))
+    }
+
+    /// A replicated deployment `name` with revision 1; returns its id.
+    pub fn deployment(&self, name: &str, replicas: u64, policy: RestartPolicy) -> String {
+        let id = format!("dep-{name}");
+        let rs = ReplicaSet {
+            id: format!("rs-{name}-1"),
+            deployment_id: id.clone(),
+            revision: 1,
+            template: Some(PodTemplate {
+                container: Some(ContainerSpec {
+                    image: "img:v1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            replicas,
+            ..Default::default()
+        };
+        let d = Deployment {
+            id: id.clone(),
+            spec: Some(DeploymentSpec {
+                name: name.into(),
+                replicas,
+                restart_policy: Some(policy),
+                pod_history_limit: 5,
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                current_replica_set_id: rs.id.clone(),
+                revision: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.apply(vec![put(d, 0), put(rs, 0)]);
+        id
+    }
+
+    pub fn ready_node(&self, id: &str) {
+        let n = Node {
+            id: id.into(),
+            spec: Some(NodeSpec {
+                availability: NodeAvailability::Active as i32,
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: NodeState::Ready as i32,
+                hostname: format!("host-{id}"),
+                session_epoch: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.apply(vec![put(n, 0)]);
+    }
+
+    /// Sets a pod's observed state, as a worker report would.
+    pub fn report(&self, pod_id: &str, state: PodState) {
+        let mut p = self.pod(pod_id);
+        let v = version(&p.meta);
+        p.status = Some(PodStatus {
+            state: state as i32,
+            ip: "10.0.0.2".into(),
+            ..Default::default()
+        });
+        self.apply(vec![put(p, v)]);
+    }
+
+    pub fn pod(&self, id: &str) -> Pod {
+        self.store.read(|d| d.pods[id].clone())
+    }
+
+    /// Pods of a deployment sorted by (slot, attempt).
+    pub fn pods(&self, deployment_id: &str) -> Vec<Pod> {
+        let mut v: Vec<Pod> = self
+            .store
+            .read(|d| d.pods_of_deployment(deployment_id).cloned().collect());
+        v.sort_by_key(|p| (p.slot, p.attempt));
+        v
+    }
+}
+
+pub fn policy(condition: Condition, delay_ms: u64, max_attempts: u64) -> RestartPolicy {
+    RestartPolicy {
+        condition: condition as i32,
+        delay_ms,
+        max_attempts,
+        window_ms: 0,
+    }
+}
