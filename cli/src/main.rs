@@ -1,1 +1,165 @@
-fn main() {}
+//! `shoal`: the client commands and the node daemon in one binary.
+
+mod args;
+mod client;
+mod commands;
+mod daemon;
+mod output;
+mod parse;
+
+use std::ffi::OsString;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+
+use args::{Cli, Command, DaemonArgs, InitArgs, NodeCommand, ServiceCommand};
+use commands::{node, service, system};
+use daemon::config;
+
+fn main() {
+    let cli = Cli::parse();
+    let is_daemon = matches!(
+        &cli.command,
+        Command::Init(InitArgs { daemon: o, .. }) | Command::Daemon(DaemonArgs { daemon: o }) if o.foreground
+    );
+    let runtime = if is_daemon {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(dispatch(cli)) {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let host = client::host_or_default(cli.host.as_deref());
+    match cli.command {
+        Command::Init(a) => init(a).await,
+        Command::Daemon(a) => resume(a).await,
+        Command::Service(cmd) => match cmd {
+            ServiceCommand::Create(a) => service::create(&host, &a).await,
+            ServiceCommand::Ls(a) => service::ls(&host, &a).await,
+            ServiceCommand::Ps(a) => service::ps(&host, &a).await,
+            ServiceCommand::Scale(a) => service::scale(&host, &a).await,
+            ServiceCommand::Inspect(a) => service::inspect(&host, &a).await,
+            ServiceCommand::Logs(a) => service::logs(&host, &a).await,
+            ServiceCommand::Rm(a) => service::rm(&host, &a).await,
+        },
+        Command::Node(NodeCommand::Ls(a)) => node::ls(&host, &a).await,
+        Command::Leave(a) => system::leave(&host, &a).await,
+        Command::Version => system::version(&host).await,
+        Command::Info(a) => system::info(&host, &a).await,
+    }
+}
+
+fn socket_host(socket: &std::path::Path) -> String {
+    format!("unix://{}", socket.display())
+}
+
+async fn init(a: InitArgs) -> Result<()> {
+    let dir = config::data_dir(a.daemon.data_dir.as_deref());
+    if config::exists(&dir) {
+        bail!(
+            "this node is already part of a cluster (state in {d}): resume it with `shoal daemon --data-dir {d}`, or remove it with `shoal leave --force`",
+            d = dir.display()
+        );
+    }
+    // Validate before detaching, so the error reaches the terminal.
+    let cfg = daemon::new_node_config(
+        &a.listen_addr,
+        &a.advertise_addr,
+        &a.pod_network,
+        a.pod_network_internal,
+    )?;
+    if a.daemon.foreground {
+        init_tracing();
+        return daemon::run(daemon::DaemonRun {
+            data_dir: dir,
+            socket: a.daemon.socket.clone(),
+            config: cfg,
+            init: true,
+        })
+        .await;
+    }
+    let mut args: Vec<OsString> = vec![
+        "init".into(),
+        "--foreground".into(),
+        "--data-dir".into(),
+        dir.clone().into(),
+        "--socket".into(),
+        a.daemon.socket.clone().into(),
+        "--listen-addr".into(),
+        a.listen_addr.clone().into(),
+        "--advertise-addr".into(),
+        a.advertise_addr.clone().into(),
+        "--pod-network".into(),
+        a.pod_network.clone().into(),
+    ];
+    if a.pod_network_internal {
+        args.push("--pod-network-internal".into());
+    }
+    let host = socket_host(&a.daemon.socket);
+    daemon::detach::spawn_and_wait(args, &dir, &host).await?;
+    let mut client = client::connect(&host).await?;
+    let info = client
+        .info(shoal_proto::InfoRequest {})
+        .await
+        .map_err(|s| client::api_error(&host, s))?
+        .into_inner();
+    println!("Cluster initialized: {}", info.cluster_id);
+    println!("Current node ({}) is now a manager.", info.node_id);
+    println!();
+    println!("To add a worker to this cluster, run the following command:");
+    println!();
+    println!("    {}", info.worker_join_command);
+    println!();
+    println!("(Joining other hosts needs the mutual-TLS cluster transport; until then this cluster is single-host.)");
+    Ok(())
+}
+
+async fn resume(a: DaemonArgs) -> Result<()> {
+    let dir = config::data_dir(a.daemon.data_dir.as_deref());
+    let cfg = config::load(&dir)?;
+    if a.daemon.foreground {
+        init_tracing();
+        return daemon::run(daemon::DaemonRun {
+            data_dir: dir,
+            socket: a.daemon.socket.clone(),
+            config: cfg,
+            init: false,
+        })
+        .await;
+    }
+    let args: Vec<OsString> = vec![
+        "daemon".into(),
+        "--foreground".into(),
+        "--data-dir".into(),
+        dir.clone().into(),
+        "--socket".into(),
+        a.daemon.socket.clone().into(),
+    ];
+    let host = socket_host(&a.daemon.socket);
+    daemon::detach::spawn_and_wait(args, &dir, &host).await?;
+    println!("shoal daemon started (node {}, data dir {})", cfg.node_id, dir.display());
+    Ok(())
+}

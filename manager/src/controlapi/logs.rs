@@ -24,8 +24,14 @@ pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>
 
 /// Reads one pod's container output on this node.
 pub trait LogSource: Send + Sync + 'static {
-    fn pod_logs(&self, pod_id: &str, follow: bool, tail: i64)
-        -> BoxStream<'static, Result<LogLine, String>>;
+    /// `pod_name` is the display name (`web.1`) the container was named after.
+    fn pod_logs(
+        &self,
+        pod_id: &str,
+        pod_name: &str,
+        follow: bool,
+        tail: i64,
+    ) -> BoxStream<'static, Result<LogLine, String>>;
 }
 
 /// How often a following stream looks for new pods.
@@ -62,7 +68,7 @@ pub fn stream_service_logs(
                 if !attached.insert(pod_id.clone()) {
                     continue;
                 }
-                let mut lines = source.pod_logs(&pod_id, follow, tail);
+                let mut lines = source.pod_logs(&pod_id, &name, follow, tail);
                 let tx = tx.clone();
                 readers.spawn(async move {
                     while let Some(item) = lines.next().await {

@@ -121,6 +121,8 @@ impl LogStore {
         AnyError::error(format!("{}: {e}", self.path.display()))
     }
 
+    // openraft's error type, fixed by the trait this serves.
+    #[allow(clippy::result_large_err)]
     fn read_entries(&self, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry>, StorageError> {
         let read_err = |e: AnyError| StorageError::from(StorageIOError::read_logs(e));
         let txn = self.db.begin_read().map_err(|e| read_err(self.any(&e)))?;
@@ -140,6 +142,8 @@ impl LogStore {
         Ok(out)
     }
 
+    // openraft's error type, fixed by the trait this serves.
+    #[allow(clippy::result_large_err)]
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let read_err = |e: AnyError| StorageError::from(StorageIOError::read_logs(e));
         let txn = self.db.begin_read().map_err(|e| read_err(self.any(&e)))?;

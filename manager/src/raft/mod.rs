@@ -50,6 +50,12 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// catches up from the log instead of receiving a whole snapshot.
 const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
 
+/// Deadline for sending one snapshot chunk (and, for the last one, for the
+/// follower to install it). openraft's 200 ms default is too short for the
+/// last chunk of a large store, whose install decodes, fsyncs and restores
+/// everything; a timed-out install restarts the whole transfer, forever.
+const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
+
 /// How this manager takes part in Raft.
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
@@ -81,6 +87,9 @@ pub enum RaftError {
     /// openraft refused the configuration.
     #[error("invalid raft configuration: {0}")]
     Config(String),
+    /// The node could not become a one-manager cluster.
+    #[error("cannot bootstrap a one-manager raft cluster: {0}")]
+    Bootstrap(String),
     /// openraft stopped (a storage error, or shut down).
     #[error("raft stopped: {0}")]
     Fatal(String),
@@ -150,6 +159,7 @@ fn openraft_config() -> Result<Config, RaftError> {
         election_timeout_max: RAFT_ELECTION_TIMEOUT_MAX_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(RAFT_SNAPSHOT_LOGS_SINCE_LAST),
         max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
+        install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
         ..Default::default()
     }
     .validate()
@@ -237,9 +247,16 @@ impl RaftNode {
                 );
                 Ok(())
             }
-            // Someone initialized it meanwhile (or this node already voted).
-            Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(RaftError::Fatal(e.to_string())),
+            // Initialized meanwhile: fine. Otherwise this node already voted
+            // in another cluster's election, and must join that one instead.
+            Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                if self.is_initialized().await {
+                    Ok(())
+                } else {
+                    Err(RaftError::Bootstrap(e.to_string()))
+                }
+            }
+            Err(e) => Err(RaftError::Bootstrap(e.to_string())),
         }
     }
 

@@ -102,6 +102,8 @@ impl PeerClient {
         }
     }
 
+    // openraft's error type, fixed by the trait this serves.
+    #[allow(clippy::result_large_err)]
     fn client<E: std::error::Error>(
         &self,
     ) -> Result<RaftClient<Channel>, RPCError<NodeId, RaftPeer, E>> {

@@ -1,0 +1,264 @@
+//! The command line, as clap derives it. Defaults shown in help come from
+//! `shoal_proto::defaults`, the same values the daemon uses.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shoal_proto::defaults as d;
+
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about = "A Swarm-style container orchestrator", disable_help_subcommand = true)]
+pub struct Cli {
+    /// Daemon to talk to: unix:///path/to/socket (default unix:///run/shoal/shoal.sock)
+    #[arg(short = 'H', long = "host", global = true, env = "SHOAL_HOST")]
+    pub host: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a cluster: start this node's daemon as its first manager
+    Init(InitArgs),
+    /// Resume a node from its data directory
+    Daemon(DaemonArgs),
+    /// Manage services
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Manage nodes
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Stop the local daemon and leave the cluster
+    Leave(LeaveArgs),
+    /// Show the client's and the daemon's versions
+    Version,
+    /// Show cluster-wide information
+    Info(FormatArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DaemonOpts {
+    /// Where the node keeps its state (default /var/lib/shoal as root, else $XDG_DATA_HOME/shoal)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Unix socket the daemon serves the CLI on
+    #[arg(long, default_value = d::SOCKET_PATH)]
+    pub socket: PathBuf,
+    /// Stay attached to the terminal instead of detaching
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub daemon: DaemonOpts,
+    /// Address the cluster gRPC listens on (loopback only until multi-host support)
+    #[arg(long, default_value = d::LISTEN_ADDR)]
+    pub listen_addr: String,
+    /// Address other nodes reach this node at
+    #[arg(long, default_value = "127.0.0.1")]
+    pub advertise_addr: String,
+    /// Docker network pods attach to
+    #[arg(long, default_value = d::POD_NETWORK)]
+    pub pod_network: String,
+    /// Create the pod network with --internal (no route out of the host)
+    #[arg(long)]
+    pub pod_network_internal: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub daemon: DaemonOpts,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LeaveArgs {
+    /// Leave even though this is the last manager (the cluster's state is lost)
+    #[arg(short, long)]
+    pub force: bool,
+    /// Where the node keeps its state, to clean up when the daemon is not running
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct FormatArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// Only display IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a new service
+    Create(Box<CreateArgs>),
+    /// List services
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// List the pods of one or more services
+    Ps(PsArgs),
+    /// Scale one or more replicated services (NAME=REPLICAS ...)
+    Scale(ScaleArgs),
+    /// Display a service's spec and status as JSON
+    Inspect(InspectArgs),
+    /// Fetch the logs of a service's pods
+    Logs(LogsArgs),
+    /// Remove one or more services
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CreateArgs {
+    /// Service name
+    #[arg(long)]
+    pub name: String,
+    /// Number of pods
+    #[arg(long, default_value_t = d::REPLICAS)]
+    pub replicas: u64,
+    /// Publish a port: PUBLISHED:TARGET[/PROTO], or mode=host,published=P,target=T[,protocol=tcp]
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Set an environment variable (KEY=VALUE)
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Service label (key=value)
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Container label (key=value)
+    #[arg(long = "container-label")]
+    pub container_labels: Vec<String>,
+    /// Placement constraint (e.g. node.labels.zone==a)
+    #[arg(long = "constraint")]
+    pub constraints: Vec<String>,
+    /// Maximum pods per node (0 = unlimited)
+    #[arg(long = "replicas-max-per-node", default_value_t = 0)]
+    pub replicas_max_per_node: u64,
+    /// Time to wait between SIGTERM and SIGKILL
+    #[arg(long, default_value_t = d::format_duration_ms(d::STOP_GRACE_PERIOD_MS))]
+    pub stop_grace_period: String,
+    /// Restart when: any, on-failure or none
+    #[arg(long, default_value = d::RESTART_CONDITION)]
+    pub restart_condition: String,
+    /// Delay between restart attempts
+    #[arg(long, default_value_t = d::format_duration_ms(d::RESTART_DELAY_MS))]
+    pub restart_delay: String,
+    /// Maximum number of restarts before giving up (0 = unlimited)
+    #[arg(long, default_value_t = d::RESTART_MAX_ATTEMPTS)]
+    pub restart_max_attempts: u64,
+    /// Window used to evaluate the restart policy (0s = unbounded)
+    #[arg(long, default_value_t = d::format_duration_ms(d::RESTART_WINDOW_MS))]
+    pub restart_window: String,
+    /// Command to run to check health (run by /bin/sh in the container)
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between health checks
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    /// Maximum time a health check may run
+    #[arg(long)]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures before unhealthy
+    #[arg(long)]
+    pub health_retries: Option<u32>,
+    /// Start period during which failures do not count
+    #[arg(long)]
+    pub health_start_period: Option<String>,
+    /// Disable any healthcheck, including the image's
+    #[arg(long, conflicts_with = "health_cmd")]
+    pub no_healthcheck: bool,
+    /// Username or UID
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Container hostname
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Exit immediately instead of waiting for the service to converge
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Suppress progress output
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Image to run
+    pub image: String,
+    /// Command and arguments (replace the image's entrypoint and command)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PsArgs {
+    /// Service names or ids
+    #[arg(required = true)]
+    pub services: Vec<String>,
+    #[command(flatten)]
+    pub list: ListArgs,
+    /// Do not show replaced pods
+    #[arg(long)]
+    pub no_history: bool,
+    /// Do not truncate errors
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ScaleArgs {
+    /// SERVICE=REPLICAS
+    #[arg(required = true)]
+    pub scales: Vec<String>,
+    /// Exit immediately instead of waiting for the services to converge
+    #[arg(short, long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LogsArgs {
+    pub service: String,
+    /// Follow log output, including pods started later
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of each pod's logs (default all)
+    #[arg(short = 'n', long)]
+    pub tail: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes
+    #[command(alias = "list")]
+    Ls(ListArgs),
+}

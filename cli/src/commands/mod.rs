@@ -1,0 +1,5 @@
+//! Client commands, one module per noun.
+
+pub mod node;
+pub mod service;
+pub mod system;

@@ -1,0 +1,86 @@
+//! `shoal node ...`
+
+use anyhow::Result;
+use shoal_proto::{InfoRequest, ListNodesRequest, NodeAvailability, NodeRole, NodeState};
+
+use crate::args::{Format, ListArgs};
+use crate::client::{api_error, connect};
+use crate::output::table;
+
+fn state(n: &shoal_proto::Node) -> &'static str {
+    match n.status.as_ref().map(|s| s.state()) {
+        Some(NodeState::Ready) => "Ready",
+        Some(NodeState::Down) => "Down",
+        _ => "Unknown",
+    }
+}
+
+fn availability(n: &shoal_proto::Node) -> &'static str {
+    match n.spec.as_ref().map(|s| s.availability()) {
+        Some(NodeAvailability::Pause) => "Pause",
+        Some(NodeAvailability::Drain) => "Drain",
+        _ => "Active",
+    }
+}
+
+pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
+    let mut client = connect(host).await?;
+    let me = client
+        .info(InfoRequest {})
+        .await
+        .map_err(|s| api_error(host, s))?
+        .into_inner();
+    let mut nodes = client
+        .list_nodes(ListNodesRequest {})
+        .await
+        .map_err(|s| api_error(host, s))?
+        .into_inner()
+        .nodes;
+    nodes.sort_by(|a, b| a.id.cmp(&b.id));
+    if a.quiet {
+        nodes.iter().for_each(|n| println!("{}", n.id));
+        return Ok(());
+    }
+    let manager_status = |n: &shoal_proto::Node| -> String {
+        let is_manager = n.spec.as_ref().is_some_and(|s| s.role() == NodeRole::Manager);
+        match (is_manager, n.id == me.node_id && me.is_leader) {
+            (true, true) => "Leader".into(),
+            (true, false) => "Reachable".into(),
+            _ => String::new(),
+        }
+    };
+    let hostname = |n: &shoal_proto::Node| n.status.as_ref().map(|s| s.hostname.clone()).unwrap_or_default();
+    if a.format.format == Format::Json {
+        let rows: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "ID": n.id,
+                    "Self": n.id == me.node_id,
+                    "Hostname": hostname(n),
+                    "Status": state(n),
+                    "Availability": availability(n),
+                    "ManagerStatus": manager_status(n),
+                    "EngineVersion": n.status.as_ref().map(|s| s.engine_version.clone()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let star = if n.id == me.node_id { " *" } else { "" };
+            vec![
+                format!("{}{star}", n.id),
+                hostname(n),
+                state(n).into(),
+                availability(n).into(),
+                manager_status(n),
+            ]
+        })
+        .collect();
+    table(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"], &rows);
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! What a node remembers about itself between restarts (`node.json` in the
+//! data dir), and where things live.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use shoal_proto::defaults as d;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeConfig {
+    pub node_id: String,
+    pub raft_id: u64,
+    pub cluster_id: String,
+    pub listen_addr: String,
+    /// host:port other nodes reach this node's cluster gRPC at.
+    pub advertise_addr: String,
+    pub pod_network: String,
+    pub pod_network_internal: bool,
+}
+
+const CONFIG_FILE: &str = "node.json";
+pub const PID_FILE: &str = "shoal.pid";
+pub const LOG_FILE: &str = "shoal.log";
+
+/// The data dir: the flag, else /var/lib/shoal as root, else
+/// $XDG_DATA_HOME/shoal (or ~/.local/share/shoal).
+pub fn data_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from(d::DATA_DIR_ROOT);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("shoal");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".local/share/shoal")
+}
+
+pub fn exists(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).exists()
+}
+
+pub fn load(dir: &Path) -> Result<NodeConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no node state in {}: this node is not part of a cluster (create one with shoal init)",
+            dir.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid node state", path.display()))
+}
+
+/// Writes atomically (temp file + rename), so a crash never leaves half a file.
+pub fn save(dir: &Path, cfg: &NodeConfig) -> Result<()> {
+    let path = dir.join(CONFIG_FILE);
+    let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(cfg)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Forgets the node's cluster state (after leave --force).
+pub fn wipe(dir: &Path) -> Result<()> {
+    for name in [CONFIG_FILE, "raft"] {
+        let p = dir.join(name);
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        } else if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Cluster traffic has no mutual TLS yet, so it must stay on loopback.
+pub fn check_listen_addr(addr: &str) -> Result<std::net::SocketAddr> {
+    let sa: std::net::SocketAddr = addr
+        .parse()
+        .with_context(|| format!("invalid --listen-addr {addr:?}: expected IP:PORT, e.g. {}", d::LISTEN_ADDR))?;
+    if !sa.ip().is_loopback() {
+        bail!(
+            "invalid --listen-addr {addr}: cluster traffic is not protected by mutual TLS yet, so it is served on loopback only (e.g. {})",
+            d::LISTEN_ADDR
+        );
+    }
+    Ok(sa)
+}
+
+/// Joins an advertise address (IP or host, with or without port) with the
+/// listen port.
+pub fn advertise_with_port(advertise: &str, listen: &std::net::SocketAddr) -> String {
+    if advertise.contains(':') && advertise.parse::<std::net::SocketAddr>().is_ok() {
+        advertise.to_string()
+    } else {
+        format!("{advertise}:{}", listen.port())
+    }
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addr_must_be_loopback() {
+        assert!(check_listen_addr("127.0.0.1:2377").is_ok());
+        let e = check_listen_addr("0.0.0.0:2377").unwrap_err().to_string();
+        assert!(e.contains("loopback only"), "{e}");
+        assert!(check_listen_addr("nonsense").unwrap_err().to_string().contains("--listen-addr"));
+    }
+
+    #[test]
+    fn advertise_gets_the_listen_port() {
+        let l: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(advertise_with_port("127.0.0.1", &l), "127.0.0.1:4000");
+        assert_eq!(advertise_with_port("127.0.0.2:5000", &l), "127.0.0.2:5000");
+    }
+}

@@ -1,0 +1,296 @@
+//! The node daemon: wires a manager (Raft, store, controllers, control API,
+//! dispatcher) and a worker (agent, Docker executor, ingress proxy) into one
+//! process, as `shoal init` / `shoal daemon` start it.
+
+pub mod config;
+pub mod detach;
+mod leader;
+mod logs;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rand::Rng;
+use shoal_manager::controlapi::{ControlApi, LocalNode};
+use shoal_manager::dispatcher::Dispatcher;
+use shoal_manager::ids::new_id;
+use shoal_manager::proposer::{all_applied, batch};
+use shoal_manager::raft::{RaftConfig, RaftNode};
+use shoal_manager::store::{put, Store};
+use shoal_proto::{
+    now_ms, Cluster, Meta, Node, NodeAvailability, NodeRole, NodeSpec, NodeState, NodeStatus,
+};
+use shoal_worker::agent::{run_agent, AgentConfig};
+use shoal_worker::exec::docker::{DockerExecutor, PodNetwork};
+use shoal_worker::exec::Executor;
+use shoal_worker::ingress::IngressProxy;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+
+use config::NodeConfig;
+
+/// Where and how the daemon runs.
+pub struct DaemonRun {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: NodeConfig,
+    /// Create the cluster (init) rather than resume it.
+    pub init: bool,
+}
+
+/// A fresh node identity for `shoal init`.
+pub fn new_node_config(
+    listen_addr: &str,
+    advertise_addr: &str,
+    pod_network: &str,
+    pod_network_internal: bool,
+) -> Result<NodeConfig> {
+    let listen = config::check_listen_addr(listen_addr)?;
+    Ok(NodeConfig {
+        node_id: new_id(),
+        raft_id: rand::rng().random_range(1..u64::MAX),
+        cluster_id: new_id(),
+        listen_addr: listen.to_string(),
+        advertise_addr: config::advertise_with_port(advertise_addr, &listen),
+        pod_network: pod_network.to_string(),
+        pod_network_internal,
+    })
+}
+
+fn is_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+/// Refuses to start twice on one data dir, then records our pid.
+fn claim_pid_file(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(config::PID_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(pid) = text.trim().parse::<i32>() {
+            if pid != std::process::id() as i32 && is_alive(pid) {
+                bail!(
+                    "a shoal daemon is already running on {} (pid {pid})",
+                    dir.display()
+                );
+            }
+        }
+    }
+    std::fs::write(&path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Creates the Cluster and this node's Node object (init only).
+async fn create_cluster_objects(raft: &RaftNode, cfg: &NodeConfig) -> Result<()> {
+    let now = now_ms();
+    let meta = Some(Meta {
+        version: 0,
+        created_at: now,
+        updated_at: now,
+    });
+    let secret = || new_id() + &new_id();
+    let cluster = Cluster {
+        id: cfg.cluster_id.clone(),
+        meta,
+        name: "default".into(),
+        worker_join_secret: secret(),
+        manager_join_secret: secret(),
+        epoch: 1,
+    };
+    let node = Node {
+        id: cfg.node_id.clone(),
+        meta,
+        spec: Some(NodeSpec {
+            role: NodeRole::Manager as i32,
+            availability: NodeAvailability::Active as i32,
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            state: NodeState::Unknown as i32,
+            hostname: config::hostname(),
+            addr: cfg.advertise_addr.clone(),
+            ..Default::default()
+        }),
+        raft_id: cfg.raft_id,
+    };
+    let result = raft
+        .propose(batch(vec![put(cluster, 0), put(node, 0)], true))
+        .await
+        .context("cannot record the new cluster")?;
+    if !all_applied(&result) {
+        bail!("cannot record the new cluster: it already exists in this data dir");
+    }
+    Ok(())
+}
+
+/// Binds the CLI socket: parent dir created, a stale socket file replaced,
+/// permissions like docker.sock's.
+fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    if path.exists() {
+        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Runs the node until a signal or `shoal leave`.
+pub async fn run(run: DaemonRun) -> Result<()> {
+    let DaemonRun {
+        data_dir,
+        socket,
+        config: cfg,
+        init,
+    } = run;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let pid_file = claim_pid_file(&data_dir)?;
+    let listen = config::check_listen_addr(&cfg.listen_addr)?;
+
+    // Manager: Raft and the store it applies to.
+    let store = Store::new();
+    let raft = RaftNode::open(
+        RaftConfig {
+            node_id: cfg.raft_id,
+            data_dir: data_dir.clone(),
+            advertise_addr: cfg.advertise_addr.clone(),
+        },
+        store.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot open the Raft log in {}", data_dir.display()))?;
+    let shutdown = CancellationToken::new();
+
+    // Cluster gRPC (Raft transport + dispatcher), loopback only for now.
+    let tcp = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is another shoal daemon using it?)"))?;
+    let dispatcher = Dispatcher::new(store.clone(), Arc::new(raft.clone()), shutdown.child_token());
+    let cluster_server = tonic::transport::Server::builder()
+        .add_service(raft.grpc_service())
+        .add_service(dispatcher.clone().into_service())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), shutdown.clone().cancelled_owned());
+    let cluster_task = tokio::spawn(cluster_server);
+
+    if init {
+        raft.bootstrap_single().await.context("cannot bootstrap Raft")?;
+    }
+    raft.wait_for_leader(Duration::from_secs(30))
+        .await
+        .context("no Raft leader was elected")?;
+    if init {
+        create_cluster_objects(&raft, &cfg).await?;
+        config::save(&data_dir, &cfg)?;
+        tracing::info!(cluster = %cfg.cluster_id, node = %cfg.node_id, "cluster created");
+    }
+    tokio::spawn(leader::supervise(
+        raft.clone(),
+        store.clone(),
+        dispatcher.clone(),
+        shutdown.clone(),
+    ));
+
+    // Worker: the Docker executor, the ingress proxy and the agent.
+    let docker = DockerExecutor::new(
+        cfg.node_id.clone(),
+        PodNetwork {
+            name: cfg.pod_network.clone(),
+            internal: cfg.pod_network_internal,
+        },
+    )
+    .await
+    .context("cannot reach the Docker Engine (is dockerd running and /var/run/docker.sock accessible?)")?;
+    let engine_version = docker
+        .engine_info()
+        .await
+        .map(|i| i.version)
+        .unwrap_or_default();
+    let executor: Arc<dyn Executor> = Arc::new(docker.clone());
+    let ingress = IngressProxy::new();
+    let agent_task = tokio::spawn(run_agent(
+        AgentConfig {
+            node_id: cfg.node_id.clone(),
+            hostname: config::hostname(),
+            advertise_addr: cfg.advertise_addr.clone(),
+            dispatcher_endpoint: format!("http://{listen}"),
+        },
+        executor.clone(),
+        Some(ingress.clone()),
+        shutdown.child_token(),
+    ));
+
+    // Control API on the Unix socket: bound last, so that a client that can
+    // connect finds everything running.
+    let (leave_tx, mut leave_rx) = tokio::sync::mpsc::channel::<bool>(1);
+    let control = ControlApi::new(
+        store.clone(),
+        raft.clone(),
+        Arc::new(logs::DockerLogs(executor.clone())),
+        LocalNode {
+            node_id: cfg.node_id.clone(),
+            hostname: config::hostname(),
+            data_dir: data_dir.display().to_string(),
+            listen_addr: cfg.listen_addr.clone(),
+            advertise_addr: cfg.advertise_addr.clone(),
+            engine_version,
+        },
+        Arc::new(move |force| {
+            let _ = leave_tx.try_send(force);
+        }),
+    );
+    let unix = bind_socket(&socket)?;
+    let control_server = tonic::transport::Server::builder()
+        .add_service(control.into_service())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), shutdown.clone().cancelled_owned());
+    let control_task = tokio::spawn(control_server);
+    tracing::info!(socket = %socket.display(), listen = %listen, "shoal daemon serving");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let leave = tokio::select! {
+        _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); false }
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: stopping"); false }
+        f = leave_rx.recv() => f.unwrap_or(false),
+    };
+
+    // Stop serving clients first... but keep the socket file until cleanup
+    // is done, so `shoal leave` waits for it.
+    shutdown.cancel();
+    let _ = agent_task.await;
+    if leave {
+        tracing::info!("leaving: removing this node's containers and cluster state");
+        ingress.update(&[]);
+        remove_all_containers(executor.as_ref()).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), cluster_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), control_task).await;
+    raft.shutdown().await;
+    if leave {
+        config::wipe(&data_dir)?;
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn remove_all_containers(executor: &dyn Executor) {
+    match executor.list().await {
+        Ok(containers) => {
+            for c in containers {
+                if let Err(e) = executor.remove(&c.pod).await {
+                    tracing::warn!(container = %c.container_id, error = %e, "cannot remove container");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list containers to remove"),
+    }
+}

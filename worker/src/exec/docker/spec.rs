@@ -1,0 +1,352 @@
+//! Translation of an [`Assignment`] into Docker's container create body.
+//! Pure functions, so the mapping is unit-tested without an engine.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+use shoal_proto::defaults::labels;
+use shoal_proto::port_config::{Protocol, PublishMode};
+use shoal_proto::{Assignment, ContainerSpec, HealthCheck, PodTemplate};
+
+/// Docker wants durations in nanoseconds.
+const NANOS_PER_MS: i64 = 1_000_000;
+
+/// The networks a pod attaches to: the template's, or the node's pod network.
+/// The first is attached at create time (API 1.41 accepts only one there).
+pub fn pod_networks(template: &PodTemplate, default_network: &str) -> Vec<String> {
+    let named: Vec<String> = template
+        .networks
+        .iter()
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .collect();
+    if named.is_empty() {
+        vec![default_network.to_string()]
+    } else {
+        named
+    }
+}
+
+/// Seconds Docker waits between SIGTERM and SIGKILL, rounded up so a
+/// sub-second grace period still gets a chance to stop cleanly.
+pub fn grace_seconds(grace_ms: u64) -> i64 {
+    i64::try_from(grace_ms.div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
+/// The labels shoal puts on a pod's container: the user's, then shoal's own
+/// (which win, so a user label cannot disguise a container's pod).
+pub fn container_labels(assignment: &Assignment, node_id: &str) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = assignment
+        .template
+        .as_ref()
+        .and_then(|t| t.container.as_ref())
+        .map(|c| c.labels.clone().into_iter().collect())
+        .unwrap_or_default();
+    let pod = assignment.pod.clone().unwrap_or_default();
+    out.insert(labels::POD_ID.into(), pod.id);
+    out.insert(labels::POD_NAME.into(), assignment.pod_name.clone());
+    out.insert(labels::DEPLOYMENT_ID.into(), pod.deployment_id);
+    out.insert(labels::SERVICE_NAME.into(), assignment.service_name.clone());
+    out.insert(labels::NODE_ID.into(), node_id.to_string());
+    out.insert(labels::SLOT.into(), pod.slot.to_string());
+    if !assignment.stack.is_empty() {
+        out.insert(labels::STACK.into(), assignment.stack.clone());
+    }
+    out
+}
+
+/// The create body for an assignment's container. `networks` comes from
+/// [`pod_networks`]; the first one is attached here.
+pub fn create_body(
+    assignment: &Assignment,
+    node_id: &str,
+    networks: &[String],
+) -> ContainerCreateBody {
+    let template = assignment.template.clone().unwrap_or_default();
+    let spec = template.container.clone().unwrap_or_default();
+    let (entrypoint, cmd) = command_and_args(&spec);
+    let (exposed_ports, port_bindings) = host_ports(&template);
+
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint,
+        cmd,
+        env: non_empty(spec.env.clone()),
+        labels: Some(container_labels(assignment, node_id)),
+        user: non_empty_str(&spec.user),
+        working_dir: non_empty_str(&spec.workdir),
+        hostname: non_empty_str(&spec.hostname),
+        healthcheck: spec.healthcheck.as_ref().and_then(healthcheck),
+        stop_timeout: (spec.stop_grace_period_ms > 0)
+            .then(|| grace_seconds(spec.stop_grace_period_ms)),
+        exposed_ports,
+        host_config: Some(HostConfig {
+            // shoal's orchestrator restarts pods (as new pods), never Docker.
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            nano_cpus: (spec.limit_nano_cpus > 0).then_some(spec.limit_nano_cpus),
+            memory: (spec.limit_memory_bytes > 0).then_some(spec.limit_memory_bytes),
+            network_mode: networks.first().cloned(),
+            port_bindings,
+            ..Default::default()
+        }),
+        networking_config: networks.first().map(|network| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.clone(),
+                endpoint_settings(assignment),
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The endpoint on a pod network: the service name as an alias, so Docker's
+/// DNS resolves services on one host.
+pub fn endpoint_settings(assignment: &Assignment) -> EndpointSettings {
+    EndpointSettings {
+        aliases: (!assignment.service_name.is_empty())
+            .then(|| vec![assignment.service_name.clone()]),
+        ..Default::default()
+    }
+}
+
+/// Swarm's semantics: `command` replaces the image's ENTRYPOINT (and with it
+/// the image's CMD), `args` replace CMD.
+fn command_and_args(spec: &ContainerSpec) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    (
+        non_empty(spec.command.clone()),
+        non_empty(spec.args.clone()),
+    )
+}
+
+/// Host-mode ports: the container binds the published port itself.
+type PortBindings = Option<HashMap<String, Option<Vec<PortBinding>>>>;
+fn host_ports(template: &PodTemplate) -> (Option<Vec<String>>, PortBindings) {
+    let mut exposed = Vec::new();
+    let mut bindings = HashMap::new();
+    for port in &template.host_ports {
+        if port.publish_mode() != PublishMode::Host || port.target_port == 0 {
+            continue;
+        }
+        let proto = match port.protocol() {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        let key = format!("{}/{proto}", port.target_port);
+        let published = if port.published_port == 0 {
+            port.target_port
+        } else {
+            port.published_port
+        };
+        exposed.push(key.clone());
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: None,
+                host_port: Some(published.to_string()),
+            });
+    }
+    if exposed.is_empty() {
+        (None, None)
+    } else {
+        (Some(exposed), Some(bindings))
+    }
+}
+
+/// Docker's healthcheck from the spec's; an empty test keeps the image's
+/// own, `["NONE"]` disables it, zero durations mean Docker's defaults.
+fn healthcheck(check: &HealthCheck) -> Option<HealthConfig> {
+    if check.test.is_empty() {
+        return None;
+    }
+    let nanos = |ms: u64| {
+        (ms > 0).then(|| i64::try_from(ms).unwrap_or(i64::MAX / NANOS_PER_MS) * NANOS_PER_MS)
+    };
+    Some(HealthConfig {
+        test: Some(check.test.clone()),
+        interval: nanos(check.interval_ms),
+        timeout: nanos(check.timeout_ms),
+        retries: (check.retries > 0).then_some(i64::from(check.retries)),
+        start_period: nanos(check.start_period_ms),
+        start_interval: None,
+    })
+}
+
+fn non_empty(v: Vec<String>) -> Option<Vec<String>> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn non_empty_str(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::{Pod, PortConfig};
+
+    fn assignment(spec: ContainerSpec, host_ports: Vec<PortConfig>) -> Assignment {
+        Assignment {
+            pod: Some(Pod {
+                id: "p1".into(),
+                deployment_id: "d1".into(),
+                slot: 2,
+                ..Default::default()
+            }),
+            template: Some(PodTemplate {
+                container: Some(spec),
+                host_ports,
+                ..Default::default()
+            }),
+            pod_name: "web.2".into(),
+            service_name: "web".into(),
+            stack: "shop".into(),
+        }
+    }
+
+    #[test]
+    fn create_body_carries_labels_restart_no_and_network() {
+        let a = assignment(
+            ContainerSpec {
+                image: "img:v1".into(),
+                labels: [(labels::POD_ID.to_string(), "forged".to_string())]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            },
+            vec![],
+        );
+        let body = create_body(&a, "n1", &["shoal".into()]);
+        let labels_out = body.labels.unwrap();
+        assert_eq!(labels_out[labels::POD_ID], "p1");
+        assert_eq!(labels_out[labels::POD_NAME], "web.2");
+        assert_eq!(labels_out[labels::NODE_ID], "n1");
+        assert_eq!(labels_out[labels::SLOT], "2");
+        assert_eq!(labels_out[labels::STACK], "shop");
+        assert_eq!(labels_out[labels::SERVICE_NAME], "web");
+        assert_eq!(labels_out[labels::DEPLOYMENT_ID], "d1");
+        let host = body.host_config.unwrap();
+        assert_eq!(
+            host.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::NO)
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("shoal"));
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(endpoints["shoal"].aliases, Some(vec!["web".to_string()]));
+        assert_eq!(body.entrypoint, None);
+        assert_eq!(body.cmd, None);
+    }
+
+    #[test]
+    fn command_overrides_entrypoint_and_args_override_cmd() {
+        let spec = ContainerSpec {
+            image: "i".into(),
+            command: vec!["/bin/sh".into(), "-c".into()],
+            args: vec!["echo hi".into()],
+            ..Default::default()
+        };
+        let body = create_body(&assignment(spec, vec![]), "n", &[]);
+        assert_eq!(body.entrypoint.unwrap(), vec!["/bin/sh", "-c"]);
+        assert_eq!(body.cmd.unwrap(), vec!["echo hi"]);
+
+        let args_only = ContainerSpec {
+            image: "i".into(),
+            args: vec!["-p".into(), "81".into()],
+            ..Default::default()
+        };
+        let body = create_body(&assignment(args_only, vec![]), "n", &[]);
+        assert_eq!(body.entrypoint, None);
+        assert_eq!(body.cmd.unwrap(), vec!["-p", "81"]);
+    }
+
+    #[test]
+    fn healthcheck_limits_and_stop_timeout_are_mapped() {
+        let spec = ContainerSpec {
+            image: "i".into(),
+            healthcheck: Some(HealthCheck {
+                test: vec!["CMD".into(), "true".into()],
+                interval_ms: 500,
+                retries: 2,
+                ..Default::default()
+            }),
+            stop_grace_period_ms: 1_500,
+            limit_nano_cpus: 500_000_000,
+            limit_memory_bytes: 64 << 20,
+            ..Default::default()
+        };
+        let body = create_body(&assignment(spec, vec![]), "n", &[]);
+        let hc = body.healthcheck.unwrap();
+        assert_eq!(hc.interval, Some(500_000_000));
+        assert_eq!(hc.timeout, None);
+        assert_eq!(hc.retries, Some(2));
+        assert_eq!(body.stop_timeout, Some(2));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.memory, Some(64 << 20));
+
+        let disabled = ContainerSpec {
+            image: "i".into(),
+            healthcheck: Some(HealthCheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let body = create_body(&assignment(disabled, vec![]), "n", &[]);
+        assert_eq!(body.healthcheck.unwrap().test.unwrap(), vec!["NONE"]);
+    }
+
+    #[test]
+    fn only_host_mode_ports_are_bound() {
+        let ports = vec![
+            PortConfig {
+                target_port: 80,
+                published_port: 8080,
+                publish_mode: PublishMode::Host as i32,
+                ..Default::default()
+            },
+            PortConfig {
+                target_port: 81,
+                published_port: 8081,
+                publish_mode: PublishMode::Ingress as i32,
+                ..Default::default()
+            },
+        ];
+        let body = create_body(
+            &assignment(
+                ContainerSpec {
+                    image: "i".into(),
+                    ..Default::default()
+                },
+                ports,
+            ),
+            "n",
+            &[],
+        );
+        assert_eq!(body.exposed_ports.unwrap(), vec!["80/tcp"]);
+        let bindings = body.host_config.unwrap().port_bindings.unwrap();
+        assert_eq!(bindings.len(), 1);
+        let b = bindings["80/tcp"].as_ref().unwrap();
+        assert_eq!(b[0].host_port.as_deref(), Some("8080"));
+    }
+
+    #[test]
+    fn template_networks_replace_the_default() {
+        let t = PodTemplate {
+            networks: vec!["stack_default".into()],
+            ..Default::default()
+        };
+        assert_eq!(pod_networks(&t, "shoal"), vec!["stack_default"]);
+        assert_eq!(
+            pod_networks(&PodTemplate::default(), "shoal"),
+            vec!["shoal"]
+        );
+    }
+}
