@@ -60,9 +60,15 @@ pub fn new_node_config(
     })
 }
 
-fn is_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+/// A live shoal process with this pid: not a zombie left by `kill -9`
+/// waiting to be reaped, and not another program that reused the pid.
+fn is_live_shoal(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let is_shoal = String::from_utf8_lossy(&cmdline).contains("shoal");
+    pid > 0 && is_shoal && !matches!(state, None | Some('Z') | Some('X'))
 }
 
 /// Refuses to start twice on one data dir, then records our pid.
@@ -70,7 +76,7 @@ fn claim_pid_file(dir: &Path) -> Result<PathBuf> {
     let path = dir.join(config::PID_FILE);
     if let Ok(text) = std::fs::read_to_string(&path) {
         if let Ok(pid) = text.trim().parse::<i32>() {
-            if pid != std::process::id() as i32 && is_alive(pid) {
+            if pid != std::process::id() as i32 && is_live_shoal(pid) {
                 bail!(
                     "a shoal daemon is already running on {} (pid {pid})",
                     dir.display()
@@ -248,9 +254,12 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         }),
     );
     let unix = bind_socket(&socket)?;
+    // Clients are served until cleanup is over, so `shoal leave` returns
+    // only once the node is really gone.
+    let control_stop = CancellationToken::new();
     let control_server = tonic::transport::Server::builder()
         .add_service(control.into_service())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), control_stop.clone().cancelled_owned());
     let control_task = tokio::spawn(control_server);
     tracing::info!(socket = %socket.display(), listen = %listen, "shoal daemon serving");
 
@@ -261,8 +270,6 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         f = leave_rx.recv() => f.unwrap_or(false),
     };
 
-    // Stop serving clients first... but keep the socket file until cleanup
-    // is done, so `shoal leave` waits for it.
     shutdown.cancel();
     let _ = agent_task.await;
     if leave {
@@ -271,11 +278,12 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         remove_all_containers(executor.as_ref()).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), cluster_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), control_task).await;
     raft.shutdown().await;
     if leave {
         config::wipe(&data_dir)?;
     }
+    control_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), control_task).await;
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");

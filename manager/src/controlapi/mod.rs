@@ -247,10 +247,9 @@ impl control_server::Control for ControlApi {
         let id = self
             .write(|d| {
                 let dep = find_deployment(d, &name)?;
+                // ReplicaSets stay until their pods are gone (the orchestrator
+                // deletes them): pods need their template to stop gracefully.
                 let mut m = vec![delete(ObjectKind::Deployment, dep.id.clone(), version(&dep.meta))];
-                for rs in d.replica_sets_of_deployment(&dep.id) {
-                    m.push(delete(ObjectKind::ReplicaSet, rs.id.clone(), version(&rs.meta)));
-                }
                 if let Some(svc) = d.service_of_deployment(&dep.id) {
                     m.push(delete(ObjectKind::Service, svc.id.clone(), version(&svc.meta)));
                 }

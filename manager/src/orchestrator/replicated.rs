@@ -58,6 +58,15 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
             remove_pod(p, now, &mut out);
         }
     }
+    // ReplicaSets of a removed deployment go once none of its pods is left.
+    for rs in data.replica_sets.values() {
+        let orphaned = !data.deployments.contains_key(&rs.deployment_id)
+            && !by_deployment.contains_key(rs.deployment_id.as_str());
+        if orphaned {
+            out.mutations
+                .push(delete(ObjectKind::ReplicaSet, rs.id.clone(), version(&rs.meta)));
+        }
+    }
     out
 }
 

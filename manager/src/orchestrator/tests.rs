@@ -126,4 +126,28 @@ fn pods_of_a_removed_deployment_are_removed() {
     f.apply(vec![crate::store::delete(shoal_proto::ObjectKind::Deployment, d.clone(), 0)]);
     settle(&f, 10);
     assert!(f.pods(&d).is_empty(), "unplaced pods are deleted at once");
+    assert!(
+        f.store.read(|s| s.replica_sets.is_empty()),
+        "the replica set goes with its last pod"
+    );
+}
+
+#[test]
+fn a_removed_deployment_keeps_its_replica_set_until_its_pods_stopped() {
+    let f = Fixture::new();
+    let d = f.deployment("web", 1, policy(Condition::Any, 0, 0));
+    settle(&f, 0);
+    let p = f.pods(&d).pop().unwrap();
+    let mut placed = p.clone();
+    placed.node_id = "n1".into();
+    f.apply(vec![crate::store::put(placed, crate::objects::version(&p.meta))]);
+    f.report(&p.id, PodState::Running);
+    f.apply(vec![crate::store::delete(shoal_proto::ObjectKind::Deployment, d.clone(), 0)]);
+    settle(&f, 10);
+    assert_eq!(f.pod(&p.id).desired_state(), PodState::Remove);
+    assert_eq!(f.store.read(|s| s.replica_sets.len()), 1, "the pod still needs its template");
+    f.report(&p.id, PodState::Shutdown);
+    settle(&f, 20);
+    assert!(f.pods(&d).is_empty());
+    assert!(f.store.read(|s| s.replica_sets.is_empty()));
 }
