@@ -7,7 +7,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use shoal_proto::defaults as d;
 
 #[derive(Debug, Parser)]
-#[command(name = "shoal", version, about = "A Swarm-style container orchestrator", disable_help_subcommand = true)]
+#[command(
+    name = "shoal",
+    version,
+    about = "A Swarm-style container orchestrator",
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// Daemon to talk to: unix:///path/to/socket (default unix:///run/shoal/shoal.sock)
     #[arg(short = 'H', long = "host", global = true, env = "SHOAL_HOST")]

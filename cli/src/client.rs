@@ -44,8 +44,7 @@ pub async fn connect(host: &str) -> Result<Client> {
         }))
         .await
         .map_err(|_| unreachable(host))?;
-    Ok(ControlClient::new(channel)
-        .max_decoding_message_size(64 * 1024 * 1024))
+    Ok(ControlClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }
 
 /// A gRPC error as the user should read it: the server's message, or the

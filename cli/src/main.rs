@@ -23,9 +23,13 @@ fn main() {
         Command::Init(InitArgs { daemon: o, .. }) | Command::Daemon(DaemonArgs { daemon: o }) if o.foreground
     );
     let runtime = if is_daemon {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     };
     let runtime = match runtime {
         Ok(r) => r,
@@ -42,8 +46,9 @@ fn main() {
 
 fn init_tracing() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -160,6 +165,10 @@ async fn resume(a: DaemonArgs) -> Result<()> {
     ];
     let host = socket_host(&a.daemon.socket);
     daemon::detach::spawn_and_wait(args, &dir, &host).await?;
-    println!("shoal daemon started (node {}, data dir {})", cfg.node_id, dir.display());
+    println!(
+        "shoal daemon started (node {}, data dir {})",
+        cfg.node_id,
+        dir.display()
+    );
     Ok(())
 }

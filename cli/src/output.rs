@@ -77,7 +77,10 @@ mod tests {
     fn tables_align_columns() {
         let out = render_table(
             &["ID", "NAME"],
-            &[vec!["a".into(), "web".into()], vec!["abcdef".into(), "x".into()]],
+            &[
+                vec!["a".into(), "web".into()],
+                vec!["abcdef".into(), "x".into()],
+            ],
         );
         assert_eq!(out, "ID       NAME\na        web\nabcdef   x\n");
     }

@@ -153,7 +153,11 @@ fn healthcheck(a: &CreateArgs) -> Result<Option<HealthCheck>> {
     };
     Ok(Some(HealthCheck {
         test: vec!["CMD-SHELL".into(), cmd.clone()],
-        interval_ms: opt("--health-interval", &a.health_interval, d::HEALTH_INTERVAL_MS)?,
+        interval_ms: opt(
+            "--health-interval",
+            &a.health_interval,
+            d::HEALTH_INTERVAL_MS,
+        )?,
         timeout_ms: opt("--health-timeout", &a.health_timeout, d::HEALTH_TIMEOUT_MS)?,
         retries: a.health_retries.unwrap_or(d::HEALTH_RETRIES),
         start_period_ms: opt(
@@ -284,7 +288,16 @@ mod tests {
 
     #[test]
     fn replicas_must_be_a_number() {
-        let r = Cli::try_parse_from(["shoal", "service", "create", "--name", "w", "--replicas", "three", "img"]);
+        let r = Cli::try_parse_from([
+            "shoal",
+            "service",
+            "create",
+            "--name",
+            "w",
+            "--replicas",
+            "three",
+            "img",
+        ]);
         let err = r.unwrap_err().to_string();
         assert!(err.contains("three"), "{err}");
     }
@@ -292,11 +305,36 @@ mod tests {
     #[test]
     fn create_flags_become_a_service_spec() {
         let cli = Cli::try_parse_from([
-            "shoal", "service", "create", "--name", "web", "--replicas", "3", "-p", "18080:80",
-            "-e", "A=1", "--label", "tier=front", "--stop-grace-period", "1s",
-            "--restart-condition", "on-failure", "--restart-delay", "2s",
-            "--restart-max-attempts", "4", "--health-cmd", "true", "--health-interval", "2s",
-            "img:v1", "httpd", "-f", "-p", "80",
+            "shoal",
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "-p",
+            "18080:80",
+            "-e",
+            "A=1",
+            "--label",
+            "tier=front",
+            "--stop-grace-period",
+            "1s",
+            "--restart-condition",
+            "on-failure",
+            "--restart-delay",
+            "2s",
+            "--restart-max-attempts",
+            "4",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "2s",
+            "img:v1",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
         ])
         .unwrap();
         let Command::Service(ServiceCommand::Create(a)) = cli.command else {
@@ -322,12 +360,22 @@ mod tests {
     #[test]
     fn health_timing_without_a_command_is_refused() {
         let cli = Cli::try_parse_from([
-            "shoal", "service", "create", "--name", "web", "--health-interval", "2s", "img",
+            "shoal",
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--health-interval",
+            "2s",
+            "img",
         ])
         .unwrap();
         let Command::Service(ServiceCommand::Create(a)) = cli.command else {
             panic!()
         };
-        assert!(service_spec(&a).unwrap_err().to_string().contains("need --health-cmd"));
+        assert!(service_spec(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("need --health-cmd"));
     }
 }

@@ -21,7 +21,9 @@ mod tests {
         let a = super::new_id();
         let b = super::new_id();
         assert_eq!(a.len(), 25);
-        assert!(a.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
         assert_ne!(a, b);
     }
 }

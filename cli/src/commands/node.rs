@@ -42,14 +42,22 @@ pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
         return Ok(());
     }
     let manager_status = |n: &shoal_proto::Node| -> String {
-        let is_manager = n.spec.as_ref().is_some_and(|s| s.role() == NodeRole::Manager);
+        let is_manager = n
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.role() == NodeRole::Manager);
         match (is_manager, n.id == me.node_id && me.is_leader) {
             (true, true) => "Leader".into(),
             (true, false) => "Reachable".into(),
             _ => String::new(),
         }
     };
-    let hostname = |n: &shoal_proto::Node| n.status.as_ref().map(|s| s.hostname.clone()).unwrap_or_default();
+    let hostname = |n: &shoal_proto::Node| {
+        n.status
+            .as_ref()
+            .map(|s| s.hostname.clone())
+            .unwrap_or_default()
+    };
     if a.format.format == Format::Json {
         let rows: Vec<serde_json::Value> = nodes
             .iter()
@@ -81,6 +89,9 @@ pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
             ]
         })
         .collect();
-    table(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"], &rows);
+    table(
+        &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
+        &rows,
+    );
     Ok(())
 }

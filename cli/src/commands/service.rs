@@ -109,7 +109,11 @@ async fn wait_converged(host: &str, client: &mut Client, id: &str, quiet: bool) 
                 failures.entry(pod.id.clone()).or_insert(err);
             }
         }
-        let name = view.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let name = view
+            .spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
         let line = format!(
             "{name}: {}/{} running{}",
             view.ready_replicas,
@@ -127,7 +131,11 @@ async fn wait_converged(host: &str, client: &mut Client, id: &str, quiet: bool) 
         }
         let live_pods = pods
             .iter()
-            .filter(|p| p.pod.as_ref().is_some_and(|x| x.desired_state() == PodState::Running))
+            .filter(|p| {
+                p.pod
+                    .as_ref()
+                    .is_some_and(|x| x.desired_state() == PodState::Running)
+            })
             .count() as u64;
         if view.ready_replicas == view.desired_replicas && live_pods == view.desired_replicas {
             if !quiet {
@@ -156,12 +164,22 @@ async fn wait_converged(host: &str, client: &mut Client, id: &str, quiet: bool) 
 }
 
 fn ports_text(v: &ServiceView) -> String {
-    let Some(spec) = &v.spec else { return String::new() };
+    let Some(spec) = &v.spec else {
+        return String::new();
+    };
     spec.ports
         .iter()
         .map(|p| {
-            let proto = if p.protocol() == Protocol::Udp { "udp" } else { "tcp" };
-            let host = if p.publish_mode() == PublishMode::Host { "host " } else { "*" };
+            let proto = if p.protocol() == Protocol::Udp {
+                "udp"
+            } else {
+                "tcp"
+            };
+            let host = if p.publish_mode() == PublishMode::Host {
+                "host "
+            } else {
+                "*"
+            };
             format!("{host}:{}->{}/{proto}", p.published_port, p.target_port)
         })
         .collect::<Vec<_>>()
@@ -233,7 +251,9 @@ fn current_state(p: &PodView) -> String {
 }
 
 fn error_text(p: &PodView, no_trunc: bool) -> String {
-    let Some(pod) = &p.pod else { return String::new() };
+    let Some(pod) = &p.pod else {
+        return String::new();
+    };
     let s = pod.status.clone().unwrap_or_default();
     let mut e = if !s.err.is_empty() {
         s.err
@@ -308,7 +328,12 @@ pub async fn ps(host: &str, a: &PsArgs) -> Result<()> {
     for p in &pods {
         let pod = p.pod.clone().unwrap_or_default();
         // Replaced pods follow the current one of their slot, indented.
-        let slot_key = format!("{}.{}.{}", p.service_name, pod.slot, if pod.slot == 0 { &pod.node_id } else { "" });
+        let slot_key = format!(
+            "{}.{}.{}",
+            p.service_name,
+            pod.slot,
+            if pod.slot == 0 { &pod.node_id } else { "" }
+        );
         let name = if slot_key == last_slot_key {
             format!(" \\_ {}", p.name)
         } else {
@@ -326,7 +351,15 @@ pub async fn ps(host: &str, a: &PsArgs) -> Result<()> {
         ]);
     }
     table(
-        &["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"],
+        &[
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+        ],
         &rows,
     );
     Ok(())

@@ -52,7 +52,8 @@ pub fn load(dir: &Path) -> Result<NodeConfig> {
             dir.display()
         )
     })?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not valid node state", path.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid node state", path.display()))
 }
 
 /// Writes atomically (temp file + rename), so a crash never leaves half a file.
@@ -70,7 +71,8 @@ pub fn wipe(dir: &Path) -> Result<()> {
     for name in [CONFIG_FILE, "raft"] {
         let p = dir.join(name);
         if p.is_dir() {
-            std::fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+            std::fs::remove_dir_all(&p)
+                .with_context(|| format!("cannot remove {}", p.display()))?;
         } else if p.exists() {
             std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
         }
@@ -80,9 +82,12 @@ pub fn wipe(dir: &Path) -> Result<()> {
 
 /// Cluster traffic has no mutual TLS yet, so it must stay on loopback.
 pub fn check_listen_addr(addr: &str) -> Result<std::net::SocketAddr> {
-    let sa: std::net::SocketAddr = addr
-        .parse()
-        .with_context(|| format!("invalid --listen-addr {addr:?}: expected IP:PORT, e.g. {}", d::LISTEN_ADDR))?;
+    let sa: std::net::SocketAddr = addr.parse().with_context(|| {
+        format!(
+            "invalid --listen-addr {addr:?}: expected IP:PORT, e.g. {}",
+            d::LISTEN_ADDR
+        )
+    })?;
     if !sa.ip().is_loopback() {
         bail!(
             "invalid --listen-addr {addr}: cluster traffic is not protected by mutual TLS yet, so it is served on loopback only (e.g. {})",
@@ -123,7 +128,10 @@ mod tests {
         assert!(check_listen_addr("127.0.0.1:2377").is_ok());
         let e = check_listen_addr("0.0.0.0:2377").unwrap_err().to_string();
         assert!(e.contains("loopback only"), "{e}");
-        assert!(check_listen_addr("nonsense").unwrap_err().to_string().contains("--listen-addr"));
+        assert!(check_listen_addr("nonsense")
+            .unwrap_err()
+            .to_string()
+            .contains("--listen-addr"));
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub async fn supervise(
                 tracing::info!("this node is the leader: starting controllers");
                 let token = shutdown.child_token();
                 let proposer: Arc<dyn Proposer> = Arc::new(raft.clone());
-                tokio::spawn(orchestrator::run(store.clone(), proposer.clone(), token.clone()));
+                tokio::spawn(orchestrator::run(
+                    store.clone(),
+                    proposer.clone(),
+                    token.clone(),
+                ));
                 tokio::spawn(scheduler::run(store.clone(), proposer, token.clone()));
                 let d = dispatcher.clone();
                 let t = token.clone();

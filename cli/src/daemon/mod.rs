@@ -65,7 +65,9 @@ pub fn new_node_config(
 fn is_live_shoal(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The state follows the parenthesised command name.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let is_shoal = String::from_utf8_lossy(&cmdline).contains("shoal");
     pid > 0 && is_shoal && !matches!(state, None | Some('Z') | Some('X'))
@@ -140,7 +142,8 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     if path.exists() {
-        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
@@ -177,18 +180,27 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     let shutdown = CancellationToken::new();
 
     // Cluster gRPC (Raft transport + dispatcher), loopback only for now.
-    let tcp = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (is another shoal daemon using it?)"))?;
-    let dispatcher = Dispatcher::new(store.clone(), Arc::new(raft.clone()), shutdown.child_token());
+    let tcp = TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen} (is another shoal daemon using it?)")
+    })?;
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        Arc::new(raft.clone()),
+        shutdown.child_token(),
+    );
     let cluster_server = tonic::transport::Server::builder()
         .add_service(raft.grpc_service())
         .add_service(dispatcher.clone().into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(tcp),
+            shutdown.clone().cancelled_owned(),
+        );
     let cluster_task = tokio::spawn(cluster_server);
 
     if init {
-        raft.bootstrap_single().await.context("cannot bootstrap Raft")?;
+        raft.bootstrap_single()
+            .await
+            .context("cannot bootstrap Raft")?;
     }
     raft.wait_for_leader(Duration::from_secs(30))
         .await
@@ -214,7 +226,9 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         },
     )
     .await
-    .context("cannot reach the Docker Engine (is dockerd running and /var/run/docker.sock accessible?)")?;
+    .context(
+        "cannot reach the Docker Engine (is dockerd running and /var/run/docker.sock accessible?)",
+    )?;
     let engine_version = docker
         .engine_info()
         .await
@@ -259,7 +273,10 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     let control_stop = CancellationToken::new();
     let control_server = tonic::transport::Server::builder()
         .add_service(control.into_service())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), control_stop.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(unix),
+            control_stop.clone().cancelled_owned(),
+        );
     let control_task = tokio::spawn(control_server);
     tracing::info!(socket = %socket.display(), listen = %listen, "shoal daemon serving");
 

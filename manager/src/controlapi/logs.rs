@@ -46,7 +46,11 @@ fn pods_with_containers(store: &Store, deployment_id: &str) -> Vec<(String, Stri
             .and_then(|x| x.spec.as_ref())
             .map_or_else(|| deployment_id.to_string(), |s| s.name.clone());
         d.pods_of_deployment(deployment_id)
-            .filter(|p| p.status.as_ref().is_some_and(|s| !s.container_id.is_empty()))
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .is_some_and(|s| !s.container_id.is_empty())
+            })
             .map(|p| (p.id.clone(), pod_name(&service, p)))
             .collect()
     })

@@ -56,7 +56,9 @@ const WRITE_RETRIES: usize = 20;
 
 fn propose_error(e: ProposeError) -> Status {
     match e {
-        ProposeError::NotLeader { .. } | ProposeError::NoLeader => Status::unavailable(e.to_string()),
+        ProposeError::NotLeader { .. } | ProposeError::NoLeader => {
+            Status::unavailable(e.to_string())
+        }
         ProposeError::Fatal(_) => Status::internal(e.to_string()),
     }
 }
@@ -151,7 +153,10 @@ pub fn find_deployment<'a>(d: &'a StoreData, name_or_id: &str) -> Result<&'a Dep
 pub fn service_view(d: &StoreData, dep: &Deployment) -> ServiceView {
     let svc = d.service_of_deployment(&dep.id);
     let spec = spec::spec_of(dep, svc);
-    let live: Vec<_> = d.pods_of_deployment(&dep.id).filter(|p| wanted(p)).collect();
+    let live: Vec<_> = d
+        .pods_of_deployment(&dep.id)
+        .filter(|p| wanted(p))
+        .collect();
     let running = live
         .iter()
         .filter(|p| observed(p) == PodState::Running)
@@ -199,8 +204,7 @@ impl control_server::Control for ControlApi {
                 }
                 let mut spec = spec.clone();
                 let own = spec.name.clone();
-                spec::allocate_ports(d, &mut spec, &own)
-                    .map_err(Status::invalid_argument)?;
+                spec::allocate_ports(d, &mut spec, &own).map_err(Status::invalid_argument)?;
                 let (dep, rs, svc) = spec::objects_for(&spec, ids.clone(), now_ms());
                 Ok((vec![put(dep, 0), put(rs, 0), put(svc, 0)], ids.0.clone()))
             })
@@ -233,7 +237,8 @@ impl control_server::Control for ControlApi {
             })
             .await?;
         services.sort_by(|a, b| {
-            let name = |v: &ServiceView| v.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let name =
+                |v: &ServiceView| v.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
             name(a).cmp(&name(b))
         });
         Ok(Response::new(ListServicesResponse { services }))
@@ -249,9 +254,17 @@ impl control_server::Control for ControlApi {
                 let dep = find_deployment(d, &name)?;
                 // ReplicaSets stay until their pods are gone (the orchestrator
                 // deletes them): pods need their template to stop gracefully.
-                let mut m = vec![delete(ObjectKind::Deployment, dep.id.clone(), version(&dep.meta))];
+                let mut m = vec![delete(
+                    ObjectKind::Deployment,
+                    dep.id.clone(),
+                    version(&dep.meta),
+                )];
                 if let Some(svc) = d.service_of_deployment(&dep.id) {
-                    m.push(delete(ObjectKind::Service, svc.id.clone(), version(&svc.meta)));
+                    m.push(delete(
+                        ObjectKind::Service,
+                        svc.id.clone(),
+                        version(&svc.meta),
+                    ));
                 }
                 Ok((m, dep.id.clone()))
             })
@@ -325,7 +338,12 @@ impl control_server::Control for ControlApi {
                 pods.sort_by(|a, b| {
                     let key = |v: &PodView| {
                         let p = v.pod.as_ref().expect("set by pod_view");
-                        (v.service_name.clone(), p.slot, p.node_id.clone(), u64::MAX - p.attempt)
+                        (
+                            v.service_name.clone(),
+                            p.slot,
+                            p.node_id.clone(),
+                            u64::MAX - p.attempt,
+                        )
                     };
                     key(a).cmp(&key(b))
                 });
@@ -375,7 +393,11 @@ impl control_server::Control for ControlApi {
                 managers: d
                     .nodes
                     .values()
-                    .filter(|n| n.spec.as_ref().is_some_and(|s| s.role() == NodeRole::Manager))
+                    .filter(|n| {
+                        n.spec
+                            .as_ref()
+                            .is_some_and(|s| s.role() == NodeRole::Manager)
+                    })
                     .count() as u32,
                 nodes: d.nodes.len() as u32,
                 services: d.deployments.len() as u32,
@@ -399,7 +421,10 @@ impl control_server::Control for ControlApi {
         Ok(Response::new(resp))
     }
 
-    async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
+    async fn leave(
+        &self,
+        request: Request<LeaveRequest>,
+    ) -> Result<Response<LeaveResponse>, Status> {
         let force = request.into_inner().force;
         if !force {
             return Err(Status::failed_precondition(

@@ -36,16 +36,25 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
     let mut seen = BTreeSet::new();
     for p in &spec.ports {
         if p.target_port == 0 || p.target_port > 65535 {
-            return Err(format!("ports: target port {} is not in 1-65535", p.target_port));
+            return Err(format!(
+                "ports: target port {} is not in 1-65535",
+                p.target_port
+            ));
         }
         if p.published_port > 65535 {
-            return Err(format!("ports: published port {} is not in 1-65535", p.published_port));
+            return Err(format!(
+                "ports: published port {} is not in 1-65535",
+                p.published_port
+            ));
         }
         if p.publish_mode() == PublishMode::Host && p.published_port == 0 {
             return Err("ports: mode=host needs a published port".into());
         }
         if p.published_port != 0 && !seen.insert((p.published_port, p.protocol)) {
-            return Err(format!("ports: published port {} given twice", p.published_port));
+            return Err(format!(
+                "ports: published port {} given twice",
+                p.published_port
+            ));
         }
     }
     if let Some(pl) = &spec.placement {
@@ -64,7 +73,10 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
 fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -131,7 +143,11 @@ fn published_ports(data: &StoreData) -> Vec<(u32, String)> {
 
 /// Gives ingress ports without a published port one from the NodePort
 /// range, and refuses ports another service already publishes.
-pub fn allocate_ports(data: &StoreData, spec: &mut ServiceSpec, own_name: &str) -> Result<(), String> {
+pub fn allocate_ports(
+    data: &StoreData,
+    spec: &mut ServiceSpec,
+    own_name: &str,
+) -> Result<(), String> {
     let taken: Vec<(u32, String)> = published_ports(data)
         .into_iter()
         .filter(|(_, owner)| owner != own_name)
@@ -192,7 +208,7 @@ pub fn objects_for(
     };
     let deployment = Deployment {
         id: deployment_id.clone(),
-        meta: meta.clone(),
+        meta,
         spec: Some(DeploymentSpec {
             name: spec.name.clone(),
             labels: spec.labels.clone(),
@@ -214,7 +230,7 @@ pub fn objects_for(
     };
     let rs = ReplicaSet {
         id: rs_id,
-        meta: meta.clone(),
+        meta,
         deployment_id: deployment_id.clone(),
         revision: 1,
         template: Some(template_of(spec)),
@@ -300,7 +316,9 @@ mod tests {
             publish_mode: PublishMode::Host as i32,
             ..Default::default()
         }];
-        assert!(validate(&s).unwrap_err().contains("mode=host needs a published port"));
+        assert!(validate(&s)
+            .unwrap_err()
+            .contains("mode=host needs a published port"));
     }
 
     #[test]

@@ -1,24 +1,32 @@
 //! What a node is told: its pods (with their templates) and the endpoints
 //! of every service it must publish.
 
-use shoal_proto::{
-    port_config::PublishMode, Assignment, Endpoint, SessionMessage, ServiceEndpoints,
-};
 use shoal_proto::defaults::HEARTBEAT_PERIOD_MS;
+use shoal_proto::{
+    port_config::PublishMode, Assignment, Endpoint, ServiceEndpoints, SessionMessage,
+};
 
 use crate::objects::{is_ready, pod_name};
 use crate::store::StoreData;
 
 /// The complete message for one node. Pods are sent without their observed
 /// status and meta, so status reports alone do not cause a resend.
-pub fn session_message(data: &StoreData, node_id: &str, session_id: &str, epoch: u64) -> SessionMessage {
+pub fn session_message(
+    data: &StoreData,
+    node_id: &str,
+    session_id: &str,
+    epoch: u64,
+) -> SessionMessage {
     let mut assignments: Vec<Assignment> = data
         .pods
         .values()
         .filter(|p| p.node_id == node_id)
         .filter_map(|p| {
             let template = data.replica_sets.get(&p.replica_set_id)?.template.clone();
-            let spec = data.deployments.get(&p.deployment_id).and_then(|d| d.spec.as_ref());
+            let spec = data
+                .deployments
+                .get(&p.deployment_id)
+                .and_then(|d| d.spec.as_ref());
             let service_name = spec.map_or_else(|| p.deployment_id.clone(), |s| s.name.clone());
             let stack = spec.map(|s| s.stack.clone()).unwrap_or_default();
             let mut pod = p.clone();
@@ -33,12 +41,23 @@ pub fn session_message(data: &StoreData, node_id: &str, session_id: &str, epoch:
             })
         })
         .collect();
-    assignments.sort_by(|a, b| a.pod_name.cmp(&b.pod_name).then(a.pod.as_ref().map(|p| &p.id).cmp(&b.pod.as_ref().map(|p| &p.id))));
+    assignments.sort_by(|a, b| {
+        a.pod_name.cmp(&b.pod_name).then(
+            a.pod
+                .as_ref()
+                .map(|p| &p.id)
+                .cmp(&b.pod.as_ref().map(|p| &p.id)),
+        )
+    });
 
     let services = data
         .services
         .values()
-        .filter(|s| s.ports.iter().any(|p| p.publish_mode() == PublishMode::Ingress))
+        .filter(|s| {
+            s.ports
+                .iter()
+                .any(|p| p.publish_mode() == PublishMode::Ingress)
+        })
         .map(|s| {
             let mut endpoints: Vec<Endpoint> = data
                 .pods_of_deployment(&s.deployment_id)

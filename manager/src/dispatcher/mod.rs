@@ -45,8 +45,13 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Starts the status batcher; `shutdown` ends it and every session.
-    pub fn new(store: Arc<Store>, proposer: Arc<dyn Proposer>, shutdown: CancellationToken) -> Self {
-        let status = status::StatusBatcher::start(store.clone(), proposer.clone(), shutdown.clone());
+    pub fn new(
+        store: Arc<Store>,
+        proposer: Arc<dyn Proposer>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let status =
+            status::StatusBatcher::start(store.clone(), proposer.clone(), shutdown.clone());
         Dispatcher {
             store,
             proposer,
@@ -89,13 +94,19 @@ impl Dispatcher {
                 last_heartbeat: now,
             });
             touch(&mut node.meta, now);
-            match self.proposer.propose(batch(vec![put(node, expected)], true)).await {
+            match self
+                .proposer
+                .propose(batch(vec![put(node, expected)], true))
+                .await
+            {
                 Ok(r) if all_applied(&r) => return Ok(epoch),
                 Ok(_) => continue,
                 Err(e) => return Err(Status::unavailable(format!("cannot register node: {e}"))),
             }
         }
-        Err(Status::aborted("cannot register node: too many concurrent changes"))
+        Err(Status::aborted(
+            "cannot register node: too many concurrent changes",
+        ))
     }
 
     /// Marks nodes whose heartbeats stopped as Down. Runs on the leader; a
@@ -117,7 +128,11 @@ impl Dispatcher {
                 self.store.read(|d| {
                     d.nodes
                         .values()
-                        .filter(|n| n.status.as_ref().is_some_and(|s| s.state() == NodeState::Ready))
+                        .filter(|n| {
+                            n.status
+                                .as_ref()
+                                .is_some_and(|s| s.state() == NodeState::Ready)
+                        })
                         .filter(|n| beats.get(&n.id).is_none_or(|t| t.elapsed() > expiry))
                         .cloned()
                         .collect()

@@ -26,7 +26,11 @@ pub struct StatusBatcher {
 }
 
 impl StatusBatcher {
-    pub fn start(store: Arc<Store>, proposer: Arc<dyn Proposer>, cancel: CancellationToken) -> Self {
+    pub fn start(
+        store: Arc<Store>,
+        proposer: Arc<dyn Proposer>,
+        cancel: CancellationToken,
+    ) -> Self {
         let batcher = StatusBatcher {
             pending: Arc::default(),
             wake: Arc::new(Notify::new()),
@@ -56,7 +60,8 @@ impl StatusBatcher {
                 _ = self.wake.notified() => {}
             }
             tokio::time::sleep(Duration::from_millis(STATUS_BATCH_MS)).await;
-            let taken: Pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+            let taken: Pending =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
             let now = now_ms();
             let mut ids = Vec::new();
             let mutations: Vec<_> = store.read(|d| {

@@ -63,8 +63,11 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
         let orphaned = !data.deployments.contains_key(&rs.deployment_id)
             && !by_deployment.contains_key(rs.deployment_id.as_str());
         if orphaned {
-            out.mutations
-                .push(delete(ObjectKind::ReplicaSet, rs.id.clone(), version(&rs.meta)));
+            out.mutations.push(delete(
+                ObjectKind::ReplicaSet,
+                rs.id.clone(),
+                version(&rs.meta),
+            ));
         }
     }
     out
@@ -85,7 +88,7 @@ fn reconcile_deployment(
     if rs_id.is_empty() {
         return;
     }
-    let policy = spec.restart_policy.clone().unwrap_or_default();
+    let policy = spec.restart_policy.unwrap_or_default();
     let history_limit = spec.pod_history_limit as usize;
 
     for slot in 1..=spec.replicas {

@@ -19,7 +19,12 @@ fn created_at(p: &Pod) -> i64 {
 
 /// Decides for `stopped` (the newest pod of its slot, terminal while desired
 /// running); `slot_pods` are all pods of the same slot, history included.
-pub fn decide(policy: &RestartPolicy, stopped: &Pod, slot_pods: &[&Pod], now: i64) -> RestartDecision {
+pub fn decide(
+    policy: &RestartPolicy,
+    stopped: &Pod,
+    slot_pods: &[&Pod],
+    now: i64,
+) -> RestartDecision {
     let state = stopped.status.as_ref().map_or(PodState::New, |s| s.state());
     match policy.condition() {
         Condition::None => return RestartDecision::GiveUp("restart condition is none".into()),
@@ -71,7 +76,12 @@ mod tests {
         }
     }
 
-    fn policy(condition: Condition, delay_ms: u64, max_attempts: u64, window_ms: u64) -> RestartPolicy {
+    fn policy(
+        condition: Condition,
+        delay_ms: u64,
+        max_attempts: u64,
+        window_ms: u64,
+    ) -> RestartPolicy {
         RestartPolicy {
             condition: condition as i32,
             delay_ms,

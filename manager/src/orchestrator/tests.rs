@@ -22,8 +22,13 @@ fn creates_one_pod_per_slot() {
     let d = f.deployment("web", 3, policy(Condition::Any, 0, 0));
     settle(&f, 1_000);
     let pods = f.pods(&d);
-    assert_eq!(pods.iter().map(|p| p.slot).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert!(pods.iter().all(|p| wanted(p) && p.replica_set_id == "rs-web-1"));
+    assert_eq!(
+        pods.iter().map(|p| p.slot).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(pods
+        .iter()
+        .all(|p| wanted(p) && p.replica_set_id == "rs-web-1"));
 }
 
 #[test]
@@ -41,7 +46,10 @@ fn a_failed_pod_is_replaced_in_the_same_slot_after_the_delay() {
     assert_eq!(slot2[0].desired_state(), PodState::Shutdown);
     assert_eq!(slot2[1].attempt, 1);
     assert!(wanted(&slot2[1]));
-    assert_eq!(slot2[1].not_before, 7_000, "restart delay counts from the decision");
+    assert_eq!(
+        slot2[1].not_before, 7_000,
+        "restart delay counts from the decision"
+    );
 }
 
 #[test]
@@ -58,7 +66,12 @@ fn max_attempts_stops_restarting_and_says_why() {
     let pods = f.pods(&d);
     assert_eq!(pods.len(), 3, "initial pod plus 2 restarts, no more");
     let last = pods.last().unwrap();
-    assert!(last.status.as_ref().unwrap().message.contains("max attempts 2"));
+    assert!(last
+        .status
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("max attempts 2"));
 }
 
 #[test]
@@ -97,7 +110,10 @@ fn scaling_down_removes_the_highest_slots_once_stopped() {
         // Placed and running, so removal has to wait for the worker.
         let mut p2 = p.clone();
         p2.node_id = "n1".into();
-        f.apply(vec![crate::store::put(p2, crate::objects::version(&p.meta))]);
+        f.apply(vec![crate::store::put(
+            p2,
+            crate::objects::version(&p.meta),
+        )]);
         f.report(&p.id, PodState::Running);
     }
     let mut dep = f.store.read(|s| s.deployments[&d].clone());
@@ -123,7 +139,11 @@ fn pods_of_a_removed_deployment_are_removed() {
     let f = Fixture::new();
     let d = f.deployment("web", 2, policy(Condition::Any, 0, 0));
     settle(&f, 0);
-    f.apply(vec![crate::store::delete(shoal_proto::ObjectKind::Deployment, d.clone(), 0)]);
+    f.apply(vec![crate::store::delete(
+        shoal_proto::ObjectKind::Deployment,
+        d.clone(),
+        0,
+    )]);
     settle(&f, 10);
     assert!(f.pods(&d).is_empty(), "unplaced pods are deleted at once");
     assert!(
@@ -140,12 +160,23 @@ fn a_removed_deployment_keeps_its_replica_set_until_its_pods_stopped() {
     let p = f.pods(&d).pop().unwrap();
     let mut placed = p.clone();
     placed.node_id = "n1".into();
-    f.apply(vec![crate::store::put(placed, crate::objects::version(&p.meta))]);
+    f.apply(vec![crate::store::put(
+        placed,
+        crate::objects::version(&p.meta),
+    )]);
     f.report(&p.id, PodState::Running);
-    f.apply(vec![crate::store::delete(shoal_proto::ObjectKind::Deployment, d.clone(), 0)]);
+    f.apply(vec![crate::store::delete(
+        shoal_proto::ObjectKind::Deployment,
+        d.clone(),
+        0,
+    )]);
     settle(&f, 10);
     assert_eq!(f.pod(&p.id).desired_state(), PodState::Remove);
-    assert_eq!(f.store.read(|s| s.replica_sets.len()), 1, "the pod still needs its template");
+    assert_eq!(
+        f.store.read(|s| s.replica_sets.len()),
+        1,
+        "the pod still needs its template"
+    );
     f.report(&p.id, PodState::Shutdown);
     settle(&f, 20);
     assert!(f.pods(&d).is_empty());

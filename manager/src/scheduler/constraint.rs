@@ -27,7 +27,9 @@ impl Constraint {
         let key = key.trim();
         let value = value.trim();
         let known = matches!(key, "node.id" | "node.hostname" | "node.role")
-            || key.strip_prefix("node.labels.").is_some_and(|l| !l.is_empty());
+            || key
+                .strip_prefix("node.labels.")
+                .is_some_and(|l| !l.is_empty());
         if !known {
             return Err(format!(
                 "invalid constraint {expr:?}: unknown key {key:?} (use node.id, node.hostname, node.role or node.labels.<name>)"
@@ -92,9 +94,15 @@ mod tests {
     #[test]
     fn matches_labels_roles_and_hostnames() {
         let n = node();
-        assert!(Constraint::parse("node.labels.zone==a").unwrap().matches(&n));
-        assert!(!Constraint::parse("node.labels.zone==b").unwrap().matches(&n));
-        assert!(Constraint::parse("node.labels.rack!=r1").unwrap().matches(&n));
+        assert!(Constraint::parse("node.labels.zone==a")
+            .unwrap()
+            .matches(&n));
+        assert!(!Constraint::parse("node.labels.zone==b")
+            .unwrap()
+            .matches(&n));
+        assert!(Constraint::parse("node.labels.rack!=r1")
+            .unwrap()
+            .matches(&n));
         assert!(Constraint::parse("node.role==manager").unwrap().matches(&n));
         assert!(!Constraint::parse("node.role!=manager").unwrap().matches(&n));
         assert!(Constraint::parse("node.hostname==h1").unwrap().matches(&n));
@@ -103,8 +111,14 @@ mod tests {
 
     #[test]
     fn bad_expressions_say_what_is_wrong() {
-        assert!(Constraint::parse("zone=a").unwrap_err().contains("expected KEY==VALUE"));
-        assert!(Constraint::parse("node.color==red").unwrap_err().contains("unknown key"));
-        assert!(Constraint::parse("node.labels.zone==").unwrap_err().contains("empty value"));
+        assert!(Constraint::parse("zone=a")
+            .unwrap_err()
+            .contains("expected KEY==VALUE"));
+        assert!(Constraint::parse("node.color==red")
+            .unwrap_err()
+            .contains("unknown key"));
+        assert!(Constraint::parse("node.labels.zone==")
+            .unwrap_err()
+            .contains("empty value"));
     }
 }

@@ -59,7 +59,10 @@ impl Filter for AvailabilityFilter {
             .is_none_or(|s| s.availability() == NodeAvailability::Active || s.availability == 0)
     }
     fn explain(&self, failed: usize) -> String {
-        format!("{} not available for new pods (paused or drained)", nodes(failed))
+        format!(
+            "{} not available for new pods (paused or drained)",
+            nodes(failed)
+        )
     }
 }
 
@@ -84,7 +87,11 @@ impl Filter for HostPortFilter {
     }
     fn explain(&self, failed: usize) -> String {
         let ports: Vec<String> = self.wanted.iter().map(|p| p.to_string()).collect();
-        format!("{}: host-mode port {} already in use", nodes(failed), ports.join(","))
+        format!(
+            "{}: host-mode port {} already in use",
+            nodes(failed),
+            ports.join(",")
+        )
     }
 }
 
@@ -147,7 +154,11 @@ impl Filter for MaxPerNodeFilter {
         node.pods_of(&self.deployment_id) < self.max
     }
     fn explain(&self, failed: usize) -> String {
-        format!("{}: max replicas per node ({}) reached", nodes(failed), self.max)
+        format!(
+            "{}: max replicas per node ({}) reached",
+            nodes(failed),
+            self.max
+        )
     }
 }
 

@@ -33,7 +33,10 @@ impl NodeInfo {
     }
 
     fn add(&mut self, deployment_id: &str, host_ports: impl Iterator<Item = u32>) {
-        *self.per_deployment.entry(deployment_id.to_string()).or_default() += 1;
+        *self
+            .per_deployment
+            .entry(deployment_id.to_string())
+            .or_default() += 1;
         self.total += 1;
         self.host_ports.extend(host_ports);
     }
@@ -120,7 +123,10 @@ pub fn schedule(data: &StoreData, now: i64) -> Pass {
     let mut filters = all_filters();
     for pod in pending(data) {
         if pod.not_before > now {
-            pass.wake_at = Some(pass.wake_at.map_or(pod.not_before, |w| w.min(pod.not_before)));
+            pass.wake_at = Some(
+                pass.wake_at
+                    .map_or(pod.not_before, |w| w.min(pod.not_before)),
+            );
             continue;
         }
         let Some(template) = data

@@ -40,7 +40,9 @@ fn spreads_pods_of_a_deployment_across_nodes() {
     for n in ["n1", "n2", "n3"] {
         assert_eq!(pods.iter().filter(|p| p.node_id == n).count(), 2, "{n}");
     }
-    assert!(pods.iter().all(|p| observed(p) == PodState::Assigned && p.node_epoch == 1));
+    assert!(pods
+        .iter()
+        .all(|p| observed(p) == PodState::Assigned && p.node_epoch == 1));
 }
 
 #[test]
@@ -54,7 +56,10 @@ fn waits_for_the_restart_delay_before_placing() {
     run_all(&f, 1_000);
     let replacement = f.pods(&d).pop().unwrap();
     assert_eq!(replacement.attempt, 1);
-    assert!(replacement.node_id.is_empty(), "not placed before its delay");
+    assert!(
+        replacement.node_id.is_empty(),
+        "not placed before its delay"
+    );
     let pass = f.store.read(|d| schedule(d, 1_000));
     assert_eq!(pass.wake_at, Some(6_000));
     run_all(&f, 6_000);
@@ -95,7 +100,10 @@ fn no_nodes_is_explained_too() {
     let d = f.deployment("web", 1, policy(Condition::Any, 0, 0));
     run_all(&f, 0);
     let p = f.pods(&d).pop().unwrap();
-    assert_eq!(p.scheduling_message, "no suitable node (no nodes in the cluster)");
+    assert_eq!(
+        p.scheduling_message,
+        "no suitable node (no nodes in the cluster)"
+    );
 }
 
 #[test]

@@ -101,8 +101,20 @@ impl StoreData {
     fn all_objects(&self) -> Vec<Object> {
         let mut out = Vec::new();
         let wrap = |k| Object { kind: Some(k) };
-        out.extend(self.clusters.values().cloned().map(object::Kind::Cluster).map(wrap));
-        out.extend(self.nodes.values().cloned().map(object::Kind::Node).map(wrap));
+        out.extend(
+            self.clusters
+                .values()
+                .cloned()
+                .map(object::Kind::Cluster)
+                .map(wrap),
+        );
+        out.extend(
+            self.nodes
+                .values()
+                .cloned()
+                .map(object::Kind::Node)
+                .map(wrap),
+        );
         out.extend(
             self.deployments
                 .values()
@@ -118,7 +130,13 @@ impl StoreData {
                 .map(wrap),
         );
         out.extend(self.pods.values().cloned().map(object::Kind::Pod).map(wrap));
-        out.extend(self.services.values().cloned().map(object::Kind::Service).map(wrap));
+        out.extend(
+            self.services
+                .values()
+                .cloned()
+                .map(object::Kind::Service)
+                .map(wrap),
+        );
         out
     }
 }

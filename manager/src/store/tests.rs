@@ -50,7 +50,10 @@ fn a_stale_update_fails_instead_of_overwriting() {
     // A writer that read version 1 and writes after version 2 landed.
     let r = store.apply(3, &batch(true, vec![put(pod("p1", 1), 1)]));
     assert_eq!(outcomes(&r), vec![MutationOutcome::Conflict]);
-    assert_eq!(store.read(|d| d.pods["p1"].meta.as_ref().unwrap().version), 2);
+    assert_eq!(
+        store.read(|d| d.pods["p1"].meta.as_ref().unwrap().version),
+        2
+    );
 }
 
 #[test]
@@ -69,7 +72,11 @@ fn an_atomic_batch_applies_all_or_nothing() {
         2,
         &batch(
             true,
-            vec![put(pod("p2", 0), 0), put(pod("p1", 0), 99), put(pod("p3", 0), 0)],
+            vec![
+                put(pod("p2", 0), 0),
+                put(pod("p1", 0), 99),
+                put(pod("p3", 0), 0),
+            ],
         ),
     );
     assert_eq!(
@@ -152,7 +159,7 @@ fn snapshot_and_restore_round_trip() {
     );
     let snap = store.snapshot();
     let other = Store::new();
-    let mut rx = other.subscribe();
+    let rx = other.subscribe();
     other.restore(snap, 3);
     assert!(rx.has_changed().unwrap());
     assert_eq!(other.read(|d| d.pods.len()), 2);

@@ -251,7 +251,9 @@ async fn a_new_executor_for_the_same_node_lists_its_containers_by_pod_id() {
 async fn an_image_that_cannot_be_pulled_is_a_clear_error() {
     let _engine = ENGINE.lock().await;
     let exec = executor(&node_id()).await;
-    let a = assignment("shoal-test/nope:v0", &[]);
+    // A registry on a loopback port nothing listens on: the pull fails
+    // without any traffic leaving the machine.
+    let a = assignment("127.0.0.1:9/shoal-test/nope:v0", &[]);
     let err = exec.prepare(&a).await.unwrap_err();
     println!("pull error: {err}");
     assert!(matches!(err, ExecError::ImagePull { .. }), "{err:?}");
