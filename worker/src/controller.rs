@@ -196,6 +196,19 @@ impl PodController {
             self.status.set_health(HealthState::Unhealthy);
             return Ok(self.fail(PodState::Failed, "container unhealthy".into()));
         }
+        if observed.state == ContainerState::Running
+            && observed.ip.is_empty()
+            && !self.status.ip.is_empty()
+        {
+            // Disconnected from its network behind shoal's back: it can
+            // take no traffic, so the pod fails and is replaced rather than
+            // counting as running forever.
+            exec.stop(&self.pod, self.grace()).await?;
+            return Ok(self.fail(
+                PodState::Failed,
+                "container lost its network address".into(),
+            ));
+        }
         Ok(self.observed(observed))
     }
 
@@ -598,6 +611,17 @@ mod tests {
         exec.set(ContainerState::Running, HealthState::Unhealthy);
         assert_eq!(step(&mut ctl, &exec).await, (PodState::Failed, Step::Done));
         assert_eq!(ctl.status().err, "container unhealthy");
+        assert_eq!(exec.calls().last().unwrap(), "stop 2000ms");
+    }
+
+    #[tokio::test]
+    async fn a_running_container_that_loses_its_address_fails_the_pod() {
+        let exec = FakeExecutor::default();
+        let mut ctl = running(&exec).await;
+        assert_eq!(ctl.status().ip, "10.0.0.2");
+        exec.observed.lock().unwrap().as_mut().unwrap().ip.clear();
+        assert_eq!(step(&mut ctl, &exec).await, (PodState::Failed, Step::Done));
+        assert_eq!(ctl.status().err, "container lost its network address");
         assert_eq!(exec.calls().last().unwrap(), "stop 2000ms");
     }
 

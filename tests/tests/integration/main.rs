@@ -1,1 +1,10 @@
+//! shoal's integration tests: one test binary (CI links it once).
+//!
+//! Tests that use Docker start a [`shoal_tests::Node`], which serializes them
+//! and fails (never skips) when Docker is unreachable. Build the binary under
+//! test first: `cargo build -p shoal-cli && cargo test --workspace`.
 
+mod cli;
+mod logs;
+mod recovery;
+mod service;

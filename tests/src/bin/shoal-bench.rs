@@ -1,0 +1,867 @@
+//! shoal-bench: the figures of docs/BENCHMARKS.md, printed, never asserted.
+//!
+//! `shoal-bench swarm [--reps N]` compares shoal with Docker Swarm on the
+//! local engine, on the same machine and in one run:
+//!
+//! - create -> 10/10 running: time from issuing `service create -d` of 10
+//!   replicas until the orchestrator's own list says 10/10;
+//! - scale 10 -> 30: likewise from `service scale -d NAME=30` to 30/30;
+//! - rm -> no container left: from `service rm` until `docker ps -a` shows no
+//!   container of the service;
+//! - the daemon's resident memory (VmRSS), idle and with 30 pods. For Swarm
+//!   that daemon is dockerd, which also hosts the engine itself; dockerd's RSS
+//!   is also sampled during the shoal runs, so that the engine's share can be
+//!   told apart.
+//!
+//! Both systems run the same locally built image (`shoal-test/web:v1`) with
+//! `--stop-grace-period 1s`, no published ports (Swarm's ingress needs IPVS),
+//! and are polled the same way: the list command every 50 ms. Swarm is
+//! started with `--no-resolve-image`, on 127.0.0.1 only, and always left
+//! (`docker swarm leave --force`) on success, error, panic or signal. The two
+//! never run at the same time: each repetition runs one system to the end
+//! (torn down) before starting the other, and the order alternates between
+//! repetitions.
+//!
+//! The shoal daemon is the `shoal` binary next to this executable, so that a
+//! `--release` benchmark measures a release daemon.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use shoal_tests::cmd::{describe, try_run};
+use shoal_tests::Node;
+
+/// The service both systems run.
+const SERVICE: &str = "benchweb";
+/// Replicas at create, then after scaling.
+const CREATE_REPLICAS: usize = 10;
+const SCALE_REPLICAS: usize = 30;
+const STOP_GRACE: &str = "1s";
+/// How often both systems' list commands are polled.
+const POLL: Duration = Duration::from_millis(50);
+/// Time given to a daemon before its memory is read.
+const SETTLE: Duration = Duration::from_secs(3);
+/// Longest wait for one convergence.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Setup and teardown commands.
+const CMD_TIMEOUT: Duration = Duration::from_secs(120);
+
+const SHOAL_LABEL: &str = "io.shoal.service.name";
+const SWARM_LABEL: &str = "com.docker.swarm.service.name";
+
+/// Set while this program has put the engine into a swarm.
+static SWARM_ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The running shoal node (data dir, socket, pod network), for cleanup on a signal.
+static SHOAL_NODE: Mutex<Option<(PathBuf, PathBuf, String)>> = Mutex::new(None);
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: shoal-bench swarm [--reps N]\n\n\
+         swarm   shoal against Docker Swarm on the local engine: create -> 10/10 running,\n\
+         \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions)\n\n\
+         Run it from a release build: cargo run --release -p shoal-tests --bin shoal-bench -- swarm"
+    );
+    std::process::exit(2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut reps = 3usize;
+    match args.first().map(String::as_str) {
+        Some("swarm") => {}
+        _ => usage(),
+    }
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--reps" => {
+                reps = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| usage());
+            }
+            _ if a.starts_with("--reps=") => {
+                reps = a["--reps=".len()..]
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| usage());
+            }
+            _ => usage(),
+        }
+    }
+    let shoal = shoal_binary();
+    // Node::start runs shoal_tests::shoal_bin(), which honours SHOAL_BIN.
+    // Set before any thread starts.
+    std::env::set_var("SHOAL_BIN", &shoal);
+    install_signal_cleanup();
+    let code = match std::panic::catch_unwind(|| bench_swarm(reps, &shoal)) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    // Whatever happened, the engine leaves the swarm this program created.
+    swarm_leave();
+    std::process::exit(code);
+}
+
+/// The `shoal` binary next to this executable (target/<profile>/shoal).
+fn shoal_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("the executable's directory");
+    let bin = dir.join("shoal");
+    if !bin.is_file() {
+        let profile = dir
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("release");
+        let flag = if profile == "release" {
+            " --release"
+        } else {
+            ""
+        };
+        eprintln!(
+            "shoal-bench: {} is missing: build it with cargo build{flag} -p shoal-cli",
+            bin.display()
+        );
+        std::process::exit(2);
+    }
+    bin
+}
+
+// ---------------------------------------------------------------- cleanup
+
+/// On SIGINT, SIGTERM or SIGHUP: leave the swarm, stop the shoal node, exit.
+fn install_signal_cleanup() {
+    std::thread::spawn(|| {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("shoal-bench: no signal handling ({e})");
+                return;
+            }
+        };
+        let signal = rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).ok();
+            let mut hup = signal(SignalKind::hangup()).ok();
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let hup = async {
+                match hup.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term => "SIGTERM",
+                _ = hup => "SIGHUP",
+            }
+        });
+        eprintln!("\nshoal-bench: {signal}: cleaning up");
+        swarm_leave();
+        shoal_emergency_stop();
+        std::process::exit(130);
+    });
+}
+
+/// `docker swarm leave --force` if this program initialised a swarm, then
+/// removes any container left of the benchmark service.
+fn swarm_leave() {
+    if !SWARM_ACTIVE.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    eprintln!("shoal-bench: docker swarm leave --force");
+    match try_run(
+        Command::new("docker").args(["swarm", "leave", "--force"]),
+        CMD_TIMEOUT,
+    ) {
+        Ok(out) if out.success() => {}
+        Ok(out) => eprintln!("shoal-bench: docker swarm leave --force failed:\n{out}"),
+        Err(e) => eprintln!("shoal-bench: docker swarm leave --force failed: {e}"),
+    }
+    remove_containers(SWARM_LABEL);
+}
+
+/// Stops the shoal node from the signal handler (Node's Drop does not run on exit).
+fn shoal_emergency_stop() {
+    let node = SHOAL_NODE.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some((dir, socket, network)) = node else {
+        return;
+    };
+    eprintln!("shoal-bench: shoal leave --force ({})", dir.display());
+    let mut c = Command::new(std::env::var_os("SHOAL_BIN").unwrap_or_else(|| "shoal".into()));
+    c.arg("-H").arg(format!("unix://{}", socket.display()));
+    c.args(["leave", "--force", "--data-dir"])
+        .arg(&dir)
+        .env_remove("SHOAL_HOST");
+    let _ = try_run(&mut c, CMD_TIMEOUT);
+    remove_containers(SHOAL_LABEL);
+    let _ = try_run(
+        Command::new("docker").args(["network", "rm", &network]),
+        CMD_TIMEOUT,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `docker rm -f` of every container of the benchmark service (by label).
+fn remove_containers(label: &str) {
+    let ids = container_ids(label, true);
+    if !ids.is_empty() {
+        let _ = try_run(
+            Command::new("docker").args(["rm", "-f"]).args(&ids),
+            CMD_TIMEOUT,
+        );
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// Runs a setup command; Err with everything it printed unless it exits 0.
+fn must(cmd: &mut Command) -> Result<String, String> {
+    let out = try_run(cmd, CMD_TIMEOUT)?;
+    if out.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!("{out}"))
+    }
+}
+
+fn docker(args: &[&str]) -> Command {
+    let mut c = Command::new("docker");
+    c.args(args);
+    c
+}
+
+/// Ids of the benchmark service's containers (running ones unless `all`).
+fn container_ids(label: &str, all: bool) -> Vec<String> {
+    let filter = format!("label={label}={SERVICE}");
+    let mut args = vec!["ps", "-q", "--no-trunc", "--filter", &filter];
+    if all {
+        args.push("-a");
+    }
+    match try_run(&mut docker(&args), CMD_TIMEOUT) {
+        Ok(out) => out.stdout.split_whitespace().map(str::to_string).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Runs a poll command as directly as possible (no extra sleeps).
+fn poll_output(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", describe(cmd)))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{} exited {}: {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Issues `start`, then polls `check` every [`POLL`] until it says true;
+/// returns the time from issuing `start` to the first true.
+fn timed(
+    what: &str,
+    start: &mut Command,
+    mut check: impl FnMut() -> Result<(bool, String), String>,
+) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    must(start).map_err(|e| format!("{what}: {e}"))?;
+    loop {
+        let last = match check() {
+            Ok((true, _)) => return Ok(t0.elapsed()),
+            Ok((false, state)) => state,
+            Err(e) => e,
+        };
+        if t0.elapsed() > CONVERGE_TIMEOUT {
+            return Err(format!(
+                "{what}: not done after {CONVERGE_TIMEOUT:?}; last: {last}"
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Parses "RUNNING/DESIRED" (Swarm may append text after a space).
+fn parse_replicas(s: &str) -> Option<(usize, usize)> {
+    let first = s.split_whitespace().next()?;
+    let (a, b) = first.split_once('/')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The pid of dockerd (the first process named so).
+fn dockerd_pid() -> Option<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "dockerd")
+        })
+        .collect();
+    pids.sort();
+    pids.first().copied()
+}
+
+fn dockerd_rss() -> Option<u64> {
+    dockerd_pid().and_then(rss_kib)
+}
+
+fn swarm_state() -> String {
+    match try_run(
+        &mut docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]),
+        CMD_TIMEOUT,
+    ) {
+        Ok(out) => out.stdout.trim().to_string(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    })
+}
+
+// ---------------------------------------------------------------- one repetition
+
+/// What one repetition of one system measured. Memory in KiB.
+#[derive(Debug, Clone, Default)]
+struct Rep {
+    create: f64,
+    scale: f64,
+    rm: f64,
+    /// The orchestrating daemon: shoal's daemon, or dockerd for Swarm.
+    rss_idle: u64,
+    rss_30: u64,
+    /// dockerd at the same moments (for shoal: the engine alone).
+    dockerd_idle: u64,
+    dockerd_30: u64,
+}
+
+impl Rep {
+    fn line(&self) -> String {
+        format!(
+            "create->10/10 {:.2} s, scale 10->30 {:.2} s, rm->0 {:.2} s, RSS idle {:.1} MiB, RSS 30 pods {:.1} MiB \
+             (dockerd {:.1} / {:.1} MiB)",
+            self.create,
+            self.scale,
+            self.rm,
+            mib(self.rss_idle),
+            mib(self.rss_30),
+            mib(self.dockerd_idle),
+            mib(self.dockerd_30)
+        )
+    }
+}
+
+fn shoal_rep(image: &str) -> Result<Rep, String> {
+    let state = swarm_state();
+    if state != "inactive" {
+        return Err(format!(
+            "the engine's swarm state is {state:?}: shoal must not run beside Swarm"
+        ));
+    }
+    let node = Node::start();
+    *SHOAL_NODE.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+        node.data_dir().to_path_buf(),
+        node.socket.clone(),
+        node.network.clone(),
+    ));
+    let result = shoal_measure(&node, image);
+    if result.is_err() {
+        eprintln!(
+            "--- shoal daemon log (last 40 lines)\n{}",
+            node.log_tail(40)
+        );
+    }
+    SHOAL_NODE.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // Drop runs `shoal leave --force` and removes the node's network.
+    drop(node);
+    remove_containers(SHOAL_LABEL);
+    result
+}
+
+fn shoal_measure(node: &Node, image: &str) -> Result<Rep, String> {
+    let pid = node.pid().ok_or("the shoal daemon wrote no shoal.pid")?;
+    let mut rep = Rep::default();
+    std::thread::sleep(SETTLE);
+    rep.rss_idle = rss_kib(pid).ok_or("cannot read the shoal daemon's VmRSS")?;
+    rep.dockerd_idle = dockerd_rss().unwrap_or(0);
+
+    let poll = |n: usize| {
+        move || -> Result<(bool, String), String> {
+            let out = poll_output(&mut node.command(&["service", "ls", "--format", "json"]))?;
+            let rows: Value =
+                serde_json::from_str(&out).map_err(|e| format!("service ls JSON: {e}: {out}"))?;
+            let row = rows
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["Name"] == SERVICE))
+                .ok_or_else(|| format!("{SERVICE} not listed"))?;
+            let (running, desired) = parse_replicas(row["Replicas"].as_str().unwrap_or_default())
+                .ok_or_else(|| format!("bad row {row}"))?;
+            Ok((running == n && desired == n, format!("{running}/{desired}")))
+        }
+    };
+
+    let n = CREATE_REPLICAS.to_string();
+    let mut cmd = node.command(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        SERVICE,
+        "--replicas",
+        &n,
+        "--stop-grace-period",
+        STOP_GRACE,
+        image,
+    ]);
+    rep.create = secs(timed(
+        "shoal service create",
+        &mut cmd,
+        poll(CREATE_REPLICAS),
+    )?);
+    check_containers("shoal", SHOAL_LABEL, CREATE_REPLICAS);
+
+    let scale = format!("{SERVICE}={SCALE_REPLICAS}");
+    let mut cmd = node.command(&["service", "scale", "-d", &scale]);
+    rep.scale = secs(timed(
+        "shoal service scale",
+        &mut cmd,
+        poll(SCALE_REPLICAS),
+    )?);
+    check_containers("shoal", SHOAL_LABEL, SCALE_REPLICAS);
+
+    std::thread::sleep(SETTLE);
+    rep.rss_30 = rss_kib(pid).ok_or("cannot read the shoal daemon's VmRSS")?;
+    rep.dockerd_30 = dockerd_rss().unwrap_or(0);
+
+    let mut cmd = node.command(&["service", "rm", SERVICE]);
+    rep.rm = secs(timed("shoal service rm", &mut cmd, gone(SHOAL_LABEL))?);
+    Ok(rep)
+}
+
+/// A check that is true once no container of the service is left.
+fn gone(label: &'static str) -> impl FnMut() -> Result<(bool, String), String> {
+    move || {
+        let filter = format!("label={label}={SERVICE}");
+        let out = poll_output(&mut docker(&["ps", "-aq", "--filter", &filter]))?;
+        let n = out.split_whitespace().count();
+        Ok((n == 0, format!("{n} containers left")))
+    }
+}
+
+/// Not timed: Docker runs as many containers as the orchestrator says.
+fn check_containers(system: &str, label: &str, n: usize) {
+    let got = container_ids(label, false).len();
+    if got != n {
+        eprintln!("warning: {system} says {n}/{n} but Docker runs {got} containers of {SERVICE}");
+    }
+}
+
+/// The swarm this program created; left when dropped (also on panic).
+struct Swarm;
+
+impl Swarm {
+    fn init() -> Result<Swarm, String> {
+        let state = swarm_state();
+        if state != "inactive" {
+            return Err(format!(
+                "the engine's swarm state is {state:?} before init: not touching a swarm this program did not create"
+            ));
+        }
+        let port = shoal_tests::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        // Set first: a signal during init must still lead to a leave.
+        SWARM_ACTIVE.store(true, Ordering::SeqCst);
+        let guard = Swarm;
+        must(&mut docker(&[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "127.0.0.1",
+            "--listen-addr",
+            &listen,
+        ]))
+        .map_err(|e| format!("docker swarm init failed:\n{e}"))?;
+        Ok(guard)
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        swarm_leave();
+    }
+}
+
+fn swarm_rep(image: &str) -> Result<Rep, String> {
+    if !container_ids(SHOAL_LABEL, true).is_empty() {
+        return Err("containers of shoal's benchmark service are still there: Swarm must not run beside shoal".into());
+    }
+    let mut rep = Rep::default();
+    let swarm = Swarm::init()?;
+    std::thread::sleep(SETTLE);
+    rep.rss_idle = dockerd_rss().ok_or("cannot read dockerd's VmRSS")?;
+    rep.dockerd_idle = rep.rss_idle;
+
+    let poll = |n: usize| {
+        move || -> Result<(bool, String), String> {
+            let filter = format!("name={SERVICE}");
+            let out = poll_output(&mut docker(&[
+                "service",
+                "ls",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.Name}}\t{{.Replicas}}",
+            ]))?;
+            let replicas = out
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .find(|(name, _)| *name == SERVICE)
+                .map(|(_, r)| r.to_string())
+                .ok_or_else(|| format!("{SERVICE} not listed"))?;
+            let (running, desired) =
+                parse_replicas(&replicas).ok_or_else(|| format!("bad replicas {replicas:?}"))?;
+            Ok((running == n && desired == n, format!("{running}/{desired}")))
+        }
+    };
+
+    let n = CREATE_REPLICAS.to_string();
+    let mut cmd = docker(&[
+        "service",
+        "create",
+        "-d",
+        "--no-resolve-image",
+        "--name",
+        SERVICE,
+        "--replicas",
+        &n,
+        "--stop-grace-period",
+        STOP_GRACE,
+        image,
+    ]);
+    rep.create = secs(timed(
+        "docker service create",
+        &mut cmd,
+        poll(CREATE_REPLICAS),
+    )?);
+    check_containers("Swarm", SWARM_LABEL, CREATE_REPLICAS);
+
+    let scale = format!("{SERVICE}={SCALE_REPLICAS}");
+    let mut cmd = docker(&["service", "scale", "-d", &scale]);
+    rep.scale = secs(timed(
+        "docker service scale",
+        &mut cmd,
+        poll(SCALE_REPLICAS),
+    )?);
+    check_containers("Swarm", SWARM_LABEL, SCALE_REPLICAS);
+
+    std::thread::sleep(SETTLE);
+    rep.rss_30 = dockerd_rss().ok_or("cannot read dockerd's VmRSS")?;
+    rep.dockerd_30 = rep.rss_30;
+
+    let mut cmd = docker(&["service", "rm", SERVICE]);
+    rep.rm = secs(timed("docker service rm", &mut cmd, gone(SWARM_LABEL))?);
+    drop(swarm);
+    // The next system starts only once the engine is out of the swarm.
+    let t0 = Instant::now();
+    while swarm_state() != "inactive" && t0.elapsed() < CMD_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(rep)
+}
+
+/// Runs one repetition of one system, turning a panic into an error.
+fn guarded(
+    f: impl FnOnce() -> Result<Rep, String> + std::panic::UnwindSafe,
+) -> Result<Rep, String> {
+    match std::panic::catch_unwind(f) {
+        Ok(r) => r,
+        Err(p) => Err(p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into())),
+    }
+}
+
+// ---------------------------------------------------------------- the run
+
+/// The 1-minute load average (other work on the machine disturbs the figures).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn environment() -> Value {
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+        })
+        .unwrap_or(0);
+    let engine = try_run(
+        &mut docker(&["version", "--format", "{{.Server.Version}}"]),
+        CMD_TIMEOUT,
+    )
+    .map(|o| o.stdout.trim().to_string())
+    .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    json!({"nproc": nproc, "mem_mib": mem_kib / 1024, "docker_engine": engine, "kernel": kernel, "load_start": loadavg()})
+}
+
+fn bench_swarm(reps: usize, shoal: &Path) {
+    let env = environment();
+    let profile = shoal
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|s| s.to_str())
+        .unwrap_or("?")
+        .to_string();
+    println!(
+        "shoal-bench swarm: {reps} repetitions, shoal daemon {} ({profile} build)",
+        shoal.display()
+    );
+    println!(
+        "machine: {} CPUs, {} MiB memory, Docker Engine {}, kernel {}",
+        env["nproc"], env["mem_mib"], env["docker_engine"], env["kernel"]
+    );
+    println!("load average (1 min) at start: {}", loadavg());
+    let others = try_run(&mut docker(&["ps", "-q"]), CMD_TIMEOUT)
+        .map(|o| o.stdout.lines().count())
+        .unwrap_or(0);
+    if others > 0 {
+        println!("note: {others} other containers are running on this engine; they may disturb the figures");
+    }
+
+    let image = shoal_tests::images::web_image("v1");
+    // Untimed warm-up, so that the first repetition does not pay for cold caches.
+    let _ = try_run(
+        &mut docker(&["run", "--rm", "--entrypoint", "/bin/true", &image]),
+        CMD_TIMEOUT,
+    );
+    let dockerd_baseline = dockerd_rss().unwrap_or(0);
+    println!(
+        "image {image}; dockerd RSS before anything: {:.1} MiB",
+        mib(dockerd_baseline)
+    );
+    println!("each figure: from issuing the command until the list command (polled every {POLL:?}) says N/N\n");
+
+    let mut shoal_reps: Vec<Rep> = Vec::new();
+    let mut swarm_reps: Vec<Rep> = Vec::new();
+    let mut shoal_errors: Vec<String> = Vec::new();
+    let mut swarm_error: Option<String> = None;
+    for i in 1..=reps {
+        // Alternate the order: neither system always runs on a warmer engine.
+        let order: [bool; 2] = if i % 2 == 1 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_shoal in order {
+            if is_shoal {
+                let img = image.clone();
+                match guarded(move || shoal_rep(&img)) {
+                    Ok(r) => {
+                        println!("rep {i} shoal: {} [load {}]", r.line(), loadavg());
+                        shoal_reps.push(r);
+                    }
+                    Err(e) => {
+                        println!("rep {i} shoal: FAILED: {e}");
+                        shoal_errors.push(e);
+                    }
+                }
+            } else if swarm_error.is_none() {
+                let img = image.clone();
+                match guarded(move || swarm_rep(&img)) {
+                    Ok(r) => {
+                        println!("rep {i} Swarm: {} [load {}]", r.line(), loadavg());
+                        swarm_reps.push(r);
+                    }
+                    Err(e) => {
+                        println!("rep {i} Swarm: FAILED: {e}");
+                        swarm_error = Some(e);
+                    }
+                }
+                swarm_leave();
+            }
+        }
+    }
+    report(
+        &env,
+        reps,
+        &profile,
+        &shoal_reps,
+        &swarm_reps,
+        &shoal_errors,
+        swarm_error.as_deref(),
+        dockerd_baseline,
+    );
+}
+
+type Field = fn(&Rep) -> f64;
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    env: &Value,
+    reps: usize,
+    profile: &str,
+    shoal: &[Rep],
+    swarm: &[Rep],
+    shoal_errors: &[String],
+    swarm_error: Option<&str>,
+    dockerd_baseline: u64,
+) {
+    let rows: [(&str, &str, Field, &str); 7] = [
+        ("create_s", "create -> 10/10 running", |r| r.create, "s"),
+        ("scale_s", "scale 10 -> 30 running", |r| r.scale, "s"),
+        ("rm_s", "rm -> no container left", |r| r.rm, "s"),
+        (
+            "rss_idle_mib",
+            "daemon RSS, idle",
+            |r| mib(r.rss_idle),
+            "MiB",
+        ),
+        (
+            "rss_30_mib",
+            "daemon RSS, 30 pods",
+            |r| mib(r.rss_30),
+            "MiB",
+        ),
+        (
+            "dockerd_idle_mib",
+            "dockerd RSS, idle",
+            |r| mib(r.dockerd_idle),
+            "MiB",
+        ),
+        (
+            "dockerd_30_mib",
+            "dockerd RSS, 30 pods",
+            |r| mib(r.dockerd_30),
+            "MiB",
+        ),
+    ];
+    let med = |reps: &[Rep], f: Field| median(&reps.iter().map(f).collect::<Vec<_>>());
+    let show = |v: Option<f64>, unit: &str| match v {
+        Some(v) if unit == "s" => format!("{v:.2} s"),
+        Some(v) => format!("{v:.1} MiB"),
+        None => "-".to_string(),
+    };
+
+    println!(
+        "\nmedians of {} shoal and {} Swarm repetitions (of {reps}):\n",
+        shoal.len(),
+        swarm.len()
+    );
+    println!(
+        "{:<26} {:>11} {:>11} {:>12}",
+        "FIGURE", "SHOAL", "SWARM", "SHOAL/SWARM"
+    );
+    let mut j_shoal = serde_json::Map::new();
+    let mut j_swarm = serde_json::Map::new();
+    let mut j_ratio = serde_json::Map::new();
+    for (key, name, f, unit) in rows {
+        let a = med(shoal, f);
+        let b = med(swarm, f);
+        let ratio = match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        let r = ratio
+            .map(|r| format!("{r:.2}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{name:<26} {:>11} {:>11} {r:>12}",
+            show(a, unit),
+            show(b, unit)
+        );
+        let round = |v: f64| (v * 1000.0).round() / 1000.0;
+        j_shoal.insert(key.into(), a.map(round).into());
+        j_swarm.insert(key.into(), b.map(round).into());
+        j_ratio.insert(key.into(), ratio.map(round).into());
+    }
+    println!(
+        "\nnotes:\n\
+         - \"daemon RSS\" is shoal's daemon for shoal and dockerd for Swarm: Swarm's manager and agent live\n\
+         \x20 inside dockerd, which also hosts the engine itself (it is not Swarm's cost alone).\n\
+         - \"dockerd RSS\" is the engine's daemon at the same moments: during the shoal runs it is the engine\n\
+         \x20 without Swarm, which runs shoal's containers. dockerd before anything: {:.1} MiB.\n\
+         - containerd and the per-container shims are the same for both and not counted.",
+        mib(dockerd_baseline)
+    );
+    if let Some(e) = swarm_error {
+        println!("\nSwarm: {e}");
+    }
+    for e in shoal_errors {
+        println!("\nshoal: {e}");
+    }
+    let line = json!({
+        "bench": "swarm",
+        "reps": reps,
+        "load_end": loadavg(),
+        "shoal_profile": profile,
+        "machine": env,
+        "shoal": if shoal.is_empty() { Value::Null } else { Value::Object(j_shoal) },
+        "swarm": if swarm.is_empty() { Value::Null } else { Value::Object(j_swarm) },
+        "ratio_shoal_over_swarm": Value::Object(j_ratio),
+        "swarm_error": swarm_error,
+    });
+    println!("\n{line}");
+}
