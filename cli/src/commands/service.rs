@@ -213,7 +213,7 @@ pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
                     "ID": v.id,
                     "Name": v.spec.as_ref().map(|s| s.name.clone()),
                     "Mode": mode_text(v),
-                    "Replicas": format!("{}/{}", v.running_replicas, v.desired_replicas),
+                    "Replicas": format!("{}/{}", v.ready_replicas, v.desired_replicas),
                     "Running": v.running_replicas,
                     "Ready": v.ready_replicas,
                     "Desired": v.desired_replicas,
@@ -233,7 +233,9 @@ pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
                 short_id(&v.id),
                 spec.name.clone(),
                 mode_text(v).to_string(),
-                format!("{}/{}", v.running_replicas, v.desired_replicas),
+                // Ready pods (running, and healthy where a healthcheck
+                // exists), as Swarm counts a task only once it passed it.
+                format!("{}/{}", v.ready_replicas, v.desired_replicas),
                 spec.container.map(|c| c.image).unwrap_or_default(),
                 ports_text(v),
             ]

@@ -5,6 +5,8 @@
 //! test first: `cargo build -p shoal-cli && cargo test --workspace`.
 
 mod cli;
+mod health;
 mod logs;
+mod ports;
 mod recovery;
 mod service;

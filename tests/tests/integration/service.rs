@@ -215,7 +215,9 @@ fn inspect_shows_the_spec_and_status_as_json() {
 #[test]
 fn an_image_that_cannot_be_pulled_fails_create_and_ps_shows_why() {
     let node = Node::start();
-    let image = "shoal-test/does-not-exist:v0";
+    // A registry on a loopback port where nothing listens: the pull is
+    // really attempted and fails, and no packet leaves the machine.
+    let image = "127.0.0.1:9/shoal-test/does-not-exist:v0";
     let out = node
         .shoal(&[
             "service",
