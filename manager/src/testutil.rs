@@ -52,10 +52,12 @@ impl Fixture {
         let d = Deployment {
             id: id.clone(),
             spec: Some(DeploymentSpec {
+                template: rs.template.clone(),
                 name: name.into(),
                 replicas,
                 restart_policy: Some(policy),
                 pod_history_limit: 5,
+                revision_history_limit: 10,
                 ..Default::default()
             }),
             status: Some(DeploymentStatus {

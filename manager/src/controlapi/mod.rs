@@ -3,6 +3,7 @@
 //! with optimistic version checks, retrying when a controller wrote first.
 
 mod logs;
+pub mod rollout;
 pub mod spec;
 
 use std::sync::Arc;
@@ -14,6 +15,10 @@ use shoal_proto::{
     ListPodsRequest, ListPodsResponse, ListServicesRequest, ListServicesResponse, NodeRole,
     ObjectKind, PodState, PodView, RemoveServiceRequest, RemoveServiceResponse,
     ScaleServiceRequest, ServiceLogsRequest, ServiceView,
+};
+use shoal_proto::{
+    ListReplicaSetsRequest, ListReplicaSetsResponse, ReplicaSetView, RollbackServiceRequest,
+    RolloutControlRequest, UpdateServiceRequest, UpdateStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -113,6 +118,22 @@ impl ControlApi {
         Err(Status::aborted("too many concurrent changes; try again"))
     }
 
+    async fn pause_or_resume(
+        &self,
+        service: String,
+        pause: bool,
+    ) -> Result<Response<ServiceView>, Status> {
+        let id = self
+            .write(|d| {
+                let dep = find_deployment(d, &service)?;
+                let m = rollout::pause_or_resume(dep, pause, now_ms())
+                    .map_err(Status::failed_precondition)?;
+                Ok((m, dep.id.clone()))
+            })
+            .await?;
+        Ok(Response::new(self.view(&id)?))
+    }
+
     fn view(&self, id: &str) -> Result<ServiceView, Status> {
         self.store.read(|d| {
             let dep = d
@@ -168,7 +189,23 @@ pub fn service_view(d: &StoreData, dep: &Deployment) -> ServiceView {
         spec.replicas
     };
     let status = dep.status.clone().unwrap_or_default();
+    let failed =
+        crate::orchestrator::updater::failed_pods(dep, d.pods_of_deployment(&dep.id)).len();
+    let updated = live
+        .iter()
+        .filter(|p| p.replica_set_id == status.current_replica_set_id && is_ready(p))
+        .count() as u64;
+    let update_status = UpdateStatus {
+        state: status.update_state,
+        message: status.update_message.clone(),
+        started_at: status.update_started_at,
+        completed_at: status.update_completed_at,
+        updated,
+        total: desired,
+        failed: failed as u64,
+    };
     ServiceView {
+        update_status: Some(update_status),
         id: dep.id.clone(),
         spec: Some(spec),
         meta: dep.meta,
@@ -421,6 +458,80 @@ impl control_server::Control for ControlApi {
         Ok(Response::new(resp))
     }
 
+    async fn update_service(
+        &self,
+        request: Request<UpdateServiceRequest>,
+    ) -> Result<Response<ServiceView>, Status> {
+        let req = request.into_inner();
+        let spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        let id = self
+            .write(|d| {
+                let dep = find_deployment(d, &req.service)?;
+                let m = rollout::update(d, dep, spec.clone(), req.force, now_ms())
+                    .map_err(Status::invalid_argument)?;
+                Ok((m, dep.id.clone()))
+            })
+            .await?;
+        tracing::info!(service = %req.service, "service updated");
+        Ok(Response::new(self.view(&id)?))
+    }
+
+    async fn rollback_service(
+        &self,
+        request: Request<RollbackServiceRequest>,
+    ) -> Result<Response<ServiceView>, Status> {
+        let req = request.into_inner();
+        let id = self
+            .write(|d| {
+                let dep = find_deployment(d, &req.service)?;
+                let m = rollout::rollback(d, dep, req.to_revision, now_ms())
+                    .map_err(Status::failed_precondition)?;
+                Ok((m, dep.id.clone()))
+            })
+            .await?;
+        tracing::info!(service = %req.service, to_revision = req.to_revision, "rollback requested");
+        Ok(Response::new(self.view(&id)?))
+    }
+
+    async fn pause_rollout(
+        &self,
+        request: Request<RolloutControlRequest>,
+    ) -> Result<Response<ServiceView>, Status> {
+        self.pause_or_resume(request.into_inner().service, true)
+            .await
+    }
+
+    async fn resume_rollout(
+        &self,
+        request: Request<RolloutControlRequest>,
+    ) -> Result<Response<ServiceView>, Status> {
+        self.pause_or_resume(request.into_inner().service, false)
+            .await
+    }
+
+    async fn list_replica_sets(
+        &self,
+        request: Request<ListReplicaSetsRequest>,
+    ) -> Result<Response<ListReplicaSetsResponse>, Status> {
+        let req = request.into_inner();
+        let replica_sets = self
+            .read(|d| -> Result<Vec<ReplicaSetView>, Status> {
+                let deps: Vec<&Deployment> = if req.service.is_empty() {
+                    d.deployments.values().collect()
+                } else {
+                    vec![find_deployment(d, &req.service)?]
+                };
+                Ok(deps
+                    .into_iter()
+                    .flat_map(|dep| replica_set_views(d, dep))
+                    .collect())
+            })
+            .await??;
+        Ok(Response::new(ListReplicaSetsResponse { replica_sets }))
+    }
+
     async fn leave(
         &self,
         request: Request<LeaveRequest>,
@@ -462,4 +573,34 @@ fn pod_view(d: &StoreData, p: &shoal_proto::Pod) -> PodView {
         image,
         node_hostname,
     }
+}
+
+/// One row per revision of a deployment, newest first.
+fn replica_set_views(d: &StoreData, dep: &Deployment) -> Vec<ReplicaSetView> {
+    let spec = dep.spec.clone().unwrap_or_default();
+    let current = dep
+        .status
+        .as_ref()
+        .map(|s| s.current_replica_set_id.clone())
+        .unwrap_or_default();
+    let mut v: Vec<ReplicaSetView> = d
+        .replica_sets_of_deployment(&dep.id)
+        .into_iter()
+        .map(|rs| {
+            let live: Vec<_> = d
+                .pods_of_deployment(&dep.id)
+                .filter(|p| p.replica_set_id == rs.id && wanted(p))
+                .collect();
+            ReplicaSetView {
+                replica_set: Some(rs.clone()),
+                service_name: spec.name.clone(),
+                current: rs.id == current,
+                desired: if rs.id == current { spec.replicas } else { 0 },
+                current_pods: live.len() as u64,
+                ready: live.iter().filter(|p| is_ready(p)).count() as u64,
+            }
+        })
+        .collect();
+    v.reverse();
+    v
 }

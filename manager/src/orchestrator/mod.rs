@@ -3,6 +3,7 @@
 
 pub mod replicated;
 pub mod restart;
+pub mod updater;
 
 use std::sync::Arc;
 
@@ -14,12 +15,18 @@ use crate::store::Store;
 
 /// Runs the replicated orchestrator until `cancel` fires.
 pub async fn run(store: Arc<Store>, proposer: Arc<dyn Proposer>, cancel: CancellationToken) {
-    run_controller("orchestrator", store, proposer, cancel, |data, now| Pass {
-        mutations: replicated::reconcile(data, now).mutations,
-        wake_at: None,
+    run_controller("orchestrator", store, proposer, cancel, |data, now| {
+        let r = replicated::reconcile(data, now);
+        Pass {
+            mutations: r.mutations,
+            wake_at: r.wake_at,
+        }
     })
     .await
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod updater_tests;

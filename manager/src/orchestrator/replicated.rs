@@ -4,21 +4,31 @@
 //! policy, scale up and down, per-slot history trimming, and clean-up of
 //! pods whose deployment is gone).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::{
     Deployment, DeploymentMode, Mutation, ObjectKind, Pod, PodState, PodStatus, RestartPolicy,
 };
 
 use super::restart::{decide, RestartDecision};
+use super::updater;
 use crate::ids::new_id;
-use crate::objects::{created_at, observed, touch, version, wanted};
+use crate::objects::{created_at, is_ready, observed, touch, version, wanted};
 use crate::store::{delete, put, StoreData};
 
 /// What one pass wants written, and the messages to show on deployments.
 #[derive(Debug, Default)]
 pub struct Reconciliation {
     pub mutations: Vec<Mutation>,
+    /// When to look again even without a change (a monitor period or an
+    /// update delay ending), Unix ms.
+    pub wake_at: Option<i64>,
+}
+
+impl Reconciliation {
+    pub fn wake(&mut self, at: i64) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
 }
 
 /// Computes the pass over every deployment and orphaned pod.
@@ -35,7 +45,7 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
     }
     for slots in by_deployment.values_mut() {
         for pods in slots.values_mut() {
-            pods.sort_by_key(|p| (p.attempt, created_at(&p.meta)));
+            pods.sort_by_key(|p| (created_at(&p.meta), p.attempt));
         }
     }
 
@@ -47,6 +57,7 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
         let empty = BTreeMap::new();
         let slots = by_deployment.get(d.id.as_str()).unwrap_or(&empty);
         reconcile_deployment(d, slots, now, &mut out);
+        trim_revisions(data, d, &mut out);
     }
 
     // Pods whose deployment no longer exists: stop them, then forget them.
@@ -91,9 +102,16 @@ fn reconcile_deployment(
     let policy = spec.restart_policy.unwrap_or_default();
     let history_limit = spec.pod_history_limit as usize;
 
+    // Slots this pass leaves alone: only those may start an update step,
+    // so two mutations never race on one pod.
+    let mut settled = BTreeSet::new();
     for slot in 1..=spec.replicas {
         let pods: &[&Pod] = slots.get(&slot).map_or(&[], |v| v.as_slice());
+        let before = out.mutations.len();
         reconcile_slot(d, &rs_id, &policy, slot, pods, now, out);
+        if out.mutations.len() == before {
+            settled.insert(slot);
+        }
         trim_history(pods, history_limit, out);
     }
     // Slots above the replica count: scale down.
@@ -102,6 +120,7 @@ fn reconcile_deployment(
             remove_pod(p, now, out);
         }
     }
+    updater::step(d, slots, &settled, now, out);
 }
 
 fn reconcile_slot(
@@ -115,14 +134,27 @@ fn reconcile_slot(
 ) {
     let live: Vec<&Pod> = pods.iter().copied().filter(|p| wanted(p)).collect();
     let Some(newest) = live.last() else {
-        let attempt = pods.last().map_or(0, |p| p.attempt + 1);
-        out.mutations
-            .push(put(new_pod(d, rs_id, slot, attempt, now, now), 0));
+        // Stop-first: the previous pod of the slot stops before the next starts.
+        let stopping = pods
+            .iter()
+            .any(|p| !p.node_id.is_empty() && !observed(p).is_terminal());
+        if !stopping {
+            out.mutations
+                .push(put(new_pod(d, rs_id, slot, 0, now, now), 0));
+        }
         return;
     };
-    // More than one live pod in a slot (a race between passes): keep the newest.
-    for extra in &live[..live.len() - 1] {
-        out.mutations.push(shut_down(extra, now));
+    let older = &live[..live.len() - 1];
+    // Start-first: the old pod keeps serving until its replacement of the
+    // target revision is ready. Otherwise (a race left two live pods) only
+    // the newest stays.
+    let replacement_starting = newest.replica_set_id == rs_id
+        && !is_ready(newest)
+        && older.iter().all(|o| o.replica_set_id != rs_id);
+    if !replacement_starting {
+        for extra in older {
+            out.mutations.push(shut_down(extra, now));
+        }
     }
     if !observed(newest).is_terminal() {
         return;
@@ -145,6 +177,30 @@ fn reconcile_slot(
                 touch(&mut p.meta, now);
                 out.mutations.push(put(p, version(&newest.meta)));
             }
+        }
+    }
+}
+
+/// Deletes revisions beyond the history limit that no pod refers to any more
+/// (the target and the previous revision are always kept).
+fn trim_revisions(data: &StoreData, d: &Deployment, out: &mut Reconciliation) {
+    let Some(spec) = &d.spec else { return };
+    let status = d.status.clone().unwrap_or_default();
+    let keep = (spec.revision_history_limit as usize).max(2);
+    let revisions = data.replica_sets_of_deployment(&d.id);
+    if revisions.len() <= keep {
+        return;
+    }
+    for rs in &revisions[..revisions.len() - keep] {
+        let pinned = rs.id == status.current_replica_set_id
+            || rs.id == status.previous_replica_set_id
+            || data.pods.values().any(|p| p.replica_set_id == rs.id);
+        if !pinned {
+            out.mutations.push(delete(
+                ObjectKind::ReplicaSet,
+                rs.id.clone(),
+                version(&rs.meta),
+            ));
         }
     }
 }
@@ -178,7 +234,7 @@ fn remove_pod(p: &Pod, now: i64, out: &mut Reconciliation) {
     }
 }
 
-fn shut_down(p: &Pod, now: i64) -> Mutation {
+pub(super) fn shut_down(p: &Pod, now: i64) -> Mutation {
     let mut p = p.clone();
     p.desired_state = PodState::Shutdown as i32;
     touch(&mut p.meta, now);
@@ -186,7 +242,14 @@ fn shut_down(p: &Pod, now: i64) -> Mutation {
     put(p, v)
 }
 
-fn new_pod(d: &Deployment, rs_id: &str, slot: u64, attempt: u64, now: i64, not_before: i64) -> Pod {
+pub(super) fn new_pod(
+    d: &Deployment,
+    rs_id: &str,
+    slot: u64,
+    attempt: u64,
+    now: i64,
+    not_before: i64,
+) -> Pod {
     let mut pod = Pod {
         id: new_id(),
         deployment_id: d.id.clone(),

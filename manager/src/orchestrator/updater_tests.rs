@@ -1,0 +1,387 @@
+//! The rolling updater against a simulated node, with a fake clock: each
+//! tick runs the orchestrator until it settles, then lets the "node" stop
+//! what must stop and start what must run (failing pods of a broken image).
+
+use shoal_proto::{
+    restart_policy::Condition, update_config::FailureAction, update_config::Order, PodState,
+    UpdateConfig, UpdateState,
+};
+
+use super::replicated::reconcile;
+use crate::controlapi::{rollout, spec::spec_of};
+use crate::objects::{observed, version, wanted};
+use crate::store::put;
+use crate::testutil::{policy, Fixture};
+
+fn cfg(
+    parallelism: u64,
+    order: Order,
+    monitor_ms: u64,
+    delay_ms: u64,
+    action: FailureAction,
+) -> UpdateConfig {
+    UpdateConfig {
+        parallelism,
+        delay_ms,
+        failure_action: action as i32,
+        monitor_ms,
+        max_failure_ratio: 0.0,
+        order: order as i32,
+    }
+}
+
+struct Sim {
+    f: Fixture,
+    dep: String,
+    now: i64,
+}
+
+impl Sim {
+    fn new(replicas: u64, update: UpdateConfig) -> Sim {
+        let f = Fixture::new();
+        let dep = f.deployment("web", replicas, policy(Condition::Any, 0, 0));
+        let mut d = f.store.read(|s| s.deployments[&dep].clone());
+        let v = version(&d.meta);
+        let spec = d.spec.as_mut().unwrap();
+        spec.update_config = Some(update);
+        spec.rollback_config = Some(cfg(0, Order::StopFirst, 0, 0, FailureAction::Pause));
+        f.apply(vec![put(d, v)]);
+        let mut sim = Sim { f, dep, now: 1_000 };
+        sim.tick();
+        sim
+    }
+
+    fn settle(&self) {
+        for _ in 0..20 {
+            let r = self.f.store.read(|d| reconcile(d, self.now));
+            if r.mutations.is_empty() {
+                return;
+            }
+            self.f.apply(r.mutations);
+        }
+        panic!("orchestrator did not settle");
+    }
+
+    /// The node's part: stop what is unwanted, run what is wanted.
+    fn node(&self) {
+        for p in self.f.pods(&self.dep) {
+            let state = observed(&p);
+            if !wanted(&p) {
+                if !state.is_terminal() && !p.node_id.is_empty() {
+                    self.f.report(&p.id, PodState::Shutdown);
+                }
+                continue;
+            }
+            if state.is_terminal() || state == PodState::Running {
+                continue;
+            }
+            let mut placed = p.clone();
+            placed.node_id = "n1".into();
+            self.f.apply(vec![put(placed, version(&p.meta))]);
+            let image = self.f.store.read(|d| {
+                d.replica_sets[&p.replica_set_id]
+                    .template
+                    .clone()
+                    .unwrap()
+                    .container
+                    .unwrap()
+                    .image
+            });
+            let outcome = if image.contains("broken") {
+                PodState::Failed
+            } else {
+                PodState::Running
+            };
+            self.f.report(&p.id, outcome);
+            let mut p2 = self.f.pod(&p.id);
+            let v = version(&p2.meta);
+            p2.status.as_mut().unwrap().timestamp = self.now;
+            self.f.apply(vec![put(p2, v)]);
+        }
+    }
+
+    fn tick(&mut self) {
+        self.settle();
+        self.node();
+        self.settle();
+    }
+
+    fn update_image(&mut self, image: &str) {
+        let d = self.f.store.read(|s| s.deployments[&self.dep].clone());
+        let mut spec = self
+            .f
+            .store
+            .read(|s| spec_of(&d, s.service_of_deployment(&d.id)));
+        spec.container.as_mut().unwrap().image = image.into();
+        let m = self
+            .f
+            .store
+            .read(|s| rollout::update(s, &d, spec, false, self.now))
+            .unwrap();
+        self.f.apply(m);
+    }
+
+    fn state(&self) -> (UpdateState, String) {
+        let st = self
+            .f
+            .store
+            .read(|s| s.deployments[&self.dep].status.clone().unwrap());
+        (st.update_state(), st.update_message)
+    }
+
+    /// Live pods per image.
+    fn live_images(&self) -> Vec<String> {
+        self.f
+            .pods(&self.dep)
+            .into_iter()
+            .filter(wanted)
+            .map(|p| {
+                self.f.store.read(|d| {
+                    d.replica_sets[&p.replica_set_id]
+                        .template
+                        .clone()
+                        .unwrap()
+                        .container
+                        .unwrap()
+                        .image
+                })
+            })
+            .collect()
+    }
+
+    fn running_count(&self) -> usize {
+        self.f
+            .pods(&self.dep)
+            .iter()
+            .filter(|p| wanted(p) && observed(p) == PodState::Running)
+            .count()
+    }
+}
+
+#[test]
+fn stop_first_moves_one_slot_at_a_time_and_completes() {
+    let mut sim = Sim::new(3, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    sim.update_image("img:v2");
+    assert_eq!(sim.state().0, UpdateState::Updating);
+    let mut seen_v2 = 0;
+    for _ in 0..20 {
+        sim.now += 100;
+        sim.tick();
+        let imgs = sim.live_images();
+        let v2 = imgs.iter().filter(|i| *i == "img:v2").count();
+        assert!(
+            v2 <= seen_v2 + 1,
+            "more than one slot moved in a step: {imgs:?}"
+        );
+        assert!(
+            sim.running_count() >= 2,
+            "stop-first with parallelism 1 stops one pod at most"
+        );
+        seen_v2 = v2;
+        if sim.state().0 == UpdateState::Completed {
+            break;
+        }
+    }
+    assert_eq!(sim.state().0, UpdateState::Completed);
+    assert_eq!(sim.live_images(), vec!["img:v2"; 3]);
+}
+
+#[test]
+fn start_first_never_drops_below_the_replica_count() {
+    let mut sim = Sim::new(3, cfg(1, Order::StartFirst, 0, 0, FailureAction::Pause));
+    sim.update_image("img:v2");
+    for _ in 0..20 {
+        sim.now += 100;
+        sim.settle();
+        assert!(
+            sim.running_count() >= 3,
+            "a running pod was stopped before its replacement ran"
+        );
+        sim.node();
+        sim.settle();
+        if sim.state().0 == UpdateState::Completed {
+            break;
+        }
+    }
+    assert_eq!(sim.state().0, UpdateState::Completed);
+    assert_eq!(sim.live_images(), vec!["img:v2"; 3]);
+}
+
+#[test]
+fn batches_wait_for_monitor_and_delay() {
+    let mut sim = Sim::new(
+        4,
+        cfg(2, Order::StopFirst, 5_000, 10_000, FailureAction::Pause),
+    );
+    sim.update_image("img:v2");
+    let t0 = sim.now;
+    sim.tick();
+    sim.tick();
+    let v2 = |s: &Sim| s.live_images().iter().filter(|i| *i == "img:v2").count();
+    assert_eq!(v2(&sim), 2, "the first batch is two slots");
+    // Ready at t0; monitored until t0+5s; then a 10 s delay.
+    sim.now = t0 + 14_999;
+    sim.tick();
+    assert_eq!(
+        v2(&sim),
+        2,
+        "the second batch started before monitor + delay"
+    );
+    let r = sim.f.store.read(|d| reconcile(d, sim.now));
+    assert_eq!(
+        r.wake_at,
+        Some(t0 + 15_000),
+        "the updater asks to be woken then"
+    );
+    sim.now = t0 + 15_000;
+    sim.tick();
+    sim.tick();
+    assert_eq!(v2(&sim), 4);
+    sim.now += 5_000;
+    sim.tick();
+    assert_eq!(sim.state().0, UpdateState::Completed);
+}
+
+#[test]
+fn a_failing_update_pauses_with_the_reason() {
+    let mut sim = Sim::new(3, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    sim.update_image("img:broken");
+    for _ in 0..5 {
+        sim.now += 100;
+        sim.tick();
+    }
+    let (state, message) = sim.state();
+    assert_eq!(state, UpdateState::Paused);
+    assert!(
+        message.contains("update paused due to failure: pod web."),
+        "{message}"
+    );
+    let imgs = sim.live_images();
+    assert_eq!(
+        imgs.iter().filter(|i| *i == "img:v1").count(),
+        2,
+        "{imgs:?}"
+    );
+    // Paused: nothing more moves.
+    for _ in 0..5 {
+        sim.now += 100;
+        sim.tick();
+    }
+    assert_eq!(
+        sim.live_images().iter().filter(|i| *i == "img:v1").count(),
+        2
+    );
+}
+
+#[test]
+fn a_failing_update_rolls_back_automatically() {
+    let mut sim = Sim::new(3, cfg(1, Order::StopFirst, 0, 0, FailureAction::Rollback));
+    sim.update_image("img:broken");
+    let mut saw_rollback = false;
+    for _ in 0..20 {
+        sim.now += 100;
+        sim.tick();
+        saw_rollback |= sim.state().0 == UpdateState::RollbackStarted;
+        if sim.state().0 == UpdateState::RollbackCompleted {
+            break;
+        }
+    }
+    assert!(saw_rollback);
+    let (state, message) = sim.state();
+    assert_eq!(state, UpdateState::RollbackCompleted);
+    assert!(
+        message.contains("update rolled back: pod web."),
+        "{message}"
+    );
+    assert_eq!(sim.live_images(), vec!["img:v1"; 3]);
+}
+
+#[test]
+fn a_paused_rollout_resumes_where_it_stopped() {
+    let mut sim = Sim::new(3, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    sim.update_image("img:v2");
+    sim.tick();
+    let d = sim.f.store.read(|s| s.deployments[&sim.dep].clone());
+    sim.f
+        .apply(rollout::pause_or_resume(&d, true, sim.now).unwrap());
+    let before = sim.live_images();
+    for _ in 0..5 {
+        sim.now += 100;
+        sim.tick();
+    }
+    assert_eq!(sim.state().0, UpdateState::Paused);
+    let mut after = sim.live_images();
+    let mut b = before.clone();
+    after.sort();
+    b.sort();
+    assert_eq!(after, b, "pods moved while paused");
+    let d = sim.f.store.read(|s| s.deployments[&sim.dep].clone());
+    sim.f
+        .apply(rollout::pause_or_resume(&d, false, sim.now).unwrap());
+    for _ in 0..20 {
+        sim.now += 100;
+        sim.tick();
+    }
+    assert_eq!(sim.state().0, UpdateState::Completed);
+    assert_eq!(sim.live_images(), vec!["img:v2"; 3]);
+}
+
+#[test]
+fn a_new_change_during_a_rollout_supersedes_it() {
+    let mut sim = Sim::new(4, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    sim.update_image("img:v2");
+    sim.tick();
+    sim.tick();
+    sim.update_image("img:v3");
+    for _ in 0..30 {
+        sim.now += 100;
+        sim.tick();
+    }
+    assert_eq!(sim.state().0, UpdateState::Completed);
+    assert_eq!(sim.live_images(), vec!["img:v3"; 4]);
+    let revisions: Vec<u64> = sim.f.store.read(|d| {
+        d.replica_sets_of_deployment(&sim.dep)
+            .iter()
+            .map(|r| r.revision)
+            .collect()
+    });
+    assert_eq!(revisions, vec![1, 2, 3]);
+}
+
+#[test]
+fn rollback_returns_to_the_previous_revision_and_history_is_trimmed() {
+    let mut sim = Sim::new(2, cfg(0, Order::StopFirst, 0, 0, FailureAction::Pause));
+    for i in 2..=13 {
+        sim.update_image(&format!("img:v{i}"));
+        for _ in 0..6 {
+            sim.now += 100;
+            sim.tick();
+        }
+        assert_eq!(sim.state().0, UpdateState::Completed, "v{i}");
+    }
+    let kept = sim
+        .f
+        .store
+        .read(|d| d.replica_sets_of_deployment(&sim.dep).len());
+    assert_eq!(kept, 10, "the revision history limit");
+    let d = sim.f.store.read(|s| s.deployments[&sim.dep].clone());
+    let m = sim
+        .f
+        .store
+        .read(|s| rollout::rollback(s, &d, 0, sim.now))
+        .unwrap();
+    sim.f.apply(m);
+    for _ in 0..6 {
+        sim.now += 100;
+        sim.tick();
+    }
+    assert_eq!(sim.state().0, UpdateState::RollbackCompleted);
+    assert_eq!(sim.live_images(), vec!["img:v12"; 2]);
+    let d = sim.f.store.read(|s| s.deployments[&sim.dep].clone());
+    let err = sim
+        .f
+        .store
+        .read(|s| rollout::rollback(s, &d, 1, sim.now))
+        .unwrap_err();
+    assert!(err.contains("has no revision 1"), "{err}");
+}
