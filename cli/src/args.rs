@@ -34,6 +34,11 @@ pub enum Command {
     /// Manage nodes
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Manage rollouts: status, history, undo, pause, resume
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Display objects as Kubernetes names them (replicasets)
+    Get(GetArgs),
     /// Stop the local daemon and leave the cluster
     Leave(LeaveArgs),
     /// Show the client's and the daemon's versions
@@ -130,6 +135,171 @@ pub enum ServiceCommand {
     /// Remove one or more services
     #[command(alias = "remove")]
     Rm(RmArgs),
+    /// Update a service: a change of its pods' template rolls them to a new revision
+    Update(Box<UpdateArgs>),
+    /// Roll a service back to its previous revision (by the rollback settings)
+    Rollback(RollbackArgs),
+}
+
+/// Rolling update settings, for --update-* and --rollback-*.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RolloutFlags {
+    #[arg(long = "update-parallelism", help = format!("Pods updated at once, 0 = all (default {})", d::UPDATE_PARALLELISM))]
+    pub update_parallelism: Option<u64>,
+    #[arg(long = "update-delay", help = format!("Delay between batches (default {})", d::format_duration_ms(d::UPDATE_DELAY_MS)))]
+    pub update_delay: Option<String>,
+    #[arg(long = "update-order", help = format!("stop-first or start-first (default {})", d::UPDATE_ORDER))]
+    pub update_order: Option<String>,
+    #[arg(long = "update-monitor", help = format!("How long new pods are watched for failure (default {})", d::format_duration_ms(d::UPDATE_MONITOR_MS)))]
+    pub update_monitor: Option<String>,
+    #[arg(long = "update-failure-action", help = format!("pause, continue or rollback (default {})", d::UPDATE_FAILURE_ACTION))]
+    pub update_failure_action: Option<String>,
+    #[arg(long = "update-max-failure-ratio", help = format!("Failure rate tolerated (default {})", d::UPDATE_MAX_FAILURE_RATIO))]
+    pub update_max_failure_ratio: Option<f32>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RollbackFlags {
+    #[arg(long = "rollback-parallelism", help = format!("Pods rolled back at once, 0 = all (default {})", d::UPDATE_PARALLELISM))]
+    pub rollback_parallelism: Option<u64>,
+    #[arg(long = "rollback-delay", help = format!("Delay between batches (default {})", d::format_duration_ms(d::UPDATE_DELAY_MS)))]
+    pub rollback_delay: Option<String>,
+    #[arg(long = "rollback-order", help = format!("stop-first or start-first (default {})", d::UPDATE_ORDER))]
+    pub rollback_order: Option<String>,
+    #[arg(long = "rollback-monitor", help = format!("How long pods are watched for failure (default {})", d::format_duration_ms(d::UPDATE_MONITOR_MS)))]
+    pub rollback_monitor: Option<String>,
+    #[arg(long = "rollback-failure-action", help = format!("pause or continue (default {})", d::ROLLBACK_FAILURE_ACTION))]
+    pub rollback_failure_action: Option<String>,
+    #[arg(long = "rollback-max-failure-ratio", help = format!("Failure rate tolerated (default {})", d::UPDATE_MAX_FAILURE_RATIO))]
+    pub rollback_max_failure_ratio: Option<f32>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UpdateArgs {
+    /// Service name or id
+    pub service: String,
+    /// Image to run
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Add or change an environment variable (KEY=VALUE)
+    #[arg(long = "env-add")]
+    pub env_add: Vec<String>,
+    /// Remove an environment variable (KEY)
+    #[arg(long = "env-rm")]
+    pub env_rm: Vec<String>,
+    /// Add or change a service label (key=value)
+    #[arg(long = "label-add")]
+    pub label_add: Vec<String>,
+    /// Remove a service label
+    #[arg(long = "label-rm")]
+    pub label_rm: Vec<String>,
+    /// Add or change a container label (key=value)
+    #[arg(long = "container-label-add")]
+    pub container_label_add: Vec<String>,
+    /// Remove a container label
+    #[arg(long = "container-label-rm")]
+    pub container_label_rm: Vec<String>,
+    /// Number of pods
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// Arguments of the command, as one string split on spaces (replaces the current ones)
+    #[arg(long, allow_hyphen_values = true)]
+    pub args: Option<String>,
+    /// Time to wait between SIGTERM and SIGKILL
+    #[arg(long)]
+    pub stop_grace_period: Option<String>,
+    /// Add a published port (same syntax as create's -p)
+    #[arg(long = "publish-add")]
+    pub publish_add: Vec<String>,
+    /// Remove a published port (its published port number)
+    #[arg(long = "publish-rm")]
+    pub publish_rm: Vec<u32>,
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    #[arg(long)]
+    pub health_timeout: Option<String>,
+    #[arg(long)]
+    pub health_retries: Option<u32>,
+    #[arg(long)]
+    pub health_start_period: Option<String>,
+    #[arg(long, conflicts_with = "health_cmd")]
+    pub no_healthcheck: bool,
+    #[command(flatten)]
+    pub update: RolloutFlags,
+    #[command(flatten)]
+    pub rollback: RollbackFlags,
+    /// Roll the pods even if nothing changed
+    #[arg(long)]
+    pub force: bool,
+    /// Exit immediately instead of waiting for the rollout
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Suppress progress output
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RollbackArgs {
+    pub service: String,
+    /// Exit immediately instead of waiting for the rollback
+    #[arg(short, long)]
+    pub detach: bool,
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until the current rollout ends; the exit code says how it ended
+    Status(RolloutTarget),
+    /// List the kept revisions
+    History(RolloutTarget),
+    /// Roll back to the previous revision, or to --to-revision N
+    Undo(UndoArgs),
+    /// Pause the current rollout
+    Pause(RolloutTarget),
+    /// Resume a paused rollout
+    Resume(RolloutTarget),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RolloutTarget {
+    pub service: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UndoArgs {
+    pub service: String,
+    /// The revision to roll to (default: the previous one)
+    #[arg(long, default_value_t = 0)]
+    pub to_revision: u64,
+    #[arg(short, long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    #[value(alias = "rs", alias = "replicaset")]
+    Replicasets,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GetOutput {
+    Wide,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GetArgs {
+    #[arg(value_enum)]
+    pub kind: Kind,
+    /// A service name: only its objects
+    pub name: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<GetOutput>,
 }
 
 #[derive(Debug, Args, Clone)]

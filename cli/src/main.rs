@@ -12,8 +12,8 @@ use std::ffi::OsString;
 use anyhow::{bail, Result};
 use clap::Parser;
 
-use args::{Cli, Command, DaemonArgs, InitArgs, NodeCommand, ServiceCommand};
-use commands::{node, service, system};
+use args::{Cli, Command, DaemonArgs, InitArgs, Kind, NodeCommand, RolloutCommand, ServiceCommand};
+use commands::{node, rollout, service, system};
 use daemon::config;
 
 fn main() {
@@ -69,6 +69,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
             ServiceCommand::Inspect(a) => service::inspect(&host, &a).await,
             ServiceCommand::Logs(a) => service::logs(&host, &a).await,
             ServiceCommand::Rm(a) => service::rm(&host, &a).await,
+            ServiceCommand::Update(a) => rollout::update(&host, &a).await,
+            ServiceCommand::Rollback(a) => rollout::rollback(&host, &a).await,
+        },
+        Command::Rollout(cmd) => match cmd {
+            RolloutCommand::Status(a) => rollout::status(&host, &a).await,
+            RolloutCommand::History(a) => rollout::history(&host, &a).await,
+            RolloutCommand::Undo(a) => rollout::undo(&host, &a).await,
+            RolloutCommand::Pause(a) => rollout::pause(&host, &a, true).await,
+            RolloutCommand::Resume(a) => rollout::pause(&host, &a, false).await,
+        },
+        Command::Get(a) => match a.kind {
+            Kind::Replicasets => rollout::get_replicasets(&host, &a).await,
         },
         Command::Node(NodeCommand::Ls(a)) => node::ls(&host, &a).await,
         Command::Leave(a) => system::leave(&host, &a).await,

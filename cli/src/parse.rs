@@ -8,10 +8,11 @@ use shoal_proto::defaults as d;
 use shoal_proto::{
     port_config::{Protocol, PublishMode},
     restart_policy::Condition,
-    ContainerSpec, HealthCheck, Placement, PortConfig, RestartPolicy, ServiceSpec,
+    update_config::{FailureAction, Order},
+    ContainerSpec, HealthCheck, Placement, PortConfig, RestartPolicy, ServiceSpec, UpdateConfig,
 };
 
-use crate::args::CreateArgs;
+use crate::args::{CreateArgs, UpdateArgs};
 
 /// Parses durations as Docker writes them: "500ms", "10s", "2m30s", "1h", or
 /// a bare "0".
@@ -131,19 +132,38 @@ fn restart_condition(s: &str) -> Result<Condition> {
     }
 }
 
-fn healthcheck(a: &CreateArgs) -> Result<Option<HealthCheck>> {
-    if a.no_healthcheck {
+/// The healthcheck flags, as create and update take them.
+pub struct HealthFlags<'a> {
+    pub cmd: &'a Option<String>,
+    pub interval: &'a Option<String>,
+    pub timeout: &'a Option<String>,
+    pub retries: Option<u32>,
+    pub start_period: &'a Option<String>,
+    pub none: bool,
+}
+
+impl HealthFlags<'_> {
+    fn any(&self) -> bool {
+        self.none || self.cmd.is_some() || self.timing_given()
+    }
+
+    fn timing_given(&self) -> bool {
+        self.interval.is_some()
+            || self.timeout.is_some()
+            || self.retries.is_some()
+            || self.start_period.is_some()
+    }
+}
+
+fn healthcheck(h: &HealthFlags) -> Result<Option<HealthCheck>> {
+    if h.none {
         return Ok(Some(HealthCheck {
             test: vec!["NONE".into()],
             ..Default::default()
         }));
     }
-    let timing_given = a.health_interval.is_some()
-        || a.health_timeout.is_some()
-        || a.health_retries.is_some()
-        || a.health_start_period.is_some();
-    let Some(cmd) = &a.health_cmd else {
-        if timing_given {
+    let Some(cmd) = h.cmd else {
+        if h.timing_given() {
             bail!("--health-interval, --health-timeout, --health-retries and --health-start-period need --health-cmd");
         }
         return Ok(None);
@@ -153,16 +173,12 @@ fn healthcheck(a: &CreateArgs) -> Result<Option<HealthCheck>> {
     };
     Ok(Some(HealthCheck {
         test: vec!["CMD-SHELL".into(), cmd.clone()],
-        interval_ms: opt(
-            "--health-interval",
-            &a.health_interval,
-            d::HEALTH_INTERVAL_MS,
-        )?,
-        timeout_ms: opt("--health-timeout", &a.health_timeout, d::HEALTH_TIMEOUT_MS)?,
-        retries: a.health_retries.unwrap_or(d::HEALTH_RETRIES),
+        interval_ms: opt("--health-interval", h.interval, d::HEALTH_INTERVAL_MS)?,
+        timeout_ms: opt("--health-timeout", h.timeout, d::HEALTH_TIMEOUT_MS)?,
+        retries: h.retries.unwrap_or(d::HEALTH_RETRIES),
         start_period_ms: opt(
             "--health-start-period",
-            &a.health_start_period,
+            h.start_period,
             d::HEALTH_START_PERIOD_MS,
         )?,
     }))
@@ -190,7 +206,14 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         workdir: a.workdir.clone().unwrap_or_default(),
         hostname: a.hostname.clone().unwrap_or_default(),
         stop_grace_period_ms: duration_ms("--stop-grace-period", &a.stop_grace_period)?,
-        healthcheck: healthcheck(a)?,
+        healthcheck: healthcheck(&HealthFlags {
+            cmd: &a.health_cmd,
+            interval: &a.health_interval,
+            timeout: &a.health_timeout,
+            retries: a.health_retries,
+            start_period: &a.health_start_period,
+            none: a.no_healthcheck,
+        })?,
         limit_nano_cpus: 0,
         limit_memory_bytes: 0,
     };
@@ -218,6 +241,148 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     })
 }
 
+fn order(flag: &str, s: &str) -> Result<Order> {
+    match s {
+        "stop-first" => Ok(Order::StopFirst),
+        "start-first" => Ok(Order::StartFirst),
+        _ => bail!("invalid {flag} {s:?}: use stop-first or start-first"),
+    }
+}
+
+fn failure_action(flag: &str, s: &str, allow_rollback: bool) -> Result<FailureAction> {
+    match s {
+        "pause" => Ok(FailureAction::Pause),
+        "continue" => Ok(FailureAction::Continue),
+        "rollback" if allow_rollback => Ok(FailureAction::Rollback),
+        _ if allow_rollback => bail!("invalid {flag} {s:?}: use pause, continue or rollback"),
+        _ => bail!("invalid {flag} {s:?}: use pause or continue"),
+    }
+}
+
+/// Applies --update-* (prefix "update") or --rollback-* settings.
+#[allow(clippy::too_many_arguments)]
+fn apply_rollout_flags(
+    cfg: &mut UpdateConfig,
+    prefix: &str,
+    parallelism: Option<u64>,
+    delay: &Option<String>,
+    ord: &Option<String>,
+    monitor: &Option<String>,
+    action: &Option<String>,
+    ratio: Option<f32>,
+) -> Result<()> {
+    if let Some(p) = parallelism {
+        cfg.parallelism = p;
+    }
+    if let Some(s) = delay {
+        cfg.delay_ms = duration_ms(&format!("--{prefix}-delay"), s)?;
+    }
+    if let Some(s) = ord {
+        cfg.order = order(&format!("--{prefix}-order"), s)? as i32;
+    }
+    if let Some(s) = monitor {
+        cfg.monitor_ms = duration_ms(&format!("--{prefix}-monitor"), s)?;
+    }
+    if let Some(s) = action {
+        cfg.failure_action =
+            failure_action(&format!("--{prefix}-failure-action"), s, prefix == "update")? as i32;
+    }
+    if let Some(r) = ratio {
+        if !(0.0..=1.0).contains(&r) {
+            bail!("invalid --{prefix}-max-failure-ratio {r}: a fraction between 0 and 1");
+        }
+        cfg.max_failure_ratio = r;
+    }
+    Ok(())
+}
+
+/// Edits the current spec as `service update`'s flags say.
+pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs) -> Result<()> {
+    let c = spec.container.get_or_insert_with(Default::default);
+    if let Some(image) = &a.image {
+        c.image = image.clone();
+    }
+    for e in &a.env_add {
+        let (k, _) = e
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| anyhow!("invalid --env-add {e:?}: expected KEY=VALUE"))?;
+        c.env.retain(|x| x.split('=').next() != Some(k));
+        c.env.push(e.clone());
+    }
+    for k in &a.env_rm {
+        c.env.retain(|x| x.split('=').next() != Some(k.as_str()));
+    }
+    for (k, v) in key_values("--container-label-add", &a.container_label_add)? {
+        c.labels.insert(k, v);
+    }
+    for k in &a.container_label_rm {
+        c.labels.remove(k);
+    }
+    if let Some(args) = &a.args {
+        c.args = args.split_whitespace().map(str::to_string).collect();
+    }
+    if let Some(g) = &a.stop_grace_period {
+        c.stop_grace_period_ms = duration_ms("--stop-grace-period", g)?;
+    }
+    let health = HealthFlags {
+        cmd: &a.health_cmd,
+        interval: &a.health_interval,
+        timeout: &a.health_timeout,
+        retries: a.health_retries,
+        start_period: &a.health_start_period,
+        none: a.no_healthcheck,
+    };
+    if health.any() {
+        c.healthcheck = healthcheck(&health)?;
+    }
+    for (k, v) in key_values("--label-add", &a.label_add)? {
+        spec.labels.insert(k, v);
+    }
+    for k in &a.label_rm {
+        spec.labels.remove(k);
+    }
+    if let Some(r) = a.replicas {
+        spec.replicas = r;
+    }
+    for p in &a.publish_rm {
+        let before = spec.ports.len();
+        spec.ports.retain(|x| x.published_port != *p);
+        if spec.ports.len() == before {
+            bail!("invalid --publish-rm {p}: the service publishes no such port");
+        }
+    }
+    for p in &a.publish_add {
+        let port = publish(p)?;
+        spec.ports
+            .retain(|x| port.published_port == 0 || x.published_port != port.published_port);
+        spec.ports.push(port);
+    }
+    let u = &a.update;
+    apply_rollout_flags(
+        spec.update_config.get_or_insert_with(Default::default),
+        "update",
+        u.update_parallelism,
+        &u.update_delay,
+        &u.update_order,
+        &u.update_monitor,
+        &u.update_failure_action,
+        u.update_max_failure_ratio,
+    )?;
+    let r = &a.rollback;
+    apply_rollout_flags(
+        spec.rollback_config.get_or_insert_with(Default::default),
+        "rollback",
+        r.rollback_parallelism,
+        &r.rollback_delay,
+        &r.rollback_order,
+        &r.rollback_monitor,
+        &r.rollback_failure_action,
+        r.rollback_max_failure_ratio,
+    )?;
+    Ok(())
+}
+
 /// `web=5` into ("web", 5).
 pub fn scale(s: &str) -> Result<(String, u64)> {
     let (name, n) = s
@@ -237,6 +402,86 @@ mod tests {
     use super::*;
     use crate::args::{Cli, Command, ServiceCommand};
     use clap::Parser;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn update_flags_edit_the_current_spec() {
+        let mut spec = ServiceSpec {
+            container: Some(ContainerSpec {
+                image: "img:v1".into(),
+                env: vec!["A=1".into(), "B=2".into()],
+                ..Default::default()
+            }),
+            ports: vec![publish("8080:80").unwrap()],
+            ..Default::default()
+        };
+        let cli = Cli::try_parse_from([
+            "shoal",
+            "service",
+            "update",
+            "--image",
+            "img:v2",
+            "--env-add",
+            "A=9",
+            "--env-rm",
+            "B",
+            "--replicas",
+            "4",
+            "--update-order",
+            "start-first",
+            "--update-parallelism",
+            "2",
+            "--update-failure-action",
+            "rollback",
+            "--rollback-monitor",
+            "2s",
+            "--publish-rm",
+            "8080",
+            "--publish-add",
+            "9090:80",
+            "web",
+        ])
+        .unwrap();
+        let Command::Service(ServiceCommand::Update(a)) = cli.command else {
+            panic!("not an update")
+        };
+        apply_update(&mut spec, &a).unwrap();
+        let c = spec.container.as_ref().unwrap();
+        assert_eq!(c.image, "img:v2");
+        assert_eq!(c.env, vec!["A=9"]);
+        assert_eq!(spec.replicas, 4);
+        assert_eq!(spec.ports.len(), 1);
+        assert_eq!(spec.ports[0].published_port, 9090);
+        let u = spec.update_config.unwrap();
+        assert_eq!((u.order(), u.parallelism), (Order::StartFirst, 2));
+        assert_eq!(u.failure_action(), FailureAction::Rollback);
+        assert_eq!(spec.rollback_config.unwrap().monitor_ms, 2_000);
+    }
+
+    #[test]
+    fn bad_update_flags_name_the_flag() {
+        let parse = |args: &[&str]| {
+            let mut v = vec!["shoal", "service", "update"];
+            v.extend_from_slice(args);
+            v.push("web");
+            let cli = Cli::try_parse_from(v).unwrap();
+            let Command::Service(ServiceCommand::Update(a)) = cli.command else {
+                panic!()
+            };
+            apply_update(&mut ServiceSpec::default(), &a)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(parse(&["--update-order", "random"]).contains("--update-order"));
+        assert!(parse(&["--rollback-failure-action", "rollback"]).contains("use pause or continue"));
+        assert!(parse(&["--update-delay", "soon"]).contains("--update-delay"));
+        assert!(parse(&["--publish-rm", "1234"]).contains("no such port"));
+    }
 
     #[test]
     fn durations() {

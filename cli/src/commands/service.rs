@@ -84,7 +84,7 @@ fn pod_error(p: &PodView) -> Option<String> {
 
 /// Waits until every desired pod runs (and is healthy, where a healthcheck
 /// exists), showing progress; fails when pods keep failing or time runs out.
-async fn wait_converged(host: &str, client: &mut Client, id: &str, quiet: bool) -> Result<()> {
+pub async fn wait_converged(host: &str, client: &mut Client, id: &str, quiet: bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_millis(d::CONVERGE_TIMEOUT_MS);
     let mut last_line = String::new();
     let mut failures: BTreeMap<String, String> = BTreeMap::new();

@@ -98,6 +98,12 @@ fn retarget(
         st.previous_replica_set_id = std::mem::take(&mut st.current_replica_set_id);
     }
     st.current_replica_set_id = rs.id.clone();
+    // The service's spec follows its target revision (as Swarm swaps the
+    // spec with the previous one on rollback).
+    if let Some(spec) = dep.spec.as_mut() {
+        spec.template = rs.template.clone();
+    }
+    let st = dep.status.get_or_insert_with(Default::default);
     st.revision = rs.revision;
     st.update_state = state as i32;
     st.update_message = message;

@@ -56,7 +56,12 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
         }
         let empty = BTreeMap::new();
         let slots = by_deployment.get(d.id.as_str()).unwrap_or(&empty);
-        reconcile_deployment(d, slots, now, &mut out);
+        let previous = d
+            .status
+            .as_ref()
+            .and_then(|s| data.replica_sets.get(&s.previous_replica_set_id))
+            .and_then(|rs| rs.template.as_ref());
+        reconcile_deployment(d, previous, slots, now, &mut out);
         trim_revisions(data, d, &mut out);
     }
 
@@ -86,6 +91,7 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
 
 fn reconcile_deployment(
     d: &Deployment,
+    previous_template: Option<&shoal_proto::PodTemplate>,
     slots: &BTreeMap<u64, Vec<&Pod>>,
     now: i64,
     out: &mut Reconciliation,
@@ -120,7 +126,7 @@ fn reconcile_deployment(
             remove_pod(p, now, out);
         }
     }
-    updater::step(d, slots, &settled, now, out);
+    updater::step(d, previous_template, slots, &settled, now, out);
 }
 
 fn reconcile_slot(

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::{
     update_config::{FailureAction, Order},
-    Deployment, Pod, PodState, UpdateConfig, UpdateState,
+    Deployment, Pod, PodState, PodTemplate, UpdateConfig, UpdateState,
 };
 
 use super::replicated::{new_pod, shut_down, Reconciliation};
@@ -82,7 +82,13 @@ fn set_state(
 }
 
 /// Starts rolling back to the previous revision (automatic rollback).
-fn start_rollback(d: &Deployment, reason: String, now: i64, out: &mut Reconciliation) {
+fn start_rollback(
+    d: &Deployment,
+    previous_template: Option<PodTemplate>,
+    reason: String,
+    now: i64,
+    out: &mut Reconciliation,
+) {
     let status = d.status.clone().unwrap_or_default();
     if status.previous_replica_set_id.is_empty() {
         set_state(
@@ -95,6 +101,10 @@ fn start_rollback(d: &Deployment, reason: String, now: i64, out: &mut Reconcilia
         return;
     }
     let mut d2 = d.clone();
+    // The service's spec follows the revision it returns to.
+    if let (Some(spec), Some(t)) = (d2.spec.as_mut(), previous_template) {
+        spec.template = Some(t);
+    }
     let st = d2.status.get_or_insert_with(Default::default);
     std::mem::swap(
         &mut st.current_replica_set_id,
@@ -112,6 +122,7 @@ fn start_rollback(d: &Deployment, reason: String, now: i64, out: &mut Reconcilia
 /// slots the slot reconciler left alone in this pass.
 pub fn step(
     d: &Deployment,
+    previous_template: Option<&PodTemplate>,
     slots: &BTreeMap<u64, Vec<&Pod>>,
     settled: &BTreeSet<u64>,
     now: i64,
@@ -136,7 +147,10 @@ pub fn step(
             let reason = failure_reason(first, &spec.name);
             match (cfg.failure_action(), rolling_back) {
                 (FailureAction::Continue, _) => {}
-                (FailureAction::Rollback, false) => return start_rollback(d, reason, now, out),
+                (FailureAction::Rollback, false) => {
+                    let previous = previous_template.cloned();
+                    return start_rollback(d, previous, reason, now, out);
+                }
                 (_, false) => {
                     return set_state(
                         d,

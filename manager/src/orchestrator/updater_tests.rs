@@ -294,6 +294,14 @@ fn a_failing_update_rolls_back_automatically() {
         "{message}"
     );
     assert_eq!(sim.live_images(), vec!["img:v1"; 3]);
+    let spec_image = sim.f.store.read(|d| {
+        let spec = d.deployments[&sim.dep].spec.clone().unwrap();
+        spec.template.unwrap().container.unwrap().image
+    });
+    assert_eq!(
+        spec_image, "img:v1",
+        "the service's spec follows the rollback"
+    );
 }
 
 #[test]
