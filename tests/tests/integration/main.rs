@@ -9,4 +9,5 @@ mod health;
 mod logs;
 mod ports;
 mod recovery;
+mod rollout;
 mod service;
