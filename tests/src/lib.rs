@@ -7,6 +7,7 @@
 //! under `cargo test`'s default parallelism. Docker being unreachable is a
 //! failure, never a skip.
 
+pub mod cluster;
 pub mod cmd;
 pub mod docker;
 pub mod http;

@@ -4,7 +4,6 @@
 
 pub mod config;
 pub mod detach;
-mod leader;
 mod logs;
 
 use std::path::{Path, PathBuf};
@@ -210,7 +209,7 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         config::save(&data_dir, &cfg)?;
         tracing::info!(cluster = %cfg.cluster_id, node = %cfg.node_id, "cluster created");
     }
-    tokio::spawn(leader::supervise(
+    tokio::spawn(shoal_manager::leader::supervise(
         raft.clone(),
         store.clone(),
         dispatcher.clone(),

@@ -11,3 +11,4 @@ mod ports;
 mod recovery;
 mod rollout;
 mod service;
+mod sim_rollout;

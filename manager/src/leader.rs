@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use shoal_manager::dispatcher::Dispatcher;
-use shoal_manager::proposer::Proposer;
-use shoal_manager::raft::RaftNode;
-use shoal_manager::store::Store;
-use shoal_manager::{orchestrator, scheduler};
+use crate::dispatcher::Dispatcher;
+use crate::proposer::Proposer;
+use crate::raft::RaftNode;
+use crate::store::Store;
+use crate::{orchestrator, scheduler};
 use tokio_util::sync::CancellationToken;
 
 /// Starts and stops the leader's controllers as leadership comes and goes.
