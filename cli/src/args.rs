@@ -37,6 +37,9 @@ pub enum Command {
     /// Manage rollouts: status, history, undo, pause, resume
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Manage stacks (compose files)
+    #[command(subcommand)]
+    Stack(StackCommand),
     /// Display objects as Kubernetes names them (replicasets)
     Get(GetArgs),
     /// Stop the local daemon and leave the cluster
@@ -436,4 +439,17 @@ pub enum NodeCommand {
     /// List nodes
     #[command(alias = "list")]
     Ls(ListArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Print the final merged, interpolated stack file (no daemon needed)
+    Config(StackConfigArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StackConfigArgs {
+    /// Stack (compose) file; repeat to merge overrides in order
+    #[arg(short = 'c', long = "compose-file", required = true)]
+    pub compose_file: Vec<PathBuf>,
 }

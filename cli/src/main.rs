@@ -6,6 +6,7 @@ mod commands;
 mod daemon;
 mod output;
 mod parse;
+mod stack;
 
 use std::ffi::OsString;
 
@@ -79,6 +80,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             RolloutCommand::Pause(a) => rollout::pause(&host, &a, true).await,
             RolloutCommand::Resume(a) => rollout::pause(&host, &a, false).await,
         },
+        Command::Stack(args::StackCommand::Config(a)) => stack::config(&a.compose_file),
         Command::Get(a) => match a.kind {
             Kind::Replicasets => rollout::get_replicasets(&host, &a).await,
         },
