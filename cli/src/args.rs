@@ -445,6 +445,47 @@ pub enum NodeCommand {
 pub enum StackCommand {
     /// Print the final merged, interpolated stack file (no daemon needed)
     Config(StackConfigArgs),
+    /// Deploy a new stack or update an existing one
+    #[command(alias = "up")]
+    Deploy(StackDeployArgs),
+    /// List stacks
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// List the services of a stack
+    Services(StackNameArgs),
+    /// List the pods of a stack
+    Ps(StackNameArgs),
+    /// Remove one or more stacks
+    #[command(alias = "remove", alias = "down")]
+    Rm(StackRmArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StackDeployArgs {
+    /// Stack (compose) file; repeat to merge overrides in order
+    #[arg(short = 'c', long = "compose-file", required = true)]
+    pub compose_file: Vec<PathBuf>,
+    /// Remove services that are no longer in the file
+    #[arg(long)]
+    pub prune: bool,
+    /// Exit immediately instead of waiting for the services to converge
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Stack name
+    pub name: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StackNameArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StackRmArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]

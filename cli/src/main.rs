@@ -80,7 +80,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
             RolloutCommand::Pause(a) => rollout::pause(&host, &a, true).await,
             RolloutCommand::Resume(a) => rollout::pause(&host, &a, false).await,
         },
-        Command::Stack(args::StackCommand::Config(a)) => stack::config(&a.compose_file),
+        Command::Stack(cmd) => match cmd {
+            args::StackCommand::Config(a) => stack::config(&a.compose_file),
+            args::StackCommand::Deploy(a) => commands::stack::deploy(&host, &a).await,
+            args::StackCommand::Ls(a) => commands::stack::ls(&host, &a).await,
+            args::StackCommand::Services(a) => commands::stack::services(&host, &a).await,
+            args::StackCommand::Ps(a) => commands::stack::ps(&host, &a).await,
+            args::StackCommand::Rm(a) => commands::stack::rm(&host, &a).await,
+        },
         Command::Get(a) => match a.kind {
             Kind::Replicasets => rollout::get_replicasets(&host, &a).await,
         },

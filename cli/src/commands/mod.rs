@@ -3,4 +3,5 @@
 pub mod node;
 pub mod rollout;
 pub mod service;
+pub mod stack;
 pub mod system;

@@ -193,14 +193,24 @@ fn mode_text(v: &ServiceView) -> &'static str {
     }
 }
 
-pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
-    let mut client = connect(host).await?;
-    let services = client
+/// Every service, sorted by name.
+pub async fn list(host: &str, client: &mut Client) -> Result<Vec<ServiceView>> {
+    Ok(client
         .list_services(ListServicesRequest {})
         .await
         .map_err(|s| api_error(host, s))?
         .into_inner()
-        .services;
+        .services)
+}
+
+pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
+    let mut client = connect(host).await?;
+    let services = list(host, &mut client).await?;
+    print_services(&services, a)
+}
+
+/// `service ls` output for `services` (also used by `stack services`).
+pub fn print_services(services: &[ServiceView], a: &ListArgs) -> Result<()> {
     if a.quiet {
         services.iter().for_each(|s| println!("{}", s.id));
         return Ok(());

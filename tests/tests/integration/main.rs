@@ -12,3 +12,4 @@ mod recovery;
 mod rollout;
 mod service;
 mod sim_rollout;
+mod stack;

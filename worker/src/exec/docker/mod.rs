@@ -59,6 +59,9 @@ pub struct DockerExecutor {
     docker: Docker,
     node_id: String,
     network: PodNetwork,
+    /// Docker lets two concurrent creates make two networks of one name
+    /// (then every use of the name fails as ambiguous): one at a time.
+    network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DockerExecutor {
@@ -75,6 +78,7 @@ impl DockerExecutor {
             docker,
             node_id: node_id.into(),
             network,
+            network_lock: Default::default(),
         };
         exec.ensure_network(&exec.network.name).await?;
         Ok(exec)
@@ -94,6 +98,7 @@ impl DockerExecutor {
     /// than the pod network (a stack's) get the pod network's `internal`
     /// setting, so tests stay isolated.
     async fn ensure_network(&self, name: &str) -> Result<(), ExecError> {
+        let _one_at_a_time = self.network_lock.lock().await;
         match self
             .docker
             .inspect_network(name, None::<InspectNetworkOptions>)

@@ -106,11 +106,22 @@ pub fn create_body(
 }
 
 /// The endpoint on a pod network: the service name as an alias, so Docker's
-/// DNS resolves services on one host.
+/// DNS resolves services on one host. A stack's service (`vote_redis`) is
+/// also reachable by its short name (`redis`), as in `docker stack deploy`.
 pub fn endpoint_settings(assignment: &Assignment) -> EndpointSettings {
+    let full = assignment.service_name.clone();
+    let mut aliases = Vec::new();
+    if let Some(short) = full
+        .strip_prefix(&format!("{}_", assignment.stack))
+        .filter(|s| !assignment.stack.is_empty() && !s.is_empty())
+    {
+        aliases.push(short.to_string());
+    }
+    if !full.is_empty() {
+        aliases.push(full);
+    }
     EndpointSettings {
-        aliases: (!assignment.service_name.is_empty())
-            .then(|| vec![assignment.service_name.clone()]),
+        aliases: (!aliases.is_empty()).then_some(aliases),
         ..Default::default()
     }
 }
@@ -347,6 +358,32 @@ mod tests {
         assert_eq!(
             pod_networks(&PodTemplate::default(), "shoal"),
             vec!["shoal"]
+        );
+    }
+}
+
+#[cfg(test)]
+mod alias_tests {
+    use super::*;
+
+    #[test]
+    fn stack_services_answer_to_their_short_name_too() {
+        let a = Assignment {
+            service_name: "vote_redis".into(),
+            stack: "vote".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            endpoint_settings(&a).aliases.unwrap(),
+            vec!["redis".to_string(), "vote_redis".to_string()]
+        );
+        let plain = Assignment {
+            service_name: "web".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            endpoint_settings(&plain).aliases.unwrap(),
+            vec!["web".to_string()]
         );
     }
 }

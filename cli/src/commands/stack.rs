@@ -1,0 +1,203 @@
+//! `shoal stack deploy|ls|services|ps|rm`: a stack is the set of services
+//! whose spec carries its name.
+
+use anyhow::{anyhow, bail, Result};
+use shoal_proto::{CreateServiceRequest, RemoveServiceRequest, ServiceView, UpdateServiceRequest};
+
+use crate::args::{ListArgs, PsArgs, StackDeployArgs, StackNameArgs, StackRmArgs};
+use crate::client::{api_error, connect};
+use crate::commands::{rollout, service};
+use crate::output::table;
+use crate::stack;
+
+fn name_of(v: &ServiceView) -> String {
+    v.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default()
+}
+
+fn stack_of(v: &ServiceView) -> String {
+    v.spec.as_ref().map(|s| s.stack.clone()).unwrap_or_default()
+}
+
+fn check_stack_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        bail!("invalid stack name {name:?}: 1-40 letters, digits, '-' or '_', starting with a letter or digit");
+    }
+    Ok(())
+}
+
+pub async fn deploy(host: &str, a: &StackDeployArgs) -> Result<()> {
+    check_stack_name(&a.name)?;
+    let first = a.compose_file.first().cloned().unwrap_or_default();
+    let env = stack::build_env(&first, std::env::vars())?;
+    let loaded = stack::load(&a.compose_file, &env)?;
+    for w in &loaded.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    let specs = stack::translate::services(&loaded, &a.name).map_err(|e| {
+        let files: Vec<String> = a
+            .compose_file
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        anyhow!("{}: {e}", files.join(" + "))
+    })?;
+    let mut client = connect(host).await?;
+    let existing = service::list(host, &mut client).await?;
+    let mut touched = Vec::new();
+    for spec in specs {
+        let name = spec.name.clone();
+        if existing.iter().any(|v| name_of(v) == name) {
+            println!("Updating service {name}");
+            client
+                .update_service(UpdateServiceRequest {
+                    service: name.clone(),
+                    spec: Some(spec),
+                    force: false,
+                })
+                .await
+                .map_err(|s| anyhow!("service {name}: {}", api_error(host, s)))?;
+        } else {
+            println!("Creating service {name}");
+            client
+                .create_service(CreateServiceRequest { spec: Some(spec) })
+                .await
+                .map_err(|s| anyhow!("service {name}: {}", api_error(host, s)))?;
+        }
+        touched.push(name);
+    }
+    if a.prune {
+        for v in existing.iter().filter(|v| stack_of(v) == a.name) {
+            let name = name_of(v);
+            if !touched.contains(&name) {
+                println!("Removing service {name}");
+                client
+                    .remove_service(RemoveServiceRequest {
+                        service: name.clone(),
+                    })
+                    .await
+                    .map_err(|s| anyhow!("service {name}: {}", api_error(host, s)))?;
+            }
+        }
+    }
+    if a.detach {
+        return Ok(());
+    }
+    for name in &touched {
+        rollout::wait_rollout(host, &mut client, name, false, true).await?;
+        service::wait_converged(host, &mut client, name, true).await?;
+    }
+    println!(
+        "stack {} deployed: {} service(s) converged",
+        a.name,
+        touched.len()
+    );
+    Ok(())
+}
+
+pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
+    let mut client = connect(host).await?;
+    let services = service::list(host, &mut client).await?;
+    let mut stacks: std::collections::BTreeMap<String, usize> = Default::default();
+    for v in &services {
+        let s = stack_of(v);
+        if !s.is_empty() {
+            *stacks.entry(s).or_default() += 1;
+        }
+    }
+    if a.quiet {
+        stacks.keys().for_each(|s| println!("{s}"));
+        return Ok(());
+    }
+    if a.format.format == crate::args::Format::Json {
+        let rows: Vec<serde_json::Value> = stacks
+            .iter()
+            .map(|(n, c)| serde_json::json!({"Name": n, "Services": c}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = stacks
+        .iter()
+        .map(|(n, c)| vec![n.clone(), c.to_string()])
+        .collect();
+    table(&["NAME", "SERVICES"], &rows);
+    Ok(())
+}
+
+async fn services_of(host: &str, name: &str) -> Result<Vec<ServiceView>> {
+    let mut client = connect(host).await?;
+    let services: Vec<ServiceView> = service::list(host, &mut client)
+        .await?
+        .into_iter()
+        .filter(|v| stack_of(v) == name)
+        .collect();
+    if services.is_empty() {
+        bail!("nothing found in stack: {name}");
+    }
+    Ok(services)
+}
+
+pub async fn services(host: &str, a: &StackNameArgs) -> Result<()> {
+    service::print_services(&services_of(host, &a.name).await?, &a.list)
+}
+
+pub async fn ps(host: &str, a: &StackNameArgs) -> Result<()> {
+    let names = services_of(host, &a.name)
+        .await?
+        .iter()
+        .map(name_of)
+        .collect();
+    service::ps(
+        host,
+        &PsArgs {
+            services: names,
+            list: a.list.clone(),
+            no_history: false,
+            no_trunc: false,
+        },
+    )
+    .await
+}
+
+pub async fn rm(host: &str, a: &StackRmArgs) -> Result<()> {
+    let mut client = connect(host).await?;
+    let services = service::list(host, &mut client).await?;
+    let mut failed = false;
+    for stack_name in &a.names {
+        let mine: Vec<String> = services
+            .iter()
+            .filter(|v| stack_of(v) == *stack_name)
+            .map(name_of)
+            .collect();
+        if mine.is_empty() {
+            eprintln!("Error: nothing found in stack: {stack_name}");
+            failed = true;
+            continue;
+        }
+        for name in mine {
+            println!("Removing service {name}");
+            if let Err(s) = client
+                .remove_service(RemoveServiceRequest {
+                    service: name.clone(),
+                })
+                .await
+            {
+                eprintln!("Error: service {name}: {}", api_error(host, s));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("some stacks could not be removed");
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! From a loaded stack to the ServiceSpecs `stack deploy` creates or
+//! updates: one service per Compose service, named `<stack>_<service>`,
+//! attached to the stack's networks (`<stack>_<network>`, `<stack>_default`
+//! when a service names none), carrying the stack's name.
+//!
+//! What this build cannot run yet is refused with an error naming the key,
+//! never silently dropped: volumes, secrets, configs and global mode.
+
+use shoal_proto::defaults as d;
+use shoal_proto::{
+    port_config::{Protocol, PublishMode},
+    restart_policy::Condition,
+    update_config::{FailureAction, Order},
+    ContainerSpec, DeploymentMode, HealthCheck, Placement, PortConfig, RestartPolicy, ServiceSpec,
+    UpdateConfig,
+};
+
+use super::model::{self, Service, StringOrList};
+use super::Stack;
+
+/// A translation error: the key path and what is wrong.
+fn refuse(path: String, what: &str) -> String {
+    format!("{path}: {what}")
+}
+
+/// Exec-form words of a `command` or `entrypoint` (a string is split on
+/// whitespace; quote-aware splitting is not needed by the examples).
+fn words(v: &Option<StringOrList>) -> Vec<String> {
+    match v {
+        None => vec![],
+        Some(StringOrList::List(l)) => l.clone(),
+        Some(StringOrList::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+    }
+}
+
+/// The name of a stack network as Docker knows it.
+pub fn network_name(stack: &Stack, stack_name: &str, network: &str) -> String {
+    match stack.file.networks.get(network) {
+        Some(n) if n.external == Some(true) => {
+            n.name.clone().unwrap_or_else(|| network.to_string())
+        }
+        Some(n) if n.name.is_some() => n.name.clone().unwrap_or_default(),
+        _ => format!("{stack_name}_{network}"),
+    }
+}
+
+fn update_config(u: &Option<model::UpdateConfig>) -> UpdateConfig {
+    let u = u.clone().unwrap_or_default();
+    UpdateConfig {
+        parallelism: u.parallelism.unwrap_or(d::UPDATE_PARALLELISM),
+        delay_ms: u.delay.map_or(d::UPDATE_DELAY_MS, |m| m.0),
+        failure_action: u.failure_action.map_or(FailureAction::Pause, |a| match a {
+            model::FailureAction::Continue => FailureAction::Continue,
+            model::FailureAction::Rollback => FailureAction::Rollback,
+            model::FailureAction::Pause => FailureAction::Pause,
+        }) as i32,
+        monitor_ms: u.monitor.map_or(d::UPDATE_MONITOR_MS, |m| m.0),
+        max_failure_ratio: u
+            .max_failure_ratio
+            .map_or(d::UPDATE_MAX_FAILURE_RATIO, |r| r as f32),
+        order: u.order.map_or(Order::StopFirst, |o| match o {
+            model::Order::StopFirst => Order::StopFirst,
+            model::Order::StartFirst => Order::StartFirst,
+        }) as i32,
+    }
+}
+
+fn service_spec(
+    stack: &Stack,
+    stack_name: &str,
+    name: &str,
+    s: &Service,
+) -> Result<ServiceSpec, String> {
+    let path = |k: &str| format!("services.{name}.{k}");
+    if !s.volumes.is_empty() {
+        return Err(refuse(
+            path("volumes"),
+            "volumes are not supported by stack deploy yet",
+        ));
+    }
+    if !s.secrets.is_empty() {
+        return Err(refuse(
+            path("secrets"),
+            "secrets are not supported by stack deploy yet",
+        ));
+    }
+    if !s.configs.is_empty() {
+        return Err(refuse(
+            path("configs"),
+            "configs are not supported by stack deploy yet",
+        ));
+    }
+    let deploy = s.deploy.clone().unwrap_or_default();
+    if deploy.mode == Some(model::Mode::Global) {
+        return Err(refuse(
+            path("deploy.mode"),
+            "global mode is not supported yet",
+        ));
+    }
+    let healthcheck = s.healthcheck.as_ref().map(|h| {
+        if h.disable == Some(true) {
+            HealthCheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }
+        } else {
+            HealthCheck {
+                test: h.test.clone(),
+                interval_ms: h.interval.map_or(d::HEALTH_INTERVAL_MS, |m| m.0),
+                timeout_ms: h.timeout.map_or(d::HEALTH_TIMEOUT_MS, |m| m.0),
+                retries: h.retries.map_or(d::HEALTH_RETRIES, |r| r as u32),
+                start_period_ms: h.start_period.map_or(d::HEALTH_START_PERIOD_MS, |m| m.0),
+            }
+        }
+    });
+    let limits = deploy.resources.as_ref().and_then(|r| r.limits.clone());
+    let container = ContainerSpec {
+        image: s.image.clone().unwrap_or_default(),
+        command: words(&s.entrypoint),
+        args: words(&s.command),
+        env: s
+            .environment
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+            .collect(),
+        labels: s.labels.clone().into_iter().collect(),
+        user: s.user.clone().unwrap_or_default(),
+        workdir: s.working_dir.clone().unwrap_or_default(),
+        hostname: s.hostname.clone().unwrap_or_default(),
+        stop_grace_period_ms: s.stop_grace_period.map_or(d::STOP_GRACE_PERIOD_MS, |m| m.0),
+        healthcheck,
+        limit_nano_cpus: limits
+            .as_ref()
+            .and_then(|l| l.cpus)
+            .map_or(0, |c| c.0 as i64),
+        limit_memory_bytes: limits
+            .as_ref()
+            .and_then(|l| l.memory)
+            .map_or(0, |m| m.0 as i64),
+    };
+    let ports = s
+        .ports
+        .iter()
+        .map(|p| PortConfig {
+            name: String::new(),
+            protocol: if p.protocol == "udp" {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            } as i32,
+            target_port: u32::from(p.target),
+            published_port: p.published.map_or(0, u32::from),
+            publish_mode: if p.mode == "host" {
+                PublishMode::Host
+            } else {
+                PublishMode::Ingress
+            } as i32,
+        })
+        .collect();
+    let networks = if s.networks.is_empty() {
+        vec![format!("{stack_name}_default")]
+    } else {
+        s.networks
+            .keys()
+            .map(|n| network_name(stack, stack_name, n))
+            .collect()
+    };
+    let restart = deploy.restart_policy.clone().unwrap_or_default();
+    let placement = deploy.placement.clone().unwrap_or_default();
+    Ok(ServiceSpec {
+        name: format!("{stack_name}_{name}"),
+        labels: deploy.labels.clone().into_iter().collect(),
+        mode: DeploymentMode::Replicated as i32,
+        replicas: deploy.replicas.unwrap_or(d::REPLICAS),
+        container: Some(container),
+        ports,
+        restart_policy: Some(RestartPolicy {
+            condition: match restart.condition.unwrap_or_default() {
+                model::RestartCondition::Any => Condition::Any,
+                model::RestartCondition::OnFailure => Condition::OnFailure,
+                model::RestartCondition::None => Condition::None,
+            } as i32,
+            delay_ms: restart.delay.map_or(d::RESTART_DELAY_MS, |m| m.0),
+            max_attempts: restart.max_attempts.unwrap_or(d::RESTART_MAX_ATTEMPTS),
+            window_ms: restart.window.map_or(d::RESTART_WINDOW_MS, |m| m.0),
+        }),
+        update_config: Some(update_config(&deploy.update_config)),
+        rollback_config: Some(update_config(&deploy.rollback_config)),
+        placement: Some(Placement {
+            constraints: placement.constraints.clone(),
+            max_replicas_per_node: placement.max_replicas_per_node.unwrap_or(0),
+        }),
+        networks,
+        stack: stack_name.to_string(),
+    })
+}
+
+/// Every service of the stack, in dependency order (a service after what it
+/// depends on; the parser refused cycles).
+pub fn services(stack: &Stack, stack_name: &str) -> Result<Vec<ServiceSpec>, String> {
+    let mut order: Vec<&String> = Vec::new();
+    let mut pending: Vec<&String> = stack.file.services.keys().collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        pending.retain(|name| {
+            let deps = &stack.file.services[*name].depends_on;
+            if deps.keys().all(|d| order.contains(&d)) {
+                order.push(name);
+                false
+            } else {
+                true
+            }
+        });
+        if pending.len() == before {
+            // Unknown dependencies were refused by the parser; keep the rest.
+            order.append(&mut pending);
+        }
+    }
+    order
+        .into_iter()
+        .map(|name| service_spec(stack, stack_name, name, &stack.file.services[name]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn load(text: &str) -> Stack {
+        let dir = std::env::temp_dir().join(format!("shoal-translate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{}.yml", text.len()));
+        std::fs::write(&file, text).unwrap();
+        let env = super::super::build_env(&file, Vec::<(String, String)>::new()).unwrap();
+        let stack = super::super::load(&[PathBuf::from(&file)], &env).unwrap();
+        std::fs::remove_file(&file).ok();
+        stack
+    }
+
+    #[test]
+    fn services_become_specs_named_after_the_stack() {
+        let stack = load(
+            "services:\n  db:\n    image: postgres\n  web:\n    image: nginx\n    command: [\"nginx\", \"-g\", \"daemon off;\"]\n    environment:\n      A: \"1\"\n    ports: [\"8080:80\"]\n    depends_on: [db]\n    networks: [front]\n    deploy:\n      replicas: 3\n      update_config:\n        parallelism: 2\n        order: start-first\n      restart_policy:\n        condition: on-failure\n        delay: 2s\nnetworks:\n  front: {}\n",
+        );
+        let specs = services(&stack, "shop").unwrap();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["shop_db", "shop_web"], "dependencies first");
+        let web = &specs[1];
+        assert_eq!(web.replicas, 3);
+        assert_eq!(web.stack, "shop");
+        assert_eq!(web.networks, vec!["shop_front"]);
+        assert_eq!(specs[0].networks, vec!["shop_default"]);
+        let c = web.container.as_ref().unwrap();
+        assert_eq!(c.args, vec!["nginx", "-g", "daemon off;"]);
+        assert_eq!(c.env, vec!["A=1"]);
+        assert_eq!(web.ports[0].published_port, 8080);
+        let u = web.update_config.unwrap();
+        assert_eq!((u.parallelism, u.order()), (2, Order::StartFirst));
+        let r = web.restart_policy.unwrap();
+        assert_eq!((r.condition(), r.delay_ms), (Condition::OnFailure, 2_000));
+    }
+
+    #[test]
+    fn what_cannot_run_yet_is_refused_by_key() {
+        let stack = load("services:\n  db:\n    image: postgres\n    volumes: [\"data:/var/lib/postgresql/data\"]\nvolumes:\n  data: {}\n");
+        let err = services(&stack, "s").unwrap_err();
+        assert_eq!(
+            err,
+            "services.db.volumes: volumes are not supported by stack deploy yet"
+        );
+    }
+}
