@@ -22,6 +22,23 @@
 //! (torn down) before starting the other, and the order alternates between
 //! repetitions.
 //!
+//! `shoal-bench update [--reps N] [--grace 10s]` compares the rolling updates
+//! of both systems (issue 3), in the same way and with the same guards:
+//!
+//! - create 30 replicas of `shoal-test/web:v1` with the stop grace period
+//!   (default 10 s; busybox httpd ignores SIGTERM, so each stop takes all of
+//!   it), untimed wait for 30/30;
+//! - update -> completed: from issuing `service update -d --image
+//!   shoal-test/web:v2` with parallelism 5, monitor 1 s, delay 0, order
+//!   stop-first and failure action pause, until the service's update status
+//!   says completed (shoal: `updateStatus.state` of `shoal service inspect` is
+//!   `UPDATE_STATE_COMPLETED`; Swarm: `{{.UpdateStatus.State}}` is
+//!   `completed`), polled every 50 ms;
+//! - rollback -> completed: from issuing `service rollback -d` (rollback
+//!   defaults, the same in both: parallelism 1, monitor 5 s, delay 0,
+//!   stop-first, pause) until the state is rollback completed;
+//! - rm -> no container left.
+//!
 //! The shoal daemon is the `shoal` binary next to this executable, so that a
 //! `--release` benchmark measures a release daemon.
 
@@ -47,6 +64,12 @@ const POLL: Duration = Duration::from_millis(50);
 const SETTLE: Duration = Duration::from_secs(3);
 /// Longest wait for one convergence.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Replicas of the rolling update benchmark, and its default grace period.
+const UPDATE_REPLICAS: usize = 30;
+const UPDATE_GRACE: &str = "10s";
+/// Longest wait for one update or rollback (Swarm took 437 s for a rollback
+/// of 30 replicas with a 10 s grace period).
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(1200);
 /// Setup and teardown commands.
 const CMD_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -60,37 +83,56 @@ static SHOAL_NODE: Mutex<Option<(PathBuf, PathBuf, String)>> = Mutex::new(None);
 
 fn usage() -> ! {
     eprintln!(
-        "usage: shoal-bench swarm [--reps N]\n\n\
+        "usage: shoal-bench swarm [--reps N]\n\
+         \x20      shoal-bench update [--reps N] [--grace DURATION]\n\n\
          swarm   shoal against Docker Swarm on the local engine: create -> 10/10 running,\n\
-         \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions)\n\n\
+         \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions)\n\
+         update  shoal against Docker Swarm: rolling update of 30 replicas v1 -> v2 (parallelism 5,\n\
+         \x20       monitor 1s, stop-first) and its rollback with the rollback defaults, until each\n\
+         \x20       is completed (default 3 repetitions, stop grace period 10s)\n\n\
          Run it from a release build: cargo run --release -p shoal-tests --bin shoal-bench -- swarm"
     );
     std::process::exit(2)
 }
 
+/// A positive repetition count, or the usage.
+fn parse_reps(v: Option<&str>) -> usize {
+    v.and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| usage())
+}
+
+/// A grace period as both CLIs take it: a whole number of seconds or
+/// milliseconds ("10s", "1s", "500ms").
+fn parse_grace(v: Option<&str>) -> String {
+    let Some(v) = v else { usage() };
+    let ok = ["ms", "s"].iter().any(|unit| {
+        v.strip_suffix(unit)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if !ok {
+        usage()
+    }
+    v.to_string()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut reps = 3usize;
-    match args.first().map(String::as_str) {
-        Some("swarm") => {}
+    let mut grace = UPDATE_GRACE.to_string();
+    let update = match args.first().map(String::as_str) {
+        Some("swarm") => false,
+        Some("update") => true,
         _ => usage(),
-    }
+    };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--reps" => {
-                reps = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| *n > 0)
-                    .unwrap_or_else(|| usage());
-            }
-            _ if a.starts_with("--reps=") => {
-                reps = a["--reps=".len()..]
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .unwrap_or_else(|| usage());
+            "--reps" => reps = parse_reps(it.next().map(String::as_str)),
+            _ if a.starts_with("--reps=") => reps = parse_reps(Some(&a["--reps=".len()..])),
+            "--grace" if update => grace = parse_grace(it.next().map(String::as_str)),
+            _ if update && a.starts_with("--grace=") => {
+                grace = parse_grace(Some(&a["--grace=".len()..]))
             }
             _ => usage(),
         }
@@ -100,7 +142,13 @@ fn main() {
     // Set before any thread starts.
     std::env::set_var("SHOAL_BIN", &shoal);
     install_signal_cleanup();
-    let code = match std::panic::catch_unwind(|| bench_swarm(reps, &shoal)) {
+    let code = match std::panic::catch_unwind(|| {
+        if update {
+            bench_update(reps, &grace, &shoal)
+        } else {
+            bench_swarm(reps, &shoal)
+        }
+    }) {
         Ok(()) => 0,
         Err(_) => 1,
     };
@@ -280,7 +328,18 @@ fn poll_output(cmd: &mut Command) -> Result<String, String> {
 fn timed(
     what: &str,
     start: &mut Command,
+    check: impl FnMut() -> Result<(bool, String), String>,
+) -> Result<Duration, String> {
+    timed_for(what, start, check, CONVERGE_TIMEOUT)
+}
+
+/// [`timed`] with its own time limit. An Err from `check` that starts with
+/// "fatal: " ends the wait at once.
+fn timed_for(
+    what: &str,
+    start: &mut Command,
     mut check: impl FnMut() -> Result<(bool, String), String>,
+    timeout: Duration,
 ) -> Result<Duration, String> {
     let t0 = Instant::now();
     must(start).map_err(|e| format!("{what}: {e}"))?;
@@ -288,12 +347,11 @@ fn timed(
         let last = match check() {
             Ok((true, _)) => return Ok(t0.elapsed()),
             Ok((false, state)) => state,
+            Err(e) if e.starts_with("fatal: ") => return Err(format!("{what}: {e}")),
             Err(e) => e,
         };
-        if t0.elapsed() > CONVERGE_TIMEOUT {
-            return Err(format!(
-                "{what}: not done after {CONVERGE_TIMEOUT:?}; last: {last}"
-            ));
+        if t0.elapsed() > timeout {
+            return Err(format!("{what}: not done after {timeout:?}; last: {last}"));
         }
         std::thread::sleep(POLL);
     }
@@ -397,6 +455,12 @@ impl Rep {
 }
 
 fn shoal_rep(image: &str) -> Result<Rep, String> {
+    with_shoal_node(|node| shoal_measure(node, image))
+}
+
+/// Starts a shoal node (only while the engine is in no swarm), runs `f` on
+/// it, then stops it and removes whatever is left of the benchmark service.
+fn with_shoal_node<T>(f: impl FnOnce(&Node) -> Result<T, String>) -> Result<T, String> {
     let state = swarm_state();
     if state != "inactive" {
         return Err(format!(
@@ -409,7 +473,7 @@ fn shoal_rep(image: &str) -> Result<Rep, String> {
         node.socket.clone(),
         node.network.clone(),
     ));
-    let result = shoal_measure(&node, image);
+    let result = f(&node);
     if result.is_err() {
         eprintln!(
             "--- shoal daemon log (last 40 lines)\n{}",
@@ -537,11 +601,29 @@ impl Drop for Swarm {
 }
 
 fn swarm_rep(image: &str) -> Result<Rep, String> {
+    with_swarm(|| swarm_measure(image))
+}
+
+/// Initialises a swarm (only once no container of shoal's benchmark service
+/// is left), runs `f` in it, then leaves it and waits until the engine is out
+/// of the swarm, also when `f` fails.
+fn with_swarm<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     if !container_ids(SHOAL_LABEL, true).is_empty() {
         return Err("containers of shoal's benchmark service are still there: Swarm must not run beside shoal".into());
     }
-    let mut rep = Rep::default();
     let swarm = Swarm::init()?;
+    let result = f();
+    drop(swarm);
+    // The next system starts only once the engine is out of the swarm.
+    let t0 = Instant::now();
+    while swarm_state() != "inactive" && t0.elapsed() < CMD_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    result
+}
+
+fn swarm_measure(image: &str) -> Result<Rep, String> {
+    let mut rep = Rep::default();
     std::thread::sleep(SETTLE);
     rep.rss_idle = dockerd_rss().ok_or("cannot read dockerd's VmRSS")?;
     rep.dockerd_idle = rep.rss_idle;
@@ -605,19 +687,11 @@ fn swarm_rep(image: &str) -> Result<Rep, String> {
 
     let mut cmd = docker(&["service", "rm", SERVICE]);
     rep.rm = secs(timed("docker service rm", &mut cmd, gone(SWARM_LABEL))?);
-    drop(swarm);
-    // The next system starts only once the engine is out of the swarm.
-    let t0 = Instant::now();
-    while swarm_state() != "inactive" && t0.elapsed() < CMD_TIMEOUT {
-        std::thread::sleep(Duration::from_millis(200));
-    }
     Ok(rep)
 }
 
 /// Runs one repetition of one system, turning a panic into an error.
-fn guarded(
-    f: impl FnOnce() -> Result<Rep, String> + std::panic::UnwindSafe,
-) -> Result<Rep, String> {
+fn guarded<T>(f: impl FnOnce() -> Result<T, String> + std::panic::UnwindSafe) -> Result<T, String> {
     match std::panic::catch_unwind(f) {
         Ok(r) => r,
         Err(p) => Err(p
@@ -861,6 +935,424 @@ fn report(
         "shoal": if shoal.is_empty() { Value::Null } else { Value::Object(j_shoal) },
         "swarm": if swarm.is_empty() { Value::Null } else { Value::Object(j_swarm) },
         "ratio_shoal_over_swarm": Value::Object(j_ratio),
+        "swarm_error": swarm_error,
+    });
+    println!("\n{line}");
+}
+
+// ---------------------------------------------------------------- update
+
+/// What one repetition of `update` measured, in seconds.
+#[derive(Debug, Clone, Default)]
+struct UpdRep {
+    create: f64,
+    update: f64,
+    rollback: f64,
+    rm: f64,
+}
+
+impl UpdRep {
+    fn line(&self) -> String {
+        format!(
+            "create->30/30 {:.2} s, update->completed {:.2} s, rollback->completed {:.2} s, rm->0 {:.2} s",
+            self.create, self.update, self.rollback, self.rm
+        )
+    }
+}
+
+/// The update settings of the benchmark, as both CLIs spell them.
+const UPDATE_FLAGS: [&str; 10] = [
+    "--update-parallelism",
+    "5",
+    "--update-monitor",
+    "1s",
+    "--update-delay",
+    "0s",
+    "--update-order",
+    "stop-first",
+    "--update-failure-action",
+    "pause",
+];
+
+/// Counts the images of the service's running containers; warns unless all
+/// `n` run `image` (not timed).
+fn check_images(system: &str, label: &str, n: usize, image: &str) {
+    let filter = format!("label={label}={SERVICE}");
+    let out = try_run(
+        &mut docker(&["ps", "--filter", &filter, "--format", "{{.Image}}"]),
+        CMD_TIMEOUT,
+    )
+    .map(|o| o.stdout)
+    .unwrap_or_default();
+    let total = out.lines().count();
+    let want = out.lines().filter(|l| l.trim() == image).count();
+    if total != n || want != n {
+        eprintln!(
+            "warning: {system}: {total} containers of {SERVICE} run, {want} of them {image} (expected {n})"
+        );
+    }
+}
+
+/// `updateStatus` of `shoal service inspect`: (state, startedAt).
+fn shoal_update_status(node: &Node) -> Result<(String, String), String> {
+    let out = poll_output(&mut node.command(&["service", "inspect", SERVICE]))?;
+    let v: Value =
+        serde_json::from_str(&out).map_err(|e| format!("service inspect JSON: {e}: {out}"))?;
+    let s = v.as_array().and_then(|a| a.first()).unwrap_or(&v);
+    let u = s.get("updateStatus").or_else(|| s.get("update_status"));
+    let Some(u) = u.filter(|u| !u.is_null()) else {
+        return Ok((String::new(), String::new()));
+    };
+    let state = u["state"].as_str().unwrap_or_default().to_string();
+    let started = u
+        .get("startedAt")
+        .or_else(|| u.get("started_at"))
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let message = u["message"].as_str().unwrap_or_default();
+    if state.ends_with("PAUSED") {
+        return Err(format!("fatal: {state}: {message}"));
+    }
+    Ok((state, started))
+}
+
+/// `.UpdateStatus` of `docker service inspect`: (state, startedAt).
+fn swarm_update_status() -> Result<(String, String), String> {
+    let out = poll_output(&mut docker(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{if .UpdateStatus}}{{.UpdateStatus.State}}\t{{.UpdateStatus.StartedAt}}\t{{.UpdateStatus.Message}}{{end}}",
+        SERVICE,
+    ]))?;
+    let mut f = out.trim().splitn(3, '\t');
+    let state = f.next().unwrap_or_default().to_string();
+    let started = f.next().unwrap_or_default().to_string();
+    let message = f.next().unwrap_or_default();
+    if state.ends_with("paused") {
+        return Err(format!("fatal: {state}: {message}"));
+    }
+    Ok((state, started))
+}
+
+/// A check that is true once a rollout started after `before` is in state
+/// `want`; an ending in another state is fatal.
+fn rollout_done(
+    mut status: impl FnMut() -> Result<(String, String), String>,
+    before: String,
+    want: &'static str,
+    other_end: &'static str,
+) -> impl FnMut() -> Result<(bool, String), String> {
+    move || {
+        let (state, started) = status()?;
+        let fresh = started != before;
+        if fresh && state == other_end {
+            return Err(format!("fatal: ended in {state}"));
+        }
+        Ok((fresh && state == want, state))
+    }
+}
+
+fn shoal_update_rep(v1: &str, v2: &str, grace: &str) -> Result<UpdRep, String> {
+    with_shoal_node(|node| shoal_update_measure(node, v1, v2, grace))
+}
+
+fn shoal_update_measure(node: &Node, v1: &str, v2: &str, grace: &str) -> Result<UpdRep, String> {
+    let mut rep = UpdRep::default();
+    let n = UPDATE_REPLICAS.to_string();
+    let running = || -> Result<(bool, String), String> {
+        let out = poll_output(&mut node.command(&["service", "ls", "--format", "json"]))?;
+        let rows: Value =
+            serde_json::from_str(&out).map_err(|e| format!("service ls JSON: {e}: {out}"))?;
+        let row = rows
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["Name"] == SERVICE))
+            .ok_or_else(|| format!("{SERVICE} not listed"))?;
+        let (r, d) = parse_replicas(row["Replicas"].as_str().unwrap_or_default())
+            .ok_or_else(|| format!("bad row {row}"))?;
+        Ok((
+            r == UPDATE_REPLICAS && d == UPDATE_REPLICAS,
+            format!("{r}/{d}"),
+        ))
+    };
+    let mut cmd = node.command(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        SERVICE,
+        "--replicas",
+        &n,
+        "--stop-grace-period",
+        grace,
+        v1,
+    ]);
+    rep.create = secs(timed("shoal service create", &mut cmd, running)?);
+    check_images("shoal", SHOAL_LABEL, UPDATE_REPLICAS, v1);
+
+    let (_, before) = shoal_update_status(node)?;
+    let mut args = vec!["service", "update", "-d"];
+    args.extend(UPDATE_FLAGS);
+    args.extend(["--image", v2, SERVICE]);
+    let mut cmd = node.command(&args);
+    rep.update = secs(timed_for(
+        "shoal service update",
+        &mut cmd,
+        rollout_done(
+            || shoal_update_status(node),
+            before,
+            "UPDATE_STATE_COMPLETED",
+            "UPDATE_STATE_ROLLBACK_COMPLETED",
+        ),
+        ROLLOUT_TIMEOUT,
+    )?);
+    check_images("shoal", SHOAL_LABEL, UPDATE_REPLICAS, v2);
+
+    let (_, before) = shoal_update_status(node)?;
+    let mut cmd = node.command(&["service", "rollback", "-d", SERVICE]);
+    rep.rollback = secs(timed_for(
+        "shoal service rollback",
+        &mut cmd,
+        rollout_done(
+            || shoal_update_status(node),
+            before,
+            "UPDATE_STATE_ROLLBACK_COMPLETED",
+            "UPDATE_STATE_COMPLETED",
+        ),
+        ROLLOUT_TIMEOUT,
+    )?);
+    check_images("shoal", SHOAL_LABEL, UPDATE_REPLICAS, v1);
+
+    let mut cmd = node.command(&["service", "rm", SERVICE]);
+    rep.rm = secs(timed("shoal service rm", &mut cmd, gone(SHOAL_LABEL))?);
+    Ok(rep)
+}
+
+fn swarm_update_rep(v1: &str, v2: &str, grace: &str) -> Result<UpdRep, String> {
+    with_swarm(|| swarm_update_measure(v1, v2, grace))
+}
+
+fn swarm_update_measure(v1: &str, v2: &str, grace: &str) -> Result<UpdRep, String> {
+    let mut rep = UpdRep::default();
+    let n = UPDATE_REPLICAS.to_string();
+    let running = || -> Result<(bool, String), String> {
+        let filter = format!("name={SERVICE}");
+        let out = poll_output(&mut docker(&[
+            "service",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}\t{{.Replicas}}",
+        ]))?;
+        let replicas = out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(name, _)| *name == SERVICE)
+            .map(|(_, r)| r.to_string())
+            .ok_or_else(|| format!("{SERVICE} not listed"))?;
+        let (r, d) =
+            parse_replicas(&replicas).ok_or_else(|| format!("bad replicas {replicas:?}"))?;
+        Ok((
+            r == UPDATE_REPLICAS && d == UPDATE_REPLICAS,
+            format!("{r}/{d}"),
+        ))
+    };
+    let mut cmd = docker(&[
+        "service",
+        "create",
+        "-d",
+        "--no-resolve-image",
+        "--name",
+        SERVICE,
+        "--replicas",
+        &n,
+        "--stop-grace-period",
+        grace,
+        v1,
+    ]);
+    rep.create = secs(timed("docker service create", &mut cmd, running)?);
+    check_images("Swarm", SWARM_LABEL, UPDATE_REPLICAS, v1);
+
+    let (_, before) = swarm_update_status()?;
+    let mut args = vec!["service", "update", "-d", "--no-resolve-image"];
+    args.extend(UPDATE_FLAGS);
+    args.extend(["--image", v2, SERVICE]);
+    let mut cmd = docker(&args);
+    rep.update = secs(timed_for(
+        "docker service update",
+        &mut cmd,
+        rollout_done(
+            swarm_update_status,
+            before,
+            "completed",
+            "rollback_completed",
+        ),
+        ROLLOUT_TIMEOUT,
+    )?);
+    check_images("Swarm", SWARM_LABEL, UPDATE_REPLICAS, v2);
+
+    let (_, before) = swarm_update_status()?;
+    let mut cmd = docker(&["service", "rollback", "-d", SERVICE]);
+    rep.rollback = secs(timed_for(
+        "docker service rollback",
+        &mut cmd,
+        rollout_done(
+            swarm_update_status,
+            before,
+            "rollback_completed",
+            "completed",
+        ),
+        ROLLOUT_TIMEOUT,
+    )?);
+    check_images("Swarm", SWARM_LABEL, UPDATE_REPLICAS, v1);
+
+    let mut cmd = docker(&["service", "rm", SERVICE]);
+    rep.rm = secs(timed("docker service rm", &mut cmd, gone(SWARM_LABEL))?);
+    Ok(rep)
+}
+
+fn bench_update(reps: usize, grace: &str, shoal: &Path) {
+    let env = environment();
+    let profile = shoal
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|s| s.to_str())
+        .unwrap_or("?")
+        .to_string();
+    println!(
+        "shoal-bench update: {reps} repetitions, stop grace period {grace}, shoal daemon {} ({profile} build)",
+        shoal.display()
+    );
+    println!(
+        "machine: {} CPUs, {} MiB memory, Docker Engine {}, kernel {}",
+        env["nproc"], env["mem_mib"], env["docker_engine"], env["kernel"]
+    );
+    println!("load average (1 min) at start: {}", loadavg());
+    let others = try_run(&mut docker(&["ps", "-q"]), CMD_TIMEOUT)
+        .map(|o| o.stdout.lines().count())
+        .unwrap_or(0);
+    if others > 0 {
+        println!("note: {others} other containers are running on this engine; they may disturb the figures");
+    }
+    let v1 = shoal_tests::images::web_image("v1");
+    let v2 = shoal_tests::images::web_image("v2");
+    for image in [&v1, &v2] {
+        // Untimed warm-up, so that the first repetition does not pay for cold caches.
+        let _ = try_run(
+            &mut docker(&["run", "--rm", "--entrypoint", "/bin/true", image]),
+            CMD_TIMEOUT,
+        );
+    }
+    println!(
+        "{UPDATE_REPLICAS} replicas of {v1} -> {v2}: update {}; rollback with the rollback defaults",
+        UPDATE_FLAGS.join(" ")
+    );
+    println!(
+        "each figure: from issuing the command (-d) until the update status (polled every {POLL:?}) says completed\n"
+    );
+
+    let mut shoal_reps: Vec<UpdRep> = Vec::new();
+    let mut swarm_reps: Vec<UpdRep> = Vec::new();
+    let mut shoal_errors: Vec<String> = Vec::new();
+    let mut swarm_error: Option<String> = None;
+    for i in 1..=reps {
+        // Alternate the order: neither system always runs on a warmer engine.
+        let order: [bool; 2] = if i % 2 == 1 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_shoal in order {
+            if is_shoal {
+                let (a, b, g) = (v1.clone(), v2.clone(), grace.to_string());
+                match guarded(move || shoal_update_rep(&a, &b, &g)) {
+                    Ok(r) => {
+                        println!("rep {i} shoal: {} [load {}]", r.line(), loadavg());
+                        shoal_reps.push(r);
+                    }
+                    Err(e) => {
+                        println!("rep {i} shoal: FAILED: {e}");
+                        shoal_errors.push(e);
+                    }
+                }
+            } else if swarm_error.is_none() {
+                let (a, b, g) = (v1.clone(), v2.clone(), grace.to_string());
+                match guarded(move || swarm_update_rep(&a, &b, &g)) {
+                    Ok(r) => {
+                        println!("rep {i} Swarm: {} [load {}]", r.line(), loadavg());
+                        swarm_reps.push(r);
+                    }
+                    Err(e) => {
+                        println!("rep {i} Swarm: FAILED: {e}");
+                        swarm_error = Some(e);
+                    }
+                }
+                swarm_leave();
+            }
+        }
+    }
+
+    type UpdField = fn(&UpdRep) -> f64;
+    let rows: [(&str, &str, UpdField); 4] = [
+        ("create_s", "create -> 30/30 running", |r| r.create),
+        ("update_s", "update -> completed", |r| r.update),
+        ("rollback_s", "rollback -> completed", |r| r.rollback),
+        ("rm_s", "rm -> no container left", |r| r.rm),
+    ];
+    let med = |reps: &[UpdRep], f: UpdField| median(&reps.iter().map(f).collect::<Vec<_>>());
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} s"));
+    println!(
+        "\nmedians of {} shoal and {} Swarm repetitions (of {reps}), stop grace period {grace}:\n",
+        shoal_reps.len(),
+        swarm_reps.len()
+    );
+    println!(
+        "{:<26} {:>11} {:>11} {:>12}",
+        "FIGURE", "SHOAL", "SWARM", "SHOAL/SWARM"
+    );
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    let mut j_shoal = serde_json::Map::new();
+    let mut j_swarm = serde_json::Map::new();
+    let mut j_ratio = serde_json::Map::new();
+    for (key, name, f) in rows {
+        let a = med(&shoal_reps, f);
+        let b = med(&swarm_reps, f);
+        let ratio = match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        let r = ratio.map_or("-".to_string(), |r| format!("{r:.2}"));
+        println!("{name:<26} {:>11} {:>11} {r:>12}", show(a), show(b));
+        j_shoal.insert(key.into(), a.map(round).into());
+        j_swarm.insert(key.into(), b.map(round).into());
+        j_ratio.insert(key.into(), ratio.map(round).into());
+    }
+    let list =
+        |reps: &[UpdRep], f: UpdField| -> Vec<f64> { reps.iter().map(|r| round(f(r))).collect() };
+    if let Some(e) = &swarm_error {
+        println!("\nSwarm: {e}");
+    }
+    for e in &shoal_errors {
+        println!("\nshoal: {e}");
+    }
+    let line = json!({
+        "bench": "update",
+        "reps": reps,
+        "replicas": UPDATE_REPLICAS,
+        "stop_grace_period": grace,
+        "update": UPDATE_FLAGS.join(" "),
+        "load_end": loadavg(),
+        "shoal_profile": profile,
+        "machine": env,
+        "shoal": if shoal_reps.is_empty() { Value::Null } else { Value::Object(j_shoal) },
+        "swarm": if swarm_reps.is_empty() { Value::Null } else { Value::Object(j_swarm) },
+        "ratio_shoal_over_swarm": Value::Object(j_ratio),
+        "shoal_update_s": list(&shoal_reps, |r| r.update),
+        "shoal_rollback_s": list(&shoal_reps, |r| r.rollback),
+        "swarm_update_s": list(&swarm_reps, |r| r.update),
+        "swarm_rollback_s": list(&swarm_reps, |r| r.rollback),
+        "shoal_errors": shoal_errors,
         "swarm_error": swarm_error,
     });
     println!("\n{line}");
