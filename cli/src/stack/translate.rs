@@ -173,12 +173,7 @@ fn service_spec(
         ));
     }
     let deploy = s.deploy.clone().unwrap_or_default();
-    if deploy.mode == Some(model::Mode::Global) {
-        return Err(refuse(
-            path("deploy.mode"),
-            "global mode is not supported yet",
-        ));
-    }
+    let global = deploy.mode == Some(model::Mode::Global);
     let healthcheck = s.healthcheck.as_ref().map(|h| {
         if h.disable == Some(true) {
             HealthCheck {
@@ -259,8 +254,16 @@ fn service_spec(
     Ok(ServiceSpec {
         name: format!("{stack_name}_{name}"),
         labels: deploy.labels.clone().into_iter().collect(),
-        mode: DeploymentMode::Replicated as i32,
-        replicas: deploy.replicas.unwrap_or(d::REPLICAS),
+        mode: if global {
+            DeploymentMode::Global
+        } else {
+            DeploymentMode::Replicated
+        } as i32,
+        replicas: if global {
+            0
+        } else {
+            deploy.replicas.unwrap_or(d::REPLICAS)
+        },
         container: Some(container),
         ports,
         restart_policy: Some(RestartPolicy {
@@ -378,6 +381,14 @@ mod tests {
         assert_eq!((m[4].source.as_str(), m[4].target.as_str()), ("", "/anon"));
         assert_eq!(spec.networks, vec!["vote_back", "outside"]);
         assert_eq!(spec.external_networks, vec!["outside"]);
+    }
+
+    #[test]
+    fn global_mode_has_no_replicas() {
+        let stack =
+            load("services:\n  agent:\n    image: busybox\n    deploy:\n      mode: global\n");
+        let spec = &services(&stack, "mon").unwrap()[0];
+        assert_eq!((spec.mode(), spec.replicas), (DeploymentMode::Global, 0));
     }
 
     #[test]

@@ -183,8 +183,10 @@ pub fn service_view(d: &StoreData, dep: &Deployment) -> ServiceView {
         .filter(|p| observed(p) == PodState::Running)
         .count() as u64;
     let ready = live.iter().filter(|p| is_ready(p)).count() as u64;
+    // Global: one pod per eligible node, counted the orchestrator's way.
     let desired = if spec.mode() == DeploymentMode::Global {
-        live.len() as u64
+        crate::orchestrator::layout::Layout::of(d, dep, d.pods_of_deployment(&dep.id).collect())
+            .desired
     } else {
         spec.replicas
     };
