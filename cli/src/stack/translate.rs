@@ -288,6 +288,27 @@ fn service_spec(
     })
 }
 
+/// What a service waits for before its first deployment: each dependency's
+/// service name (`<stack>_<service>`) and the condition, from `depends_on`.
+pub fn dependencies(
+    stack: &Stack,
+    stack_name: &str,
+) -> std::collections::BTreeMap<String, Vec<(String, model::Condition)>> {
+    stack
+        .file
+        .services
+        .iter()
+        .map(|(name, s)| {
+            let deps = s
+                .depends_on
+                .iter()
+                .map(|(dep, d)| (format!("{stack_name}_{dep}"), d.condition))
+                .collect();
+            (format!("{stack_name}_{name}"), deps)
+        })
+        .collect()
+}
+
 /// Every service of the stack, in dependency order (a service after what it
 /// depends on; the parser refused cycles).
 pub fn services(stack: &Stack, stack_name: &str) -> Result<Vec<ServiceSpec>, String> {
