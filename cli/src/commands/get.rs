@@ -114,7 +114,7 @@ fn deployments_table(views: &[DeploymentView], wide: bool) -> String {
 
 async fn replicasets(host: &str, a: &GetArgs) -> Result<()> {
     let mut client = connect(host).await?;
-    let views = client
+    let mut views = client
         .list_replica_sets(ListReplicaSetsRequest {
             service: a.name.clone().unwrap_or_default(),
         })
@@ -122,6 +122,11 @@ async fn replicasets(host: &str, a: &GetArgs) -> Result<()> {
         .map_err(|s| api_error(host, s))?
         .into_inner()
         .replica_sets;
+    // By service name as kubectl sorts by name; newest revision first.
+    views.sort_by_key(|v| {
+        let revision = v.replica_set.as_ref().map_or(0, |r| r.revision);
+        (v.service_name.clone(), std::cmp::Reverse(revision))
+    });
     show(a, &views, |wide| replicasets_table(&views, wide))
 }
 

@@ -373,7 +373,7 @@ mod tests {
         )
         .unwrap();
         let env = super::super::build_env(&file, Vec::<(String, String)>::new()).unwrap();
-        let err = super::super::load(&[file.clone()], &env)
+        let err = super::super::load(std::slice::from_ref(&file), &env)
             .unwrap_err()
             .to_string();
         std::fs::remove_dir_all(&dir).ok();

@@ -14,7 +14,8 @@ pub fn is_external(svc: &Service) -> bool {
     svc.deployment_id.is_empty()
 }
 
-/// An ExternalName service by exact name, exact id, or unique id prefix.
+/// An ExternalName service by exact name, exact id, or id prefix unique
+/// among every service (a prefix a deployment's id shares selects nothing).
 pub fn find<'a>(d: &'a StoreData, name_or_id: &str) -> Option<&'a Service> {
     if name_or_id.is_empty() {
         return None;
@@ -25,6 +26,9 @@ pub fn find<'a>(d: &'a StoreData, name_or_id: &str) -> Option<&'a Service> {
         .find(|s| s.name == name_or_id || s.id == name_or_id)
     {
         return Some(s);
+    }
+    if d.deployments.keys().any(|id| id.starts_with(name_or_id)) {
+        return None;
     }
     let mut by_prefix = external.by_ref().filter(|s| s.id.starts_with(name_or_id));
     match (by_prefix.next(), by_prefix.next()) {
