@@ -257,6 +257,40 @@ fn get_shows_a_stacks_deployments_replicasets_pods_and_services_as_kubectl() {
     }
     let out = node.shoal(&["get", "deploy", &n("db")]).fails();
     assert!(out.stderr.contains("is of type ExternalName"), "{out}");
+    let out = node
+        .shoal(&["service", "scale", &format!("{}=2", n("db"))])
+        .fails();
+    assert!(out.stderr.contains("is of type ExternalName"), "{out}");
+
+    // The control API refuses what the stack parser refuses, naming the field.
+    let out = node
+        .shoal(&[
+            "service",
+            "create",
+            "--name",
+            "bad",
+            "--endpoint-mode",
+            "dnsrr",
+            "-p",
+            "80",
+            "-d",
+            &image,
+        ])
+        .fails();
+    assert!(
+        out.stderr
+            .contains("endpoint_mode: dnsrr cannot publish ports in ingress mode"),
+        "{out}"
+    );
+    let out = node
+        .shoal(&[
+            "service", "create", "--name", "bad", "--type", "NodePort", "-d", &image,
+        ])
+        .fails();
+    assert!(
+        out.stderr.contains("type: NodePort needs a port published"),
+        "{out}"
+    );
 
     // `service update` keeps type and endpoint mode; the ExternalName
     // service is listed and updated like the others.
