@@ -12,6 +12,8 @@ impl Object {
             Some(object::Kind::ReplicaSet(o)) => (ObjectKind::ReplicaSet, &o.id),
             Some(object::Kind::Pod(o)) => (ObjectKind::Pod, &o.id),
             Some(object::Kind::Service(o)) => (ObjectKind::Service, &o.id),
+            Some(object::Kind::Secret(o)) => (ObjectKind::Secret, &o.id),
+            Some(object::Kind::Config(o)) => (ObjectKind::Config, &o.id),
             None => (ObjectKind::Unspecified, ""),
         }
     }
@@ -77,4 +79,6 @@ into_object!(
     ReplicaSet => ReplicaSet,
     Pod => Pod,
     Service => Service,
+    Secret => Secret,
+    Config => Config,
 );

@@ -137,6 +137,7 @@ pub fn update(
         spec.replicas = 0;
     }
     allocate_ports(data, &mut spec, &old_spec.name)?;
+    super::secrets::resolve_references(data, &mut spec)?;
 
     let mut d2 = dep.clone();
     let template = template_of(&spec);
