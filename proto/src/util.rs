@@ -1,6 +1,22 @@
 //! Small helpers on generated types that every crate needs.
 
-use crate::v1::{object, Object, ObjectKind, PodState};
+use crate::v1::{object, FileReference, Object, ObjectKind, PodState};
+
+impl FileReference {
+    /// Where the file appears in the container: an absolute target as is;
+    /// a relative one under /run/secrets for a secret, under / for a config
+    /// (Docker's rules). The manager refuses targets with `..`.
+    pub fn container_path(&self, secret: bool) -> String {
+        let t = self.target.trim();
+        if t.starts_with('/') {
+            t.to_string()
+        } else if secret {
+            format!("{}/{t}", crate::defaults::SECRETS_MOUNT_DIR)
+        } else {
+            format!("/{t}")
+        }
+    }
+}
 
 impl Object {
     /// The kind and id of the object, for keys and error messages.

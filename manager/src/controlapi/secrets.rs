@@ -227,14 +227,7 @@ fn target_path<T: FileObject>(r: &FileReference) -> Result<String, String> {
     if t.ends_with('/') || t.contains('\0') {
         return Err(format!("{}: is not a file path", what()));
     }
-    if t.starts_with('/') {
-        return Ok(t.to_string());
-    }
-    if T::SEALED {
-        Ok(format!("{}/{t}", d::SECRETS_MOUNT_DIR))
-    } else {
-        Ok(format!("/{t}"))
-    }
+    Ok(r.container_path(T::SEALED))
 }
 
 /// Resolves a container's references of kind `T` by name (or id when no
@@ -290,19 +283,6 @@ pub fn resolve_references(d: &StoreData, spec: &mut ServiceSpec) -> Result<(), S
         resolve::<Config>(d, c)?;
     }
     Ok(())
-}
-
-/// The container path a secret or config reference appears at (the worker
-/// mounts it there). The manager checked the target already.
-pub fn mount_path(r: &FileReference, secret: bool) -> String {
-    let t = r.target.trim();
-    if t.starts_with('/') {
-        t.to_string()
-    } else if secret {
-        format!("{}/{t}", d::SECRETS_MOUNT_DIR)
-    } else {
-        format!("/{t}")
-    }
 }
 
 /// The object as responses show it: a secret without its data.
@@ -563,10 +543,10 @@ mod tests {
             ("s1", "pw")
         );
         assert_eq!(c.secrets[0].mode, 0o444);
-        assert_eq!(mount_path(&c.secrets[0], true), "/run/secrets/pw");
+        assert_eq!(c.secrets[0].container_path(true), "/run/secrets/pw");
         assert_eq!(c.configs[0].id, "c1");
         assert_eq!(c.configs[0].mode, 0o440);
-        assert_eq!(mount_path(&c.configs[0], false), "/etc/app.conf");
+        assert_eq!(c.configs[0].container_path(false), "/etc/app.conf");
 
         let mut missing = spec.clone();
         missing.container.as_mut().unwrap().secrets[0].name = "nope".into();
