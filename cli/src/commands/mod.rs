@@ -2,6 +2,7 @@
 
 pub mod node;
 pub mod rollout;
+pub mod secret;
 pub mod service;
 pub mod stack;
 pub mod system;

@@ -4,7 +4,7 @@
 //! when a service names none), carrying the stack's name.
 //!
 //! What this build cannot run yet is refused with an error naming the key,
-//! never silently dropped: volumes, secrets, configs and global mode.
+//! never silently dropped: volumes and global mode.
 
 use shoal_proto::defaults as d;
 use shoal_proto::{
@@ -17,6 +17,7 @@ use shoal_proto::{
 
 use super::model::{self, Service, StringOrList};
 use super::Stack;
+use crate::commands::secret::Kind;
 
 /// A translation error: the key path and what is wrong.
 fn refuse(path: String, what: &str) -> String {
@@ -78,18 +79,8 @@ fn service_spec(
             "volumes are not supported by stack deploy yet",
         ));
     }
-    if !s.secrets.is_empty() {
-        return Err(refuse(
-            path("secrets"),
-            "secrets are not supported by stack deploy yet",
-        ));
-    }
-    if !s.configs.is_empty() {
-        return Err(refuse(
-            path("configs"),
-            "configs are not supported by stack deploy yet",
-        ));
-    }
+    let secrets = super::secrets::references(stack, stack_name, name, Kind::Secret, &s.secrets)?;
+    let configs = super::secrets::references(stack, stack_name, name, Kind::Config, &s.configs)?;
     let deploy = s.deploy.clone().unwrap_or_default();
     if deploy.mode == Some(model::Mode::Global) {
         return Err(refuse(
@@ -137,6 +128,8 @@ fn service_spec(
             .as_ref()
             .and_then(|l| l.memory)
             .map_or(0, |m| m.0 as i64),
+        secrets,
+        configs,
     };
     let ports = s
         .ports
