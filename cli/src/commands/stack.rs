@@ -54,7 +54,9 @@ pub async fn deploy(host: &str, a: &StackDeployArgs) -> Result<()> {
     let specs = stack::translate::services(&loaded, &a.name).map_err(in_files)?;
     let objects = stack::secrets::objects(&loaded, &a.name, &env).map_err(in_files)?;
     let mut client = connect(host).await?;
-    deploy_objects(host, &mut client, objects).await?;
+    deploy_objects(host, &mut client, objects)
+        .await
+        .map_err(|e| in_files(format!("{e:#}")))?;
     let existing = service::list(host, &mut client).await?;
     let mut touched = Vec::new();
     for spec in specs {

@@ -197,7 +197,7 @@ pub fn users<T: FileObject>(d: &StoreData, id: &str) -> Vec<String> {
             .get(dep_id)
             .and_then(|x| x.spec.as_ref())
             .map_or_else(
-                || format!("{dep_id} (removed, pods still stopping)"),
+                || format!("{dep_id} (removed; its pods are still stopping, try again shortly)"),
                 |s| s.name.clone(),
             )
     };
@@ -617,7 +617,7 @@ mod tests {
         d.deployments.clear();
         assert_eq!(
             users::<Secret>(&d, "s1"),
-            vec!["d1 (removed, pods still stopping)"]
+            vec!["d1 (removed; its pods are still stopping, try again shortly)"]
         );
         let err = in_use_error(&secret("s1", "pw"), &["web".into(), "api".into()]);
         assert_eq!(

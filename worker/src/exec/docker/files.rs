@@ -141,6 +141,7 @@ impl PodFiles {
             .map_err(|e| io_create(&pod, "secret and config files", e))?;
         let dir = self.pod_dir(&pod.pod_id);
         std::fs::create_dir_all(&self.root)
+            .and_then(|()| std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700)))
             .and_then(|()| std::fs::create_dir_all(&dir))
             .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
             .map_err(|e| io_create(&pod, &format!("cannot create {}", dir.display()), e))?;
@@ -179,7 +180,12 @@ impl PodFiles {
         }
         let dir = self.pod_dir(pod_id);
         match std::fs::remove_dir_all(&dir) {
-            Ok(()) => info!(dir = %dir.display(), "removed pod's secret and config files"),
+            Ok(()) => {
+                info!(dir = %dir.display(), "removed pod's secret and config files");
+                // The node's directory goes with its last pod (fails while
+                // other pods have files: that is fine).
+                let _ = std::fs::remove_dir(&self.root);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => warn!(dir = %dir.display(), error = %e, "cannot remove pod's files"),
         }
