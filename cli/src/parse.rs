@@ -711,7 +711,13 @@ mod tests {
         assert_eq!((c.secrets[0].target.as_str(), c.secrets[0].mode), ("", 0));
         let tls = &c.secrets[1];
         assert_eq!(
-            (tls.name.as_str(), tls.target.as_str(), tls.uid, tls.gid, tls.mode),
+            (
+                tls.name.as_str(),
+                tls.target.as_str(),
+                tls.uid,
+                tls.gid,
+                tls.mode
+            ),
             ("tls", "cert.pem", 33, 33, 0o400)
         );
         assert_eq!(c.configs[0].target, "/etc/app.conf");
@@ -765,7 +771,10 @@ mod tests {
         apply_update(&mut spec, &a).unwrap();
         let c = spec.container.unwrap();
         assert_eq!(c.secrets.len(), 1);
-        assert_eq!((c.secrets[0].name.as_str(), c.secrets[0].target.as_str()), ("b", "bee"));
+        assert_eq!(
+            (c.secrets[0].name.as_str(), c.secrets[0].target.as_str()),
+            ("b", "bee")
+        );
         assert_eq!(c.configs[0].name, "conf");
     }
 

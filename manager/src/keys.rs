@@ -28,7 +28,9 @@ pub enum KeyError {
     Write { path: String, reason: String },
     #[error("the cluster key {path} is not {KEY_LEN} bytes of hex: {reason}")]
     Malformed { path: String, reason: String },
-    #[error("{what}: cannot be decrypted with this cluster's key (sealed by another key, or corrupted)")]
+    #[error(
+        "{what}: cannot be decrypted with this cluster's key (sealed by another key, or corrupted)"
+    )]
     Open { what: String },
     #[error("{what}: cannot be encrypted")]
     Seal { what: String },
@@ -179,7 +181,10 @@ mod tests {
         let loaded = ClusterKey::load(&path).unwrap();
         let sealed = key.seal("s", b"data").unwrap();
         assert_eq!(loaded.open("s", &sealed).unwrap(), b"data");
-        assert!(key.save(&path).is_err(), "an existing key is never replaced");
+        assert!(
+            key.save(&path).is_err(),
+            "an existing key is never replaced"
+        );
         std::fs::write(&path, "zz").unwrap();
         let err = ClusterKey::load(&path).unwrap_err().to_string();
         assert!(err.contains("is not 32 bytes of hex"), "{err}");

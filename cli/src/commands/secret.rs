@@ -96,8 +96,14 @@ pub async fn create_object(
 ) -> Result<FileObject> {
     let req = CreateFileObjectRequest { spec: Some(spec) };
     let r = match kind {
-        Kind::Secret => client.create_secret(req).await.map(|r| FileObject::Secret(r.into_inner())),
-        Kind::Config => client.create_config(req).await.map(|r| FileObject::Config(r.into_inner())),
+        Kind::Secret => client
+            .create_secret(req)
+            .await
+            .map(|r| FileObject::Secret(r.into_inner())),
+        Kind::Config => client
+            .create_config(req)
+            .await
+            .map(|r| FileObject::Config(r.into_inner())),
     };
     r.map_err(|s| api_error(host, s))
 }
@@ -114,8 +120,14 @@ pub async fn update_object(
         spec: Some(spec),
     };
     let r = match kind {
-        Kind::Secret => client.update_secret(req).await.map(|r| FileObject::Secret(r.into_inner())),
-        Kind::Config => client.update_config(req).await.map(|r| FileObject::Config(r.into_inner())),
+        Kind::Secret => client
+            .update_secret(req)
+            .await
+            .map(|r| FileObject::Secret(r.into_inner())),
+        Kind::Config => client
+            .update_config(req)
+            .await
+            .map(|r| FileObject::Config(r.into_inner())),
     };
     r.map_err(|s| api_error(host, s))
 }
@@ -129,27 +141,39 @@ pub async fn get_object(
         name: name.to_string(),
     };
     match kind {
-        Kind::Secret => client.get_secret(req).await.map(|r| FileObject::Secret(r.into_inner())),
-        Kind::Config => client.get_config(req).await.map(|r| FileObject::Config(r.into_inner())),
+        Kind::Secret => client
+            .get_secret(req)
+            .await
+            .map(|r| FileObject::Secret(r.into_inner())),
+        Kind::Config => client
+            .get_config(req)
+            .await
+            .map(|r| FileObject::Config(r.into_inner())),
     }
 }
 
 pub async fn list_objects(host: &str, client: &mut Client, kind: Kind) -> Result<Vec<FileObject>> {
     let r = match kind {
-        Kind::Secret => client.list_secrets(ListFileObjectsRequest {}).await.map(|r| {
-            r.into_inner()
-                .secrets
-                .into_iter()
-                .map(FileObject::Secret)
-                .collect()
-        }),
-        Kind::Config => client.list_configs(ListFileObjectsRequest {}).await.map(|r| {
-            r.into_inner()
-                .configs
-                .into_iter()
-                .map(FileObject::Config)
-                .collect()
-        }),
+        Kind::Secret => client
+            .list_secrets(ListFileObjectsRequest {})
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .secrets
+                    .into_iter()
+                    .map(FileObject::Secret)
+                    .collect()
+            }),
+        Kind::Config => client
+            .list_configs(ListFileObjectsRequest {})
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .configs
+                    .into_iter()
+                    .map(FileObject::Config)
+                    .collect()
+            }),
     };
     r.map_err(|s| api_error(host, s))
 }

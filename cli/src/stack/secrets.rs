@@ -204,7 +204,10 @@ mod tests {
         assert!(shared.external && shared.spec.data.is_empty());
         assert_eq!(shared.spec.name, "shared");
         let app = by_key("app");
-        assert_eq!((app.kind, app.spec.name.as_str()), (Kind::Config, "app-config"));
+        assert_eq!(
+            (app.kind, app.spec.name.as_str()),
+            (Kind::Config, "app-config")
+        );
         assert_eq!(app.spec.data, b"port=1");
     }
 
@@ -218,11 +221,19 @@ mod tests {
             ("shop_db_pw", "db_pw", 0)
         );
         assert_eq!(
-            (s[1].name.as_str(), s[1].target.as_str(), s[1].uid, s[1].mode),
+            (
+                s[1].name.as_str(),
+                s[1].target.as_str(),
+                s[1].uid,
+                s[1].mode
+            ),
             ("shop_tls", "/etc/tls.pem", 70, 0o400)
         );
         let c = references(&stack, "shop", "db", Kind::Config, &db.configs).unwrap();
-        assert_eq!((c[0].name.as_str(), c[0].target.as_str()), ("app-config", "app"));
+        assert_eq!(
+            (c[0].name.as_str(), c[0].target.as_str()),
+            ("app-config", "app")
+        );
         assert_eq!(c[0].container_path(false), "/app");
     }
 

@@ -18,13 +18,13 @@ use shoal_proto::{
     ScaleServiceRequest, ServiceLogsRequest, ServiceView,
 };
 use shoal_proto::{
-    ListReplicaSetsRequest, ListReplicaSetsResponse, ReplicaSetView, RollbackServiceRequest,
-    RolloutControlRequest, UpdateServiceRequest, UpdateStatus,
-};
-use shoal_proto::{
     Config, CreateFileObjectRequest, FileObjectRequest, ListConfigsResponse,
     ListFileObjectsRequest, ListSecretsResponse, RemoveFileObjectResponse, Secret,
     UpdateFileObjectRequest,
+};
+use shoal_proto::{
+    ListReplicaSetsRequest, ListReplicaSetsResponse, ReplicaSetView, RollbackServiceRequest,
+    RolloutControlRequest, UpdateServiceRequest, UpdateStatus,
 };
 use tonic::{Request, Response, Status};
 

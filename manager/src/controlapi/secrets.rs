@@ -220,7 +220,15 @@ pub fn users<T: FileObject>(d: &StoreData, id: &str) -> Vec<String> {
 /// Where a reference's file appears in the container, checked.
 fn target_path<T: FileObject>(r: &FileReference) -> Result<String, String> {
     let t = r.target.trim();
-    let what = || format!("{}s: target {:?} of {} {}", T::KIND, r.target, T::KIND, r.name);
+    let what = || {
+        format!(
+            "{}s: target {:?} of {} {}",
+            T::KIND,
+            r.target,
+            T::KIND,
+            r.name
+        )
+    };
     if t.split('/').any(|part| part == "..") {
         return Err(format!("{}: must not contain '..'", what()));
     }
@@ -297,7 +305,10 @@ pub fn redacted<T: FileObject>(o: &T) -> T {
 }
 
 /// The data as stored: sealed for secrets, as given for configs.
-pub fn stored_data<T: FileObject>(key: &ClusterKey, spec: &FileObjectSpec) -> Result<Vec<u8>, Status> {
+pub fn stored_data<T: FileObject>(
+    key: &ClusterKey,
+    spec: &FileObjectSpec,
+) -> Result<Vec<u8>, Status> {
     if !T::SEALED {
         return Ok(spec.data.clone());
     }
@@ -591,7 +602,13 @@ mod tests {
         assert_eq!(users::<Secret>(&d, "s1"), vec!["web"]);
 
         // The service moved to a revision without it, but an old pod remains.
-        d.deployments.get_mut("d1").unwrap().spec.as_mut().unwrap().template = template(&[]);
+        d.deployments
+            .get_mut("d1")
+            .unwrap()
+            .spec
+            .as_mut()
+            .unwrap()
+            .template = template(&[]);
         d.replica_sets.insert(
             "r1".into(),
             ReplicaSet {

@@ -10,6 +10,7 @@ mod logs;
 mod ports;
 mod recovery;
 mod rollout;
+mod secrets;
 mod service;
 mod sim_rollout;
 mod stack;

@@ -141,7 +141,9 @@ impl PodFiles {
             .map_err(|e| io_create(&pod, "secret and config files", e))?;
         let dir = self.pod_dir(&pod.pod_id);
         std::fs::create_dir_all(&self.root)
-            .and_then(|()| std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700)))
+            .and_then(|()| {
+                std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+            })
             .and_then(|()| std::fs::create_dir_all(&dir))
             .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
             .map_err(|e| io_create(&pod, &format!("cannot create {}", dir.display()), e))?;
@@ -299,8 +301,9 @@ mod tests {
         assert_eq!(mounts.len(), 2);
         assert_eq!(mounts[0].target.as_deref(), Some("/run/secrets/pw"));
         assert_eq!(mounts[1].target.as_deref(), Some("/etc/app.conf"));
-        assert!(mounts.iter().all(|m| m.read_only == Some(true)
-            && m.typ == Some(MountType::BIND)));
+        assert!(mounts
+            .iter()
+            .all(|m| m.read_only == Some(true) && m.typ == Some(MountType::BIND)));
         let secret = PathBuf::from(mounts[0].source.clone().unwrap());
         assert!(secret.starts_with(base.path().join("node1").join("p1")));
         assert_eq!(std::fs::read(&secret).unwrap(), b"hunter2");

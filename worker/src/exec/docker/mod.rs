@@ -202,9 +202,7 @@ impl DockerExecutor {
         })?;
         if !file_mounts.is_empty() {
             let host = body.host_config.get_or_insert_with(Default::default);
-            host.mounts
-                .get_or_insert_with(Vec::new)
-                .extend(file_mounts);
+            host.mounts.get_or_insert_with(Vec::new).extend(file_mounts);
         }
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = self
