@@ -55,6 +55,12 @@ pub fn describe_change(old: &PodTemplate, new: &PodTemplate) -> String {
     if oc.stop_grace_period_ms != nc.stop_grace_period_ms {
         parts.push("stop grace period".into());
     }
+    if oc.secrets != nc.secrets {
+        parts.push("secrets".into());
+    }
+    if oc.configs != nc.configs {
+        parts.push("configs".into());
+    }
     if old.host_ports != new.host_ports {
         parts.push("host ports".into());
     }
