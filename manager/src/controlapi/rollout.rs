@@ -256,6 +256,12 @@ pub fn rollback(
             target.revision
         ));
     }
+    super::secrets::check_present(data, target.template.as_ref()).map_err(|e| {
+        format!(
+            "service {name}: cannot roll back to revision {}: {e}",
+            target.revision
+        )
+    })?;
     let mut d2 = dep.clone();
     touch(&mut d2.meta, now);
     let mut m = retarget(

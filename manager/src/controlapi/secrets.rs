@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::defaults as d;
 use shoal_proto::{
-    Config, ContainerSpec, FileObjectSpec, FileReference, Meta, Object, ObjectKind, Secret,
-    ServiceSpec,
+    Config, ContainerSpec, FileObjectSpec, FileReference, Meta, Object, ObjectKind, PodTemplate,
+    Secret, ServiceSpec,
 };
 use tonic::Status;
 
@@ -289,6 +289,21 @@ pub fn resolve_references(d: &StoreData, spec: &mut ServiceSpec) -> Result<(), S
     if let Some(c) = spec.container.as_mut() {
         resolve::<Secret>(d, c)?;
         resolve::<Config>(d, c)?;
+    }
+    Ok(())
+}
+
+/// Refuses a template whose secrets or configs were removed since it was
+/// made (an old revision a rollback would return to).
+pub fn check_present(d: &StoreData, template: Option<&PodTemplate>) -> Result<(), String> {
+    let Some(c) = template.and_then(|t| t.container.as_ref()) else {
+        return Ok(());
+    };
+    if let Some(r) = c.secrets.iter().find(|r| !d.secrets.contains_key(&r.id)) {
+        return Err(format!("it uses secret {}, which was removed", r.name));
+    }
+    if let Some(r) = c.configs.iter().find(|r| !d.configs.contains_key(&r.id)) {
+        return Err(format!("it uses config {}, which was removed", r.name));
     }
     Ok(())
 }
@@ -643,6 +658,14 @@ mod tests {
         );
         d.pods.clear();
         assert!(users::<Secret>(&d, "s1").is_empty());
+        assert!(check_present(&d, template(&["s1"]).as_ref()).is_ok());
+        d.secrets.clear();
+        let mut gone = template(&["s1"]);
+        gone.as_mut().unwrap().container.as_mut().unwrap().secrets[0].name = "pw".into();
+        assert_eq!(
+            check_present(&d, gone.as_ref()).unwrap_err(),
+            "it uses secret pw, which was removed"
+        );
         assert!(users::<Config>(&d, "s1").is_empty());
     }
 

@@ -159,6 +159,40 @@ fn secrets_and_configs_reach_only_their_pods_read_only_and_never_rest_in_clear()
     assert!(write.stderr.contains("Read-only"), "{write}");
     exec(&plain, &["cat", "/run/secrets/db_pw"]).fails();
 
+    let out = node
+        .shoal(&[
+            "service",
+            "create",
+            "--name",
+            "bad",
+            "-d",
+            "--secret",
+            "nope",
+            &web_image("v1"),
+        ])
+        .fails();
+    assert!(
+        out.stderr
+            .contains("secret nope not found: create it first with shoal secret create nope FILE"),
+        "{out}"
+    );
+
+    // A restarted worker keeps the files of the pods it adopts and removes
+    // those of pods without a container.
+    let node_files = Path::new(shoal_proto::defaults::POD_FILES_DIR).join(&node.node_id);
+    let stale = node_files.join(format!("stale{}", shoal_tests::random_suffix()));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("secret-0"), "old").unwrap();
+    node.kill9();
+    node.resume().ok();
+    wait_for("the stale pod's files to be removed", CONVERGE, || {
+        (!stale.exists())
+            .then_some(())
+            .ok_or(format!("{} still there", stale.display()))
+    });
+    assert_eq!(node.running_ids("app"), vec![app.clone()], "adopted");
+    assert_eq!(exec(&app, &["cat", "/run/secrets/db_pw"]).ok().stdout, pw);
+
     // In use: refused, naming the service.
     let rm = node.shoal(&["secret", "rm", "db_pw"]).fails();
     assert!(
@@ -192,9 +226,8 @@ fn secrets_and_configs_reach_only_their_pods_read_only_and_never_rest_in_clear()
     node.shoal(&["config", "rm", "app_conf"]).ok();
     let ls = node.shoal(&["secret", "ls", "-q"]).ok();
     assert!(ls.stdout.trim().is_empty(), "{ls}");
-    let pod_files = Path::new(shoal_proto::defaults::POD_FILES_DIR).join(&node.node_id);
     wait_for("the pod's files to be removed", CONVERGE, || {
-        let left: Vec<_> = std::fs::read_dir(&pod_files)
+        let left: Vec<_> = std::fs::read_dir(&node_files)
             .map(|rd| rd.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         left.is_empty()
