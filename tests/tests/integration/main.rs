@@ -11,6 +11,7 @@ mod logs;
 mod ports;
 mod recovery;
 mod rollout;
+mod secrets;
 mod service;
 mod sim_rollout;
 mod stack;

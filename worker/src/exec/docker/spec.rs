@@ -276,6 +276,7 @@ mod tests {
             pod_name: "web.2".into(),
             service_name: "web".into(),
             stack: "shop".into(),
+            ..Default::default()
         }
     }
 
