@@ -13,3 +13,4 @@ mod rollout;
 mod service;
 mod sim_rollout;
 mod stack;
+mod voting;
