@@ -310,12 +310,18 @@ pub struct CreateArgs {
     /// Service name
     #[arg(long)]
     pub name: String,
-    /// Number of pods
-    #[arg(long, default_value_t = d::REPLICAS)]
-    pub replicas: u64,
+    /// Number of pods (replicated mode; default 1)
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// replicated, or global: one pod on every eligible node
+    #[arg(long, default_value = "replicated")]
+    pub mode: String,
     /// Publish a port: PUBLISHED:TARGET[/PROTO], or mode=host,published=P,target=T[,protocol=tcp]
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Attach a file system: type=volume|bind|tmpfs,source=S,target=/path[,readonly][,tmpfs-size=64M]
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
     /// Set an environment variable (KEY=VALUE)
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,

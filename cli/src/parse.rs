@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use anyhow::{anyhow, bail, Context, Result};
 use shoal_proto::defaults as d;
 use shoal_proto::{
+    mount,
     port_config::{Protocol, PublishMode},
     restart_policy::Condition,
     update_config::{FailureAction, Order},
-    ContainerSpec, HealthCheck, Placement, PortConfig, RestartPolicy, ServiceSpec, UpdateConfig,
+    ContainerSpec, DeploymentMode, HealthCheck, Mount, Placement, PortConfig, RestartPolicy,
+    ServiceSpec, UpdateConfig,
 };
 
 use crate::args::{CreateArgs, UpdateArgs};
@@ -216,12 +218,19 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         })?,
         limit_nano_cpus: 0,
         limit_memory_bytes: 0,
+        mounts: a.mounts.iter().map(|m| mount(m)).collect::<Result<_>>()?,
+    };
+    let (mode, replicas) = match (a.mode.as_str(), a.replicas) {
+        ("replicated", r) => (DeploymentMode::Replicated, r.unwrap_or(d::REPLICAS)),
+        ("global", None) => (DeploymentMode::Global, 0),
+        ("global", Some(_)) => bail!("--replicas cannot be used with --mode global"),
+        (other, _) => bail!("invalid --mode {other:?}: expected replicated or global"),
     };
     Ok(ServiceSpec {
         name: a.name.clone(),
         labels: key_values("--label", &a.labels)?,
-        mode: shoal_proto::DeploymentMode::Replicated as i32,
-        replicas: a.replicas,
+        mode: mode as i32,
+        replicas,
         container: Some(container),
         ports,
         restart_policy: Some(RestartPolicy {
@@ -237,8 +246,76 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             max_replicas_per_node: a.replicas_max_per_node,
         }),
         networks: vec![],
+        external_networks: vec![],
         stack: String::new(),
     })
+}
+
+/// `--mount type=volume|bind|tmpfs,source=S,target=/path[,readonly]
+/// [,tmpfs-size=64M][,volume-nocopy]`, as `docker service create` takes it.
+pub fn mount(spec: &str) -> Result<Mount> {
+    let mut m = Mount::default();
+    let mut kind = "volume";
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, "true"));
+        let flag = |v: &str| -> Result<bool> {
+            match v {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => bail!("invalid --mount {spec:?}: {k}={v:?} is not true or false"),
+            }
+        };
+        match k {
+            "type" => kind = v,
+            "source" | "src" => m.source = v.to_string(),
+            "target" | "destination" | "dst" => m.target = v.to_string(),
+            "readonly" | "ro" => m.read_only = flag(v)?,
+            "volume-nocopy" => m.volume_nocopy = flag(v)?,
+            "volume-driver" => m.volume_driver = v.to_string(),
+            "tmpfs-size" => {
+                m.tmpfs_size_bytes = parse_size(v).ok_or_else(|| {
+                    anyhow!("invalid --mount {spec:?}: tmpfs-size {v:?} is not a size such as 64M")
+                })?
+            }
+            other => bail!(
+                "invalid --mount {spec:?}: unknown key {other:?} (use type, source, target, readonly, tmpfs-size, volume-nocopy, volume-driver)"
+            ),
+        }
+    }
+    m.r#type = match kind {
+        "volume" => mount::Type::Volume,
+        "bind" => mount::Type::Bind,
+        "tmpfs" => mount::Type::Tmpfs,
+        other => bail!("invalid --mount {spec:?}: type {other:?} is not volume, bind or tmpfs"),
+    } as i32;
+    if !m.target.starts_with('/') {
+        bail!("invalid --mount {spec:?}: target= must be an absolute path in the container");
+    }
+    match m.r#type() {
+        mount::Type::Bind if !m.source.starts_with('/') => {
+            bail!(
+                "invalid --mount {spec:?}: a bind mount needs source= an absolute path of the node"
+            )
+        }
+        mount::Type::Tmpfs if !m.source.is_empty() => {
+            bail!("invalid --mount {spec:?}: a tmpfs mount takes no source")
+        }
+        _ => {}
+    }
+    Ok(m)
+}
+
+/// `64M`, `1g`, `512k` (powers of 1024) or a number of bytes.
+fn parse_size(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').unwrap_or(&s);
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'k') => (&s[..i], 1i64 << 10),
+        (i, 'm') => (&s[..i], 1 << 20),
+        (i, 'g') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<i64>().ok()?.checked_mul(mult)
 }
 
 fn order(flag: &str, s: &str) -> Result<Order> {
@@ -622,5 +699,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("need --health-cmd"));
+    }
+
+    #[test]
+    fn mounts_parse_as_docker_takes_them_and_bad_ones_name_the_problem() {
+        let m = mount("type=volume,source=data,target=/data,readonly").unwrap();
+        assert_eq!(m.r#type(), mount::Type::Volume);
+        assert_eq!(
+            (m.source.as_str(), m.target.as_str(), m.read_only),
+            ("data", "/data", true)
+        );
+        let m = mount("type=tmpfs,target=/scratch,tmpfs-size=64M").unwrap();
+        assert_eq!(
+            (m.r#type(), m.tmpfs_size_bytes),
+            (mount::Type::Tmpfs, 64 << 20)
+        );
+        let m = mount("type=bind,src=/srv,dst=/srv,ro=false").unwrap();
+        assert_eq!((m.r#type(), m.read_only), (mount::Type::Bind, false));
+        let e = |s| mount(s).unwrap_err().to_string();
+        assert!(e("type=nfs,target=/x").contains("type \"nfs\" is not volume, bind or tmpfs"));
+        assert!(e("source=data").contains("target= must be an absolute path"));
+        assert!(e("type=bind,source=rel,target=/x").contains("absolute path of the node"));
+        assert!(e("type=tmpfs,target=/x,tmpfs-size=lots").contains("tmpfs-size \"lots\""));
+        assert!(e("target=/x,colour=red").contains("unknown key \"colour\""));
     }
 }

@@ -3,18 +3,25 @@
 //! attached to the stack's networks (`<stack>_<network>`, `<stack>_default`
 //! when a service names none), carrying the stack's name.
 //!
+//! Named volumes become Docker volumes `<stack>_<volume>` (labelled with
+//! the stack, created by each node on first use and kept by `stack rm`, as
+//! Docker does); external volumes and networks keep their own names and must
+//! already exist.
+//!
 //! What this build cannot run yet is refused with an error naming the key,
-//! never silently dropped: volumes, secrets, configs and global mode.
+//! never silently dropped: secrets and configs.
 
-use shoal_proto::defaults as d;
+use shoal_proto::defaults::{self as d, labels};
 use shoal_proto::{
+    mount,
     port_config::{Protocol, PublishMode},
     restart_policy::Condition,
     update_config::{FailureAction, Order},
-    ContainerSpec, DeploymentMode, HealthCheck, Placement, PortConfig, RestartPolicy, ServiceSpec,
-    UpdateConfig,
+    ContainerSpec, DeploymentMode, HealthCheck, Mount, Placement, PortConfig, RestartPolicy,
+    ServiceSpec, UpdateConfig,
 };
 
+use super::de::{MountType, ServiceVolume};
 use super::model::{self, Service, StringOrList};
 use super::Stack;
 
@@ -42,6 +49,87 @@ pub fn network_name(stack: &Stack, stack_name: &str, network: &str) -> String {
         Some(n) if n.name.is_some() => n.name.clone().unwrap_or_default(),
         _ => format!("{stack_name}_{network}"),
     }
+}
+
+/// Whether a top-level network is declared `external: true`.
+fn is_external_network(stack: &Stack, network: &str) -> bool {
+    stack
+        .file
+        .networks
+        .get(network)
+        .is_some_and(|n| n.external == Some(true))
+}
+
+/// A service's `volumes` as mounts. `path` names the key in errors.
+fn mounts(
+    stack: &Stack,
+    stack_name: &str,
+    volumes: &[ServiceVolume],
+    path: &dyn Fn(&str) -> String,
+) -> Result<Vec<Mount>, String> {
+    volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut m = Mount {
+                target: v.target.clone(),
+                read_only: v.read_only == Some(true),
+                ..Default::default()
+            };
+            match v.kind {
+                MountType::Volume => {
+                    m.r#type = mount::Type::Volume as i32;
+                    m.volume_nocopy = v.volume.as_ref().and_then(|o| o.nocopy) == Some(true);
+                    if let Some(src) = v.source.as_deref().filter(|s| !s.is_empty()) {
+                        named_volume(stack, stack_name, src, &mut m);
+                    }
+                }
+                MountType::Bind => {
+                    m.r#type = mount::Type::Bind as i32;
+                    let src = v.source.clone().unwrap_or_default();
+                    if !src.starts_with('/') {
+                        return Err(refuse(
+                            path(&format!("volumes[{i}]")),
+                            &format!("bind source {src:?} is not an absolute path of the node"),
+                        ));
+                    }
+                    m.source = src;
+                }
+                MountType::Tmpfs => {
+                    m.r#type = mount::Type::Tmpfs as i32;
+                    m.tmpfs_size_bytes = v
+                        .tmpfs
+                        .as_ref()
+                        .and_then(|t| t.size)
+                        .map_or(0, |b| b.0 as i64);
+                }
+                MountType::Npipe => {
+                    return Err(refuse(
+                        path(&format!("volumes[{i}].type")),
+                        "npipe mounts exist only on Windows hosts",
+                    ))
+                }
+            }
+            Ok(m)
+        })
+        .collect()
+}
+
+/// Fills a mount of the top-level volume `src`: its Docker name, and how a
+/// node creates it (or that it must exist, when external).
+fn named_volume(stack: &Stack, stack_name: &str, src: &str, m: &mut Mount) {
+    let def = stack.file.volumes.get(src).cloned().unwrap_or_default();
+    if def.external == Some(true) {
+        m.source = def.name.unwrap_or_else(|| src.to_string());
+        m.external = true;
+        return;
+    }
+    m.source = def.name.unwrap_or_else(|| format!("{stack_name}_{src}"));
+    m.volume_driver = def.driver.unwrap_or_default();
+    m.volume_driver_opts = def.driver_opts.into_iter().collect();
+    m.volume_labels = def.labels.into_iter().collect();
+    m.volume_labels
+        .insert(labels::STACK.to_string(), stack_name.to_string());
 }
 
 fn update_config(u: &Option<model::UpdateConfig>) -> UpdateConfig {
@@ -72,12 +160,6 @@ fn service_spec(
     s: &Service,
 ) -> Result<ServiceSpec, String> {
     let path = |k: &str| format!("services.{name}.{k}");
-    if !s.volumes.is_empty() {
-        return Err(refuse(
-            path("volumes"),
-            "volumes are not supported by stack deploy yet",
-        ));
-    }
     if !s.secrets.is_empty() {
         return Err(refuse(
             path("secrets"),
@@ -137,6 +219,7 @@ fn service_spec(
             .as_ref()
             .and_then(|l| l.memory)
             .map_or(0, |m| m.0 as i64),
+        mounts: mounts(stack, stack_name, &s.volumes, &path)?,
     };
     let ports = s
         .ports
@@ -165,6 +248,12 @@ fn service_spec(
             .map(|n| network_name(stack, stack_name, n))
             .collect()
     };
+    let external_networks = s
+        .networks
+        .keys()
+        .filter(|n| is_external_network(stack, n))
+        .map(|n| network_name(stack, stack_name, n))
+        .collect();
     let restart = deploy.restart_policy.clone().unwrap_or_default();
     let placement = deploy.placement.clone().unwrap_or_default();
     Ok(ServiceSpec {
@@ -191,6 +280,7 @@ fn service_spec(
             max_replicas_per_node: placement.max_replicas_per_node.unwrap_or(0),
         }),
         networks,
+        external_networks,
         stack: stack_name.to_string(),
     })
 }
@@ -262,12 +352,41 @@ mod tests {
     }
 
     #[test]
+    fn volumes_become_mounts_named_after_the_stack() {
+        let stack = load(
+            "services:\n  db:\n    image: postgres\n    volumes:\n      - data:/var/lib/postgresql/data\n      - /srv/conf:/etc/conf:ro\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {size: 16M}\n      - shared:/shared\n      - /anon\n    networks: [back, outside]\nvolumes:\n  data:\n    labels: {tier: db}\n  shared:\n    external: true\n    name: team-shared\nnetworks:\n  back: {}\n  outside:\n    external: true\n",
+        );
+        let spec = &services(&stack, "vote").unwrap()[0];
+        let m = &spec.container.as_ref().unwrap().mounts;
+        assert_eq!(m.len(), 5);
+        assert_eq!(
+            (m[0].r#type(), m[0].source.as_str(), m[0].target.as_str()),
+            (mount::Type::Volume, "vote_data", "/var/lib/postgresql/data")
+        );
+        assert_eq!(m[0].volume_labels[labels::STACK], "vote");
+        assert_eq!(m[0].volume_labels["tier"], "db");
+        assert!(!m[0].external);
+        assert_eq!(
+            (m[1].r#type(), m[1].source.as_str(), m[1].read_only),
+            (mount::Type::Bind, "/srv/conf", true)
+        );
+        assert_eq!(
+            (m[2].r#type(), m[2].tmpfs_size_bytes),
+            (mount::Type::Tmpfs, 16 << 20)
+        );
+        assert_eq!((m[3].source.as_str(), m[3].external), ("team-shared", true));
+        assert_eq!((m[4].source.as_str(), m[4].target.as_str()), ("", "/anon"));
+        assert_eq!(spec.networks, vec!["vote_back", "outside"]);
+        assert_eq!(spec.external_networks, vec!["outside"]);
+    }
+
+    #[test]
     fn what_cannot_run_yet_is_refused_by_key() {
-        let stack = load("services:\n  db:\n    image: postgres\n    volumes: [\"data:/var/lib/postgresql/data\"]\nvolumes:\n  data: {}\n");
+        let stack = load("services:\n  db:\n    image: postgres\n    secrets: [pw]\nsecrets:\n  pw:\n    file: ./pw.txt\n");
         let err = services(&stack, "s").unwrap_err();
         assert_eq!(
             err,
-            "services.db.volumes: volumes are not supported by stack deploy yet"
+            "services.db.secrets: secrets are not supported by stack deploy yet"
         );
     }
 }

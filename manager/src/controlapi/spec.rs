@@ -186,6 +186,7 @@ pub fn template_of(spec: &ServiceSpec) -> PodTemplate {
             .collect(),
         placement: spec.placement.clone(),
         networks: spec.networks.clone(),
+        external_networks: spec.external_networks.clone(),
     }
 }
 
@@ -274,6 +275,7 @@ pub fn spec_of(d: &Deployment, service: Option<&Service>) -> ServiceSpec {
         rollback_config: ds.rollback_config,
         placement: t.placement,
         networks: t.networks,
+        external_networks: t.external_networks,
         stack: ds.stack,
     }
 }

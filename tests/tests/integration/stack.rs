@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use shoal_tests::docker::docker;
 use shoal_tests::images::web_image;
 use shoal_tests::{free_port, http, wait_for, Node};
 
@@ -127,22 +128,134 @@ fn a_stack_deploys_redeploys_idempotently_rolls_one_service_prunes_and_is_remove
 }
 
 #[test]
-fn a_stack_with_what_cannot_run_yet_is_refused_naming_the_key() {
+fn a_stack_mounts_volumes_binds_and_tmpfs_keeps_named_volumes_on_rm_and_drops_its_networks() {
     let node = Node::start();
+    let stack = format!("vol{}", shoal_tests::random_suffix());
+    let conf_dir = node.data_dir().join("conf");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::write(conf_dir.join("greeting"), "hello from the node\n").unwrap();
     let file = write_stack(
         &node,
-        "vol.yml",
+        "volumes.yml",
         &format!(
-            "services:\n  db:\n    image: {}\n    volumes: [\"data:/data\"]\nvolumes:\n  data: {{}}\n",
+            "services:\n  app:\n    image: {}\n    stop_grace_period: 1s\n    command: [\"sh\", \"-c\", \"cat /data/count 2>/dev/null; echo x >> /data/count; exec sleep 600\"]\n    volumes:\n      - data:/data\n      - ./conf:/conf:ro\n      - type: tmpfs\n        target: /scratch\n        tmpfs: {{size: 8M}}\nvolumes:\n  data: {{}}\n",
             web_image("v1")
         ),
     );
-    let out = node.shoal(&["stack", "deploy", "-c", &file, "x"]).fails();
+    let volume = format!("{stack}_data");
+    let network = format!("{stack}_default");
+    node.shoal(&["stack", "deploy", "-c", &file, &stack]).ok();
+    let service = format!("{stack}_app");
+    let id = node.wait_running(&service, 1, CONVERGE).remove(0);
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", id.as_str()];
+        all.extend_from_slice(args);
+        docker(&all)
+    };
+
+    // The named volume is the stack's, labelled with it.
+    let label = docker(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{index .Labels \"io.shoal.stack.namespace\"}}",
+        &volume,
+    ])
+    .ok();
+    assert_eq!(label.stdout.trim(), stack, "{label}");
+    // The bind mount shows the node's file, read-only.
+    let cat = exec(&["cat", "/conf/greeting"]).ok();
+    assert_eq!(cat.stdout.trim(), "hello from the node");
+    let write = exec(&["sh", "-c", "echo no > /conf/greeting"]);
     assert!(
-        out.stderr
-            .contains("services.db.volumes: volumes are not supported by stack deploy yet"),
+        !write.success(),
+        "a read-only bind mount was writable: {write}"
+    );
+    // The tmpfs is a tmpfs.
+    let mounts = exec(&["cat", "/proc/mounts"]).ok();
+    assert!(
+        mounts
+            .stdout
+            .lines()
+            .any(|l| l.contains(" /scratch ") && l.starts_with("tmpfs")),
+        "{mounts}"
+    );
+
+    // A replacement pod sees what the first one wrote in the named volume.
+    docker(&["rm", "-f", &id]).ok();
+    wait_for("the pod to be replaced", CONVERGE, || {
+        match node.running_ids(&service).first() {
+            Some(new) if *new != id => Ok(()),
+            other => Err(format!("running: {other:?}")),
+        }
+    });
+    let new_id = node.running_ids(&service).remove(0);
+    let count = docker(&["exec", &new_id, "cat", "/data/count"]).ok();
+    assert_eq!(count.stdout.lines().count(), 2, "{count}");
+
+    // rm keeps the named volume (as Docker does) and drops the network.
+    node.shoal(&["stack", "rm", &stack]).ok();
+    wait_for("the stack's network to go", CONVERGE, || {
+        let n = node.containers(Some(&service), true).len();
+        let net = docker(&["network", "inspect", &network]);
+        (n == 0 && !net.success())
+            .then_some(())
+            .ok_or(format!("{n} containers; network inspect: {}", net.stdout))
+    });
+    docker(&["volume", "inspect", &volume]).ok();
+    docker(&["volume", "rm", &volume]).ok();
+}
+
+#[test]
+fn an_external_volume_or_network_that_does_not_exist_fails_the_deploy_naming_it() {
+    let node = Node::start();
+    let stack = format!("ext{}", shoal_tests::random_suffix());
+    let missing = format!("shoal-it-missing-{}", shoal_tests::random_suffix());
+    let file = write_stack(
+        &node,
+        "external.yml",
+        &format!(
+            "services:\n  app:\n    image: {}\n    stop_grace_period: 1s\n    volumes: [\"gone:/data\"]\n    deploy:\n      restart_policy: {{condition: none}}\nvolumes:\n  gone:\n    external: true\n    name: {missing}\n",
+            web_image("v1")
+        ),
+    );
+    let out = node
+        .shoal(&["stack", "deploy", "-c", &file, &stack])
+        .fails();
+    assert!(
+        out.all().contains(&format!(
+            "volume \"{missing}\" is external but does not exist"
+        )),
         "{out}"
     );
+    let vol = docker(&["volume", "inspect", &missing]);
+    assert!(!vol.success(), "the external volume was created: {vol}");
+    node.shoal(&["stack", "rm", &stack]).ok();
+
+    let file = write_stack(
+        &node,
+        "external-net.yml",
+        &format!(
+            "services:\n  app:\n    image: {}\n    stop_grace_period: 1s\n    networks: [outside]\n    deploy:\n      restart_policy: {{condition: none}}\nnetworks:\n  outside:\n    external: true\n    name: {missing}\n",
+            web_image("v1")
+        ),
+    );
+    let out = node
+        .shoal(&["stack", "deploy", "-c", &file, &stack])
+        .fails();
+    assert!(
+        out.all().contains(&format!(
+            "network \"{missing}\" is external but does not exist"
+        )),
+        "{out}"
+    );
+    let net = docker(&["network", "inspect", &missing]);
+    assert!(!net.success(), "the external network was created: {net}");
+}
+
+#[test]
+fn a_bad_stack_file_is_refused_naming_the_key() {
+    let node = Node::start();
     let bad = write_stack(
         &node,
         "bad.yml",

@@ -120,6 +120,8 @@ pub enum ExecError {
     ImagePull { image: String, reason: String },
     #[error("container {container:?} could not be created: {reason}")]
     Create { container: String, reason: String },
+    #[error("{kind} {name:?} is external but does not exist on this node: create it first (docker {kind} create {name})")]
+    MissingExternal { kind: &'static str, name: String },
     #[error("container {container:?} already exists")]
     AlreadyExists { container: String },
     #[error("no such container {container:?}")]

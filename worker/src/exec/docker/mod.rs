@@ -34,6 +34,9 @@ use super::{
     ContainerState, ContainerStatus, EngineInfo, ExecError, Executor, ListedContainer, PodRef,
 };
 
+/// On every network shoal creates; only those are ever removed by shoal.
+const NETWORK_LABEL: &str = "io.shoal.network";
+
 /// The Docker bridge network pods attach to unless their template names
 /// others.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +65,11 @@ pub struct DockerExecutor {
     /// Docker lets two concurrent creates make two networks of one name
     /// (then every use of the name fails as ambiguous): one at a time.
     network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Held shared from making sure a pod's networks exist until its
+    /// container is attached to them, and exclusively while unused stack
+    /// networks are removed, so a removal never pulls a network from under
+    /// a container being created.
+    network_use: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 
 impl DockerExecutor {
@@ -79,6 +87,7 @@ impl DockerExecutor {
             node_id: node_id.into(),
             network,
             network_lock: Default::default(),
+            network_use: Default::default(),
         };
         exec.ensure_network(&exec.network.name).await?;
         Ok(exec)
@@ -114,7 +123,7 @@ impl DockerExecutor {
             internal: Some(self.network.internal),
             attachable: Some(true),
             labels: Some(HashMap::from([(
-                "io.shoal.network".to_string(),
+                NETWORK_LABEL.to_string(),
                 "true".to_string(),
             )])),
             ..Default::default()
@@ -131,6 +140,84 @@ impl DockerExecutor {
             // Another caller created it in between: that is what we wanted.
             Err(e) if status_code(&e) == Some(409) => Ok(()),
             Err(e) => Err(runtime("create network", name, e)),
+        }
+    }
+
+    /// The networks a container is attached to, other than the pod network
+    /// (empty when it cannot be inspected: pruning is best effort).
+    async fn networks_of(&self, container: &str) -> Vec<String> {
+        let Ok(info) = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+        else {
+            return vec![];
+        };
+        info.network_settings
+            .and_then(|n| n.networks)
+            .map(|n| n.into_keys().filter(|k| *k != self.network.name).collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes those of `candidates` that shoal created and no container
+    /// uses any more: a stack's networks go with its last pod on the node,
+    /// as Swarm's do. External networks (not created by shoal) stay.
+    async fn prune_networks(&self, candidates: Vec<String>) {
+        if candidates.is_empty() {
+            return;
+        }
+        let _exclusive = self.network_use.write().await;
+        for name in candidates {
+            let Ok(net) = self
+                .docker
+                .inspect_network(&name, None::<InspectNetworkOptions>)
+                .await
+            else {
+                continue;
+            };
+            let ours = net
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(NETWORK_LABEL));
+            let unused = net.containers.as_ref().is_none_or(|c| c.is_empty());
+            if !ours || !unused {
+                continue;
+            }
+            match self.docker.remove_network(&name).await {
+                Ok(()) => info!(network = %name, "removed unused stack network"),
+                Err(e) => {
+                    debug!(network = %name, error = %docker_message(&e), "network not removed")
+                }
+            }
+        }
+    }
+
+    /// Checks that an external network exists: shoal never creates those.
+    async fn require_network(&self, name: &str) -> Result<(), ExecError> {
+        match self
+            .docker
+            .inspect_network(name, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Err(ExecError::MissingExternal {
+                kind: "network",
+                name: name.to_string(),
+            }),
+            Err(e) => Err(runtime("inspect network", name, e)),
+        }
+    }
+
+    /// Checks that an external volume exists: Docker would otherwise create
+    /// an empty one silently.
+    async fn require_volume(&self, name: &str) -> Result<(), ExecError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Err(ExecError::MissingExternal {
+                kind: "volume",
+                name: name.to_string(),
+            }),
+            Err(e) => Err(runtime("inspect volume", name, e)),
         }
     }
 
@@ -173,7 +260,14 @@ impl DockerExecutor {
         }
         let template = assignment.template.clone().unwrap_or_default();
         for network in spec::pod_networks(&template, &self.network.name) {
-            self.ensure_network(&network).await?;
+            if template.external_networks.contains(&network) {
+                self.require_network(&network).await?;
+            } else {
+                self.ensure_network(&network).await?;
+            }
+        }
+        for volume in spec::external_volumes(&template) {
+            self.require_volume(volume).await?;
         }
         if self.image_present(&image).await? {
             debug!(image, "image present locally");
@@ -187,6 +281,13 @@ impl DockerExecutor {
         let name = pod.container_name();
         let template = assignment.template.clone().unwrap_or_default();
         let networks = spec::pod_networks(&template, &self.network.name);
+        let _networks_stay = self.network_use.read().await;
+        for network in networks
+            .iter()
+            .filter(|n| !template.external_networks.contains(n))
+        {
+            self.ensure_network(network).await?;
+        }
         let body = spec::create_body(assignment, &self.node_id, &networks);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = self
@@ -307,6 +408,7 @@ impl DockerExecutor {
 
     async fn do_remove(&self, pod: &PodRef) -> Result<(), ExecError> {
         let name = pod.container_name();
+        let networks = self.networks_of(&name).await;
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -314,6 +416,7 @@ impl DockerExecutor {
         match self.docker.remove_container(&name, Some(options)).await {
             Ok(()) => {
                 info!(container = %name, "removed container");
+                self.prune_networks(networks).await;
                 Ok(())
             }
             Err(e) if status_code(&e) == Some(404) => Ok(()),

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount as DockerMount,
+    MountTmpfsOptions, MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use shoal_proto::defaults::labels;
 use shoal_proto::port_config::{Protocol, PublishMode};
-use shoal_proto::{Assignment, ContainerSpec, HealthCheck, PodTemplate};
+use shoal_proto::{mount, Assignment, ContainerSpec, HealthCheck, Mount, PodTemplate};
 
 /// Docker wants durations in nanoseconds.
 const NANOS_PER_MS: i64 = 1_000_000;
@@ -93,6 +94,8 @@ pub fn create_body(
             memory: (spec.limit_memory_bytes > 0).then_some(spec.limit_memory_bytes),
             network_mode: networks.first().cloned(),
             port_bindings,
+            mounts: (!spec.mounts.is_empty())
+                .then(|| spec.mounts.iter().map(docker_mount).collect()),
             ..Default::default()
         }),
         networking_config: networks.first().map(|network| NetworkingConfig {
@@ -101,6 +104,57 @@ pub fn create_body(
                 endpoint_settings(assignment),
             )])),
         }),
+        ..Default::default()
+    }
+}
+
+/// Named volumes that must already exist on the node.
+pub fn external_volumes(template: &PodTemplate) -> impl Iterator<Item = &str> {
+    template
+        .container
+        .iter()
+        .flat_map(|c| c.mounts.iter())
+        .filter(|m| m.external && m.r#type() == mount::Type::Volume)
+        .map(|m| m.source.as_str())
+}
+
+/// Docker's form of a mount. A named volume that does not exist yet is
+/// created by the engine at container create, with the driver and labels
+/// given here (the stack's label, so its volumes can be found).
+fn docker_mount(m: &Mount) -> DockerMount {
+    let (typ, volume_options, tmpfs_options) = match m.r#type() {
+        mount::Type::Volume => {
+            let options = (!m.external).then(|| MountVolumeOptions {
+                no_copy: m.volume_nocopy.then_some(true),
+                labels: (!m.volume_labels.is_empty())
+                    .then(|| m.volume_labels.clone().into_iter().collect()),
+                driver_config: (!m.volume_driver.is_empty()).then(|| {
+                    MountVolumeOptionsDriverConfig {
+                        name: Some(m.volume_driver.clone()),
+                        options: Some(m.volume_driver_opts.clone().into_iter().collect()),
+                    }
+                }),
+                ..Default::default()
+            });
+            (MountType::VOLUME, options, None)
+        }
+        mount::Type::Bind => (MountType::BIND, None, None),
+        mount::Type::Tmpfs => (
+            MountType::TMPFS,
+            None,
+            (m.tmpfs_size_bytes > 0).then(|| MountTmpfsOptions {
+                size_bytes: Some(m.tmpfs_size_bytes),
+                ..Default::default()
+            }),
+        ),
+    };
+    DockerMount {
+        target: Some(m.target.clone()),
+        source: non_empty_str(&m.source),
+        typ: Some(typ),
+        read_only: m.read_only.then_some(true),
+        volume_options,
+        tmpfs_options,
         ..Default::default()
     }
 }
@@ -358,6 +412,62 @@ mod tests {
         assert_eq!(
             pod_networks(&PodTemplate::default(), "shoal"),
             vec!["shoal"]
+        );
+    }
+
+    #[test]
+    fn mounts_reach_docker_with_the_volume_labels_and_tmpfs_size() {
+        let mounts = vec![
+            Mount {
+                source: "vote_data".into(),
+                target: "/data".into(),
+                volume_labels: [(labels::STACK.to_string(), "vote".to_string())]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            },
+            Mount {
+                r#type: mount::Type::Tmpfs as i32,
+                target: "/scratch".into(),
+                tmpfs_size_bytes: 1 << 20,
+                ..Default::default()
+            },
+            Mount {
+                source: "shared".into(),
+                target: "/shared".into(),
+                external: true,
+                read_only: true,
+                ..Default::default()
+            },
+        ];
+        let a = assignment(
+            ContainerSpec {
+                image: "img".into(),
+                mounts,
+                ..Default::default()
+            },
+            vec![],
+        );
+        let body = create_body(&a, "n1", &["shoal".into()]);
+        let m = body.host_config.unwrap().mounts.unwrap();
+        assert_eq!(m[0].typ, Some(MountType::VOLUME));
+        assert_eq!(m[0].source.as_deref(), Some("vote_data"));
+        let opts = m[0].volume_options.clone().unwrap();
+        assert_eq!(opts.labels.unwrap()[labels::STACK], "vote");
+        assert_eq!(m[1].typ, Some(MountType::TMPFS));
+        assert_eq!(
+            m[1].tmpfs_options.clone().unwrap().size_bytes,
+            Some(1 << 20)
+        );
+        assert!(
+            m[2].volume_options.is_none(),
+            "an external volume is never created"
+        );
+        assert_eq!(m[2].read_only, Some(true));
+        let template = a.template.unwrap();
+        assert_eq!(
+            external_volumes(&template).collect::<Vec<_>>(),
+            vec!["shared"]
         );
     }
 }
