@@ -5,6 +5,7 @@
 //! test first: `cargo build -p shoal-cli && cargo test --workspace`.
 
 mod cli;
+mod examples;
 mod health;
 mod logs;
 mod ports;

@@ -2,7 +2,8 @@
 //! images built locally by build-images.sh, `stack deploy` of
 //! stack-examples/voting-app/stack.yml, votes cast through vote's published
 //! port showing up on result's page, a voter's second vote replacing the
-//! first, and `stack rm` keeping the database's named volume.
+//! first, and `stack rm` keeping the database's named volume, whose data a
+//! new deploy finds again.
 
 use std::process::Command;
 use std::time::Duration;
@@ -156,4 +157,14 @@ fn a_vote_cast_through_the_vote_port_shows_up_on_the_result_page() {
         out.success() && out.stdout.trim() == volume,
         "stack rm must keep the volume {volume}:\n{out}"
     );
+
+    // Deployed again, the database finds its data in the volume.
+    let out = run(&mut deploy, DEPLOY_TIMEOUT);
+    assert!(
+        out.success(),
+        "stack deploy after rm failed:\n{out}\n--- daemon log (tail)\n{}",
+        node.log_tail(40)
+    );
+    wait_counts(result_port, 0, 2);
+    node.shoal(&["stack", "rm", &stack]).ok();
 }
