@@ -16,8 +16,9 @@
 # hashes files. The base image's hash covers the release, the package list and
 # the function that builds it (not the rest of this script), so editing an app
 # never re-runs debootstrap; the app images' hashes cover the base's hash,
-# this whole script and their directory. Downloaded .debs are kept in
-# $CACHE_DIR/debs for the next cold build.
+# this whole script and their directory (contents, names, modes). A rebuilt
+# image's predecessor is removed unless something still uses it. Downloaded
+# .debs are kept in $CACHE_DIR/debs for the next cold build.
 #
 # Run as root with the Docker Engine running:  ./build-images.sh
 # Environment: CACHE_DIR (default /var/cache/shoal-vote), TAG (default 1).
@@ -73,6 +74,20 @@ image_hash() {
     docker image inspect --format "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null || true
 }
 
+# The id of an image, or nothing.
+image_id() {
+    docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true
+}
+
+# Removes an image this script built before under a tag it has now moved
+# (no-op if it is still tagged or in use), so rebuilds leave nothing behind.
+remove_replaced() {
+    local old=$1 image=$2
+    if [ -n "$old" ] && [ "$old" != "$(image_id "$image")" ]; then
+        docker rmi "$old" >/dev/null 2>&1 || true
+    fi
+}
+
 hash_stdin() { sha256sum | cut -d' ' -f1; }
 
 # debootstrap a minbase root with PACKAGES and import it as BASE_IMAGE.
@@ -101,7 +116,7 @@ build_base() {
 }
 
 main() {
-    local start=$SECONDS release mirror base_hash script_hash app app_hash image
+    local start=$SECONDS release mirror base_hash script_hash app app_hash image old old_base=
     mkdir -p "$CACHE_DIR"
     # One build at a time on this machine.
     exec 9>"$CACHE_DIR/lock"
@@ -112,6 +127,7 @@ main() {
     if [ "$(image_hash "$BASE_IMAGE")" = "$base_hash" ]; then
         say "$BASE_IMAGE is up to date (${base_hash:0:12})"
     else
+        old_base=$(image_id "$BASE_IMAGE")
         mirror=$(host_mirror "$release")
         build_base "$release" "$mirror" "$base_hash"
         say "built $BASE_IMAGE (${base_hash:0:12}) after $((SECONDS - start))s"
@@ -122,13 +138,16 @@ main() {
         image=$PREFIX/$app:$TAG
         app_hash=$({
             echo "$base_hash $script_hash"
-            (cd "$HERE/$app" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+            # Contents, names and modes (an entry script must stay executable).
+            (cd "$HERE/$app" && find . -type f -print0 | sort -z | xargs -0 sha256sum &&
+                find . -type f -printf '%m %p\n' | sort)
         } | hash_stdin)
         if [ "$(image_hash "$image")" = "$app_hash" ]; then
             say "$image is up to date (${app_hash:0:12})"
             continue
         fi
         say "building $image (${app_hash:0:12})"
+        old=$(image_id "$image")
         # The legacy builder (BuildKit may be absent from the engine) never
         # pulls a base it has; its output is shown only when it fails.
         if ! out=$(DOCKER_BUILDKIT=0 docker build --build-arg "BASE=$BASE_IMAGE" \
@@ -136,7 +155,10 @@ main() {
             printf '%s\n' "$out" >&2
             die "docker build of $image failed"
         fi
+        remove_replaced "$old" "$image"
     done
+    # The previous base goes once no image of the previous build uses it.
+    remove_replaced "$old_base" "$BASE_IMAGE"
     say "done in $((SECONDS - start))s: ${APPS[*]/#/$PREFIX/} (tag $TAG)"
 }
 
