@@ -20,9 +20,10 @@ const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 /// From a vote accepted by vote to its count on result's page.
 const VOTE_SHOWS: Duration = Duration::from_secs(60);
 
-/// What the stack leaves behind on purpose (its named volume) or for now
-/// (its networks): removed when the test ends, after the node (declared
-/// before it, so dropped after it) removed the containers using them.
+/// What the stack leaves behind on purpose (its named volume), or when the
+/// test fails half way (its networks, which otherwise go with its last pod):
+/// removed when the test ends, after the node (declared before it, so
+/// dropped after it) removed the containers using them.
 struct Leftovers {
     stack: String,
 }
