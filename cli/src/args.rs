@@ -40,7 +40,7 @@ pub enum Command {
     /// Manage stacks (compose files)
     #[command(subcommand)]
     Stack(StackCommand),
-    /// Display objects as Kubernetes names them (replicasets)
+    /// Display objects as Kubernetes names them (deployments, replicasets, pods, services)
     Get(GetArgs),
     /// Stop the local daemon and leave the cluster
     Leave(LeaveArgs),
@@ -285,8 +285,14 @@ pub struct UndoArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Kind {
+    #[value(alias = "deploy", alias = "deployment")]
+    Deployments,
     #[value(alias = "rs", alias = "replicaset")]
     Replicasets,
+    #[value(alias = "po", alias = "pod")]
+    Pods,
+    #[value(alias = "svc", alias = "service")]
+    Services,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -299,7 +305,7 @@ pub enum GetOutput {
 pub struct GetArgs {
     #[arg(value_enum)]
     pub kind: Kind,
-    /// A service name: only its objects
+    /// Only this object: a service (deployment) name or id; for pods also a pod name (web.1 or web.1.<id>)
     pub name: Option<String>,
     #[arg(short = 'o', long = "output", value_enum)]
     pub output: Option<GetOutput>,
@@ -379,14 +385,24 @@ pub struct CreateArgs {
     /// Container hostname
     #[arg(long)]
     pub hostname: Option<String>,
+    /// How the service's name resolves: vip or dnsrr (headless)
+    #[arg(long, default_value = d::ENDPOINT_MODE)]
+    pub endpoint_mode: String,
+    /// ClusterIP, NodePort, LoadBalancer or ExternalName (default: NodePort when a port is published, else ClusterIP; LoadBalancer and ExternalName are not routed yet)
+    #[arg(long = "type")]
+    pub service_type: Option<String>,
+    /// The DNS name an ExternalName service stands for (requires --type ExternalName)
+    #[arg(long)]
+    pub external_name: Option<String>,
     /// Exit immediately instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
     /// Suppress progress output
     #[arg(short, long)]
     pub quiet: bool,
-    /// Image to run
-    pub image: String,
+    /// Image to run (none for --type ExternalName)
+    #[arg(required_unless_present = "external_name")]
+    pub image: Option<String>,
     /// Command and arguments (replace the image's entrypoint and command)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,

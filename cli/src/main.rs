@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use anyhow::{bail, Result};
 use clap::Parser;
 
-use args::{Cli, Command, DaemonArgs, InitArgs, Kind, NodeCommand, RolloutCommand, ServiceCommand};
+use args::{Cli, Command, DaemonArgs, InitArgs, NodeCommand, RolloutCommand, ServiceCommand};
 use commands::{node, rollout, service, system};
 use daemon::config;
 
@@ -88,9 +88,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             args::StackCommand::Ps(a) => commands::stack::ps(&host, &a).await,
             args::StackCommand::Rm(a) => commands::stack::rm(&host, &a).await,
         },
-        Command::Get(a) => match a.kind {
-            Kind::Replicasets => rollout::get_replicasets(&host, &a).await,
-        },
+        Command::Get(a) => commands::get::get(&host, &a).await,
         Command::Node(NodeCommand::Ls(a)) => node::ls(&host, &a).await,
         Command::Leave(a) => system::leave(&host, &a).await,
         Command::Version => system::version(&host).await,

@@ -9,9 +9,10 @@ use shoal_proto::{
     mount,
     port_config::{Protocol, PublishMode},
     restart_policy::Condition,
+    service::Type as ServiceType,
     update_config::{FailureAction, Order},
-    ContainerSpec, DeploymentMode, HealthCheck, Mount, Placement, PortConfig, RestartPolicy,
-    ServiceSpec, UpdateConfig,
+    ContainerSpec, DeploymentMode, EndpointMode, HealthCheck, Mount, Placement, PortConfig,
+    RestartPolicy, ServiceSpec, UpdateConfig,
 };
 
 use crate::args::{CreateArgs, UpdateArgs};
@@ -186,8 +187,58 @@ fn healthcheck(h: &HealthFlags) -> Result<Option<HealthCheck>> {
     }))
 }
 
+/// The type, endpoint mode and external name flags of `service create`.
+fn service_type(a: &CreateArgs) -> Result<(Option<ServiceType>, EndpointMode)> {
+    let ty = match a.service_type.as_deref() {
+        None => None,
+        Some(t) => Some(
+            ServiceType::from_display(t)
+                .ok_or_else(|| anyhow!("invalid --type {t:?}: use {}", ServiceType::choices()))?,
+        ),
+    };
+    let mode = EndpointMode::from_display(&a.endpoint_mode).ok_or_else(|| {
+        anyhow!(
+            "invalid --endpoint-mode {:?}: use vip or dnsrr",
+            a.endpoint_mode
+        )
+    })?;
+    let external = ty == Some(ServiceType::ExternalName);
+    match (&a.external_name, &a.image) {
+        (Some(name), _) if !external => bail!(
+            "--external-name {name:?} is only allowed with --type ExternalName"
+        ),
+        (None, _) if external => {
+            bail!("--type ExternalName needs --external-name NAME (the DNS name the service stands for)")
+        }
+        (_, Some(image)) if external => bail!(
+            "invalid image {image:?}: a service of --type ExternalName runs no pods, so it takes no image"
+        ),
+        _ => {}
+    }
+    Ok((ty, mode))
+}
+
 /// The ServiceSpec `service create` sends.
 pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
+    let (ty, endpoint_mode) = service_type(a)?;
+    if ty == Some(ServiceType::ExternalName) {
+        return Ok(ServiceSpec {
+            name: a.name.clone(),
+            labels: key_values("--label", &a.labels)?,
+            r#type: ty.map(|t| t as i32),
+            external_name: a.external_name.clone().unwrap_or_default(),
+            endpoint_mode: endpoint_mode as i32,
+            ports: a
+                .publish
+                .iter()
+                .map(|p| publish(p))
+                .collect::<Result<Vec<_>>>()?,
+            ..Default::default()
+        });
+    }
+    let Some(image) = a.image.clone() else {
+        bail!("an image is required (only a service of --type ExternalName has none)");
+    };
     let ports = a
         .publish
         .iter()
@@ -199,7 +250,7 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         }
     }
     let container = ContainerSpec {
-        image: a.image.clone(),
+        image,
         command: a.command.clone(),
         args: vec![],
         env: a.env.clone(),
@@ -248,6 +299,9 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         networks: vec![],
         external_networks: vec![],
         stack: String::new(),
+        endpoint_mode: endpoint_mode as i32,
+        r#type: ty.map(|t| t as i32),
+        external_name: String::new(),
     })
 }
 
@@ -722,5 +776,63 @@ mod tests {
         assert!(e("type=bind,source=rel,target=/x").contains("absolute path of the node"));
         assert!(e("type=tmpfs,target=/x,tmpfs-size=lots").contains("tmpfs-size \"lots\""));
         assert!(e("target=/x,colour=red").contains("unknown key \"colour\""));
+    }
+
+    fn create(args: &[&str]) -> Result<ServiceSpec> {
+        let mut v = vec!["shoal", "service", "create", "--name", "db"];
+        v.extend_from_slice(args);
+        let cli = Cli::try_parse_from(v).unwrap();
+        let Command::Service(ServiceCommand::Create(a)) = cli.command else {
+            panic!("not a create")
+        };
+        service_spec(&a)
+    }
+
+    #[test]
+    fn type_and_endpoint_mode_flags() {
+        let s = create(&["img"]).unwrap();
+        assert_eq!((s.r#type, s.endpoint_mode()), (None, EndpointMode::Vip));
+        let s = create(&["--endpoint-mode", "dnsrr", "--type", "clusterip", "img"]).unwrap();
+        assert_eq!(s.r#type(), ServiceType::ClusterIp);
+        assert_eq!(s.endpoint_mode(), EndpointMode::Dnsrr);
+        let s = create(&["--type", "LoadBalancer", "-p", "80", "img"]).unwrap();
+        assert_eq!(s.r#type(), ServiceType::LoadBalancer);
+
+        let e = |args: &[&str]| create(args).unwrap_err().to_string();
+        assert_eq!(
+            e(&["--type", "Headless", "img"]),
+            "invalid --type \"Headless\": use ClusterIP, NodePort, LoadBalancer or ExternalName"
+        );
+        assert_eq!(
+            e(&["--endpoint-mode", "rr", "img"]),
+            "invalid --endpoint-mode \"rr\": use vip or dnsrr"
+        );
+        assert!(e(&["--external-name", "db.example.org", "img"])
+            .contains("only allowed with --type ExternalName"));
+        assert!(e(&["--type", "ExternalName", "img"]).contains("needs --external-name NAME"));
+        assert!(e(&[
+            "--type",
+            "ExternalName",
+            "--external-name",
+            "db.example.org",
+            "postgres"
+        ])
+        .contains("takes no image"));
+    }
+
+    #[test]
+    fn an_external_name_service_needs_no_image() {
+        let s = create(&[
+            "--type",
+            "ExternalName",
+            "--external-name",
+            "db.example.org",
+        ])
+        .unwrap();
+        assert_eq!(s.r#type(), ServiceType::ExternalName);
+        assert_eq!(s.external_name, "db.example.org");
+        assert_eq!((s.replicas, s.container), (0, None));
+        let missing = Cli::try_parse_from(["shoal", "service", "create", "--name", "web"]);
+        assert!(missing.unwrap_err().to_string().contains("<IMAGE>"));
     }
 }

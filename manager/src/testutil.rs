@@ -71,6 +71,29 @@ impl Fixture {
         id
     }
 
+    /// Turns deployment `id` into a global one, with these constraints.
+    pub fn make_global(&self, id: &str, constraints: &[&str]) {
+        let mut d = self.store.read(|d| d.deployments[id].clone());
+        let v = version(&d.meta);
+        let spec = d.spec.as_mut().expect("spec");
+        spec.mode = shoal_proto::DeploymentMode::Global as i32;
+        spec.replicas = 0;
+        spec.template.get_or_insert_with(Default::default).placement =
+            Some(shoal_proto::Placement {
+                constraints: constraints.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            });
+        self.apply(vec![put(d, v)]);
+    }
+
+    /// Changes a stored node.
+    pub fn edit_node(&self, id: &str, edit: impl FnOnce(&mut Node)) {
+        let mut n = self.store.read(|d| d.nodes[id].clone());
+        let v = version(&n.meta);
+        edit(&mut n);
+        self.apply(vec![put(n, v)]);
+    }
+
     pub fn ready_node(&self, id: &str) {
         let n = Node {
             id: id.into(),

@@ -19,6 +19,8 @@ pub const POD_NETWORK: &str = "shoal";
 
 /// Replicas of a replicated service when none are given.
 pub const REPLICAS: u64 = 1;
+/// How a service's name resolves when none is given (Swarm's default).
+pub const ENDPOINT_MODE: &str = "vip";
 /// Time a container gets between SIGTERM and SIGKILL (Swarm: 10 s).
 pub const STOP_GRACE_PERIOD_MS: u64 = 10_000;
 

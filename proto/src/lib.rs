@@ -4,6 +4,7 @@
 //! lives in [`defaults`], read by the runtime and the CLI's help alike.
 
 pub mod defaults;
+mod service_types;
 mod util;
 
 /// Generated messages and services of package `shoal.v1`.

@@ -1,5 +1,4 @@
-//! `shoal service update`, `service rollback`, `shoal rollout ...` and
-//! `shoal get replicasets`.
+//! `shoal service update`, `service rollback` and `shoal rollout ...`.
 
 use std::time::Duration;
 
@@ -9,9 +8,9 @@ use shoal_proto::{
     ServiceView, UpdateServiceRequest, UpdateState,
 };
 
-use crate::args::{GetArgs, GetOutput, RollbackArgs, RolloutTarget, UndoArgs, UpdateArgs};
+use crate::args::{RollbackArgs, RolloutTarget, UndoArgs, UpdateArgs};
 use crate::client::{api_error, connect, Client};
-use crate::output::{ago, short_id, table};
+use crate::output::{ago, table};
 use crate::parse;
 
 async fn get(host: &str, client: &mut Client, service: &str) -> Result<ServiceView> {
@@ -223,57 +222,5 @@ pub async fn history(host: &str, a: &RolloutTarget) -> Result<()> {
         })
         .collect();
     table(&["REVISION", "CHANGE", "IMAGE", "CREATED"], &rows);
-    Ok(())
-}
-
-/// The replica set's name as `get` shows it: the service and a short id,
-/// stable across revision renumbering.
-fn rs_name(service: &str, id: &str) -> String {
-    format!("{service}-{}", &short_id(id)[..10.min(id.len())])
-}
-
-pub async fn get_replicasets(host: &str, a: &GetArgs) -> Result<()> {
-    let mut client = connect(host).await?;
-    let sets = client
-        .list_replica_sets(ListReplicaSetsRequest {
-            service: a.name.clone().unwrap_or_default(),
-        })
-        .await
-        .map_err(|s| api_error(host, s))?
-        .into_inner()
-        .replica_sets;
-    if a.output == Some(GetOutput::Json) {
-        println!("{}", serde_json::to_string_pretty(&sets)?);
-        return Ok(());
-    }
-    let wide = a.output == Some(GetOutput::Wide);
-    let rows: Vec<Vec<String>> = sets
-        .iter()
-        .map(|v| {
-            let rs = v.replica_set.clone().unwrap_or_default();
-            let mut row = vec![
-                rs_name(&v.service_name, &rs.id),
-                v.desired.to_string(),
-                v.current_pods.to_string(),
-                v.ready.to_string(),
-                ago(rs.meta.as_ref().map_or(0, |m| m.created_at)).replace(" ago", ""),
-            ];
-            if wide {
-                let image = rs
-                    .template
-                    .as_ref()
-                    .and_then(|t| t.container.as_ref())
-                    .map(|c| c.image.clone())
-                    .unwrap_or_default();
-                row.extend([rs.revision.to_string(), image, v.service_name.clone()]);
-            }
-            row
-        })
-        .collect();
-    let mut header = vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"];
-    if wide {
-        header.extend(["REVISION", "IMAGE", "SERVICE"]);
-    }
-    table(&header, &rows);
     Ok(())
 }

@@ -1,14 +1,21 @@
 //! `shoal stack deploy|ls|services|ps|rm`: a stack is the set of services
 //! whose spec carries its name.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{anyhow, bail, Result};
-use shoal_proto::{CreateServiceRequest, RemoveServiceRequest, ServiceView, UpdateServiceRequest};
+use shoal_proto::defaults as d;
+use shoal_proto::{
+    CreateServiceRequest, GetServiceRequest, ListPodsRequest, PodState, RemoveServiceRequest,
+    ServiceView, UpdateServiceRequest,
+};
 
 use crate::args::{ListArgs, PsArgs, StackDeployArgs, StackNameArgs, StackRmArgs};
-use crate::client::{api_error, connect};
+use crate::client::{api_error, connect, Client};
 use crate::commands::{rollout, service};
 use crate::output::table;
 use crate::stack;
+use crate::stack::model::Condition;
 
 fn name_of(v: &ServiceView) -> String {
     v.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default()
@@ -50,12 +57,21 @@ pub async fn deploy(host: &str, a: &StackDeployArgs) -> Result<()> {
             .collect();
         anyhow!("{}: {e}", files.join(" + "))
     })?;
+    let dependencies = stack::translate::dependencies(&loaded, &a.name);
     let mut client = connect(host).await?;
     let existing = service::list(host, &mut client).await?;
     let mut touched = Vec::new();
     for spec in specs {
         let name = spec.name.clone();
-        if existing.iter().any(|v| name_of(v) == name) {
+        let is_new = !existing.iter().any(|v| name_of(v) == name);
+        if is_new {
+            // depends_on orders a service's first deployment (later ones
+            // roll by update_config and wait for nothing).
+            for (dep, condition) in dependencies.get(&name).into_iter().flatten() {
+                wait_dependency(host, &mut client, &name, dep, *condition).await?;
+            }
+        }
+        if !is_new {
             println!("Updating service {name}");
             client
                 .update_service(UpdateServiceRequest {
@@ -101,6 +117,83 @@ pub async fn deploy(host: &str, a: &StackDeployArgs) -> Result<()> {
         touched.len()
     );
     Ok(())
+}
+
+/// Waits until the dependency `dep` of `service` meets `condition`: its
+/// pods started, ready (healthy where a healthcheck exists), or completed
+/// successfully. Fails at once when a pod of `dep` cannot run.
+async fn wait_dependency(
+    host: &str,
+    client: &mut Client,
+    service: &str,
+    dep: &str,
+    condition: Condition,
+) -> Result<()> {
+    let what = match condition {
+        Condition::ServiceStarted => "started",
+        Condition::ServiceHealthy => "healthy",
+        Condition::ServiceCompletedSuccessfully => "completed successfully",
+    };
+    println!("Waiting for {dep} to be {what} (depends_on of {service})");
+    let deadline = Instant::now() + Duration::from_millis(d::CONVERGE_TIMEOUT_MS);
+    loop {
+        let view = client
+            .get_service(GetServiceRequest {
+                service: dep.into(),
+            })
+            .await
+            .map_err(|s| anyhow!("{service} depends on {dep}: {}", api_error(host, s)))?
+            .into_inner();
+        let pods = client
+            .list_pods(ListPodsRequest {
+                service: dep.into(),
+                include_history: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| api_error(host, s))?
+            .into_inner()
+            .pods;
+        let states: Vec<PodState> = pods
+            .iter()
+            .filter_map(|p| p.pod.as_ref()?.status.as_ref().map(|s| s.state()))
+            .collect();
+        let met = match condition {
+            Condition::ServiceStarted => view.running_replicas >= view.desired_replicas,
+            Condition::ServiceHealthy => view.ready_replicas >= view.desired_replicas,
+            Condition::ServiceCompletedSuccessfully => {
+                states.iter().filter(|s| **s == PodState::Complete).count() as u64
+                    >= view.desired_replicas.max(1)
+            }
+        };
+        if met {
+            return Ok(());
+        }
+        if let Some(p) = pods.iter().find(|p| {
+            p.pod
+                .as_ref()
+                .and_then(|x| x.status.as_ref())
+                .is_some_and(|s| s.state() == PodState::Rejected)
+        }) {
+            let err = p
+                .pod
+                .as_ref()
+                .and_then(|x| x.status.as_ref())
+                .map(|s| s.err.clone())
+                .unwrap_or_default();
+            bail!(
+                "{service} depends on {dep}, which cannot run: {}: {err}",
+                p.name
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{service} depends on {dep}, which was not {what} within {}",
+                d::format_duration_ms(d::CONVERGE_TIMEOUT_MS)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {

@@ -4,6 +4,7 @@
 pub mod de;
 mod interp;
 pub mod model;
+pub mod shoal_ext;
 pub mod translate;
 mod yaml;
 
@@ -220,12 +221,20 @@ pub fn load(files: &[PathBuf], env: &Env) -> Result<Stack, StackError> {
     })?;
     stack.file = file;
     finalize(&mut stack, env, &label)?;
-    validate(&stack.file, &label).map_err(|mut e| {
-        if files.len() == 1 {
-            e.line = find_line(&first_src, &split_path(&e.path));
-        }
-        e
-    })?;
+    shoal_ext::check(&stack)
+        .map_err(|(path, message)| StackError {
+            file: label.clone(),
+            path,
+            line: None,
+            message,
+        })
+        .and_then(|external| validate(&stack.file, &external, &label))
+        .map_err(|mut e| {
+            if files.len() == 1 {
+                e.line = find_line(&first_src, &split_path(&e.path));
+            }
+            e
+        })?;
     Ok(stack)
 }
 
@@ -508,7 +517,13 @@ fn finalize(stack: &mut Stack, env: &Env, label: &str) -> Result<(), StackError>
 }
 
 /// Checks across the merged file: something to run, references, cycles.
-fn validate(f: &ComposeFile, label: &str) -> Result<(), StackError> {
+/// `external_names`: services of type ExternalName (x-shoal), which run
+/// nothing and so have no image.
+fn validate(
+    f: &ComposeFile,
+    external_names: &BTreeSet<String>,
+    label: &str,
+) -> Result<(), StackError> {
     let err = |path: String, message: String| StackError {
         file: label.to_string(),
         path,
@@ -561,7 +576,9 @@ fn validate(f: &ComposeFile, label: &str) -> Result<(), StackError> {
                 format!("invalid service name {name:?}: use letters, digits, '-', '_' and '.', starting with a letter or digit"),
             ));
         }
-        if svc.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+        if svc.image.as_deref().is_none_or(|i| i.trim().is_empty())
+            && !external_names.contains(name)
+        {
             return Err(err(
                 format!("services.{name}"),
                 "nothing to run: the service has no image (build is not supported by a stack deploy)"

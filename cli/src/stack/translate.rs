@@ -16,13 +16,15 @@ use shoal_proto::{
     mount,
     port_config::{Protocol, PublishMode},
     restart_policy::Condition,
+    service::Type as ServiceType,
     update_config::{FailureAction, Order},
-    ContainerSpec, DeploymentMode, HealthCheck, Mount, Placement, PortConfig, RestartPolicy,
-    ServiceSpec, UpdateConfig,
+    ContainerSpec, DeploymentMode, EndpointMode, HealthCheck, Mount, Placement, PortConfig,
+    RestartPolicy, ServiceSpec, UpdateConfig,
 };
 
 use super::de::{MountType, ServiceVolume};
 use super::model::{self, Service, StringOrList};
+use super::shoal_ext::{self, ShoalExtension};
 use super::Stack;
 
 /// A translation error: the key path and what is wrong.
@@ -173,12 +175,7 @@ fn service_spec(
         ));
     }
     let deploy = s.deploy.clone().unwrap_or_default();
-    if deploy.mode == Some(model::Mode::Global) {
-        return Err(refuse(
-            path("deploy.mode"),
-            "global mode is not supported yet",
-        ));
-    }
+    let global = deploy.mode == Some(model::Mode::Global);
     let healthcheck = s.healthcheck.as_ref().map(|h| {
         if h.disable == Some(true) {
             HealthCheck {
@@ -195,6 +192,10 @@ fn service_spec(
             }
         }
     });
+    let ext = service_kind(name, s, &deploy, stack)?;
+    if ext.service_type == Some(ServiceType::ExternalName) {
+        return Ok(external_name_spec(stack_name, name, &deploy, ext));
+    }
     let limits = deploy.resources.as_ref().and_then(|r| r.limits.clone());
     let container = ContainerSpec {
         image: s.image.clone().unwrap_or_default(),
@@ -259,8 +260,16 @@ fn service_spec(
     Ok(ServiceSpec {
         name: format!("{stack_name}_{name}"),
         labels: deploy.labels.clone().into_iter().collect(),
-        mode: DeploymentMode::Replicated as i32,
-        replicas: deploy.replicas.unwrap_or(d::REPLICAS),
+        mode: if global {
+            DeploymentMode::Global
+        } else {
+            DeploymentMode::Replicated
+        } as i32,
+        replicas: if global {
+            0
+        } else {
+            deploy.replicas.unwrap_or(d::REPLICAS)
+        },
         container: Some(container),
         ports,
         restart_policy: Some(RestartPolicy {
@@ -282,7 +291,78 @@ fn service_spec(
         networks,
         external_networks,
         stack: stack_name.to_string(),
+        endpoint_mode: endpoint_mode(&deploy) as i32,
+        r#type: ext.service_type.map(|t| t as i32),
+        external_name: String::new(),
     })
+}
+
+/// What a service waits for before its first deployment: each dependency's
+/// service name (`<stack>_<service>`) and the condition, from `depends_on`.
+pub fn dependencies(
+    stack: &Stack,
+    stack_name: &str,
+) -> std::collections::BTreeMap<String, Vec<(String, model::Condition)>> {
+    stack
+        .file
+        .services
+        .iter()
+        .map(|(name, s)| {
+            let deps = s
+                .depends_on
+                .iter()
+                .map(|(dep, d)| (format!("{stack_name}_{dep}"), d.condition))
+                .collect();
+            (format!("{stack_name}_{name}"), deps)
+        })
+        .collect()
+}
+
+fn endpoint_mode(deploy: &model::Deploy) -> EndpointMode {
+    match deploy.endpoint_mode.unwrap_or_default() {
+        model::EndpointMode::Vip => EndpointMode::Vip,
+        model::EndpointMode::Dnsrr => EndpointMode::Dnsrr,
+    }
+}
+
+/// The service's `x-shoal` type, checked against its ports and endpoint
+/// mode here, so a contradiction is refused by key before anything is
+/// deployed.
+fn service_kind(
+    name: &str,
+    s: &Service,
+    deploy: &model::Deploy,
+    stack: &Stack,
+) -> Result<ShoalExtension, String> {
+    let ext = shoal_ext::of_service(stack, name).map_err(|(p, m)| refuse(p, &m))?;
+    let path = format!("services.{name}.x-shoal.type");
+    let ingress = s.ports.iter().any(|p| p.mode != "host");
+    let dnsrr = endpoint_mode(deploy) == EndpointMode::Dnsrr;
+    match ext.service_type {
+        Some(ServiceType::ClusterIp) if ingress => Err(refuse(path, "ClusterIP cannot publish ports in ingress mode (a port published in ingress mode is a node port): use NodePort or mode: host")),
+        Some(ServiceType::NodePort) if !ingress => Err(refuse(path, "NodePort needs a port published in ingress mode under ports")),
+        Some(ServiceType::LoadBalancer) if dnsrr => Err(refuse(path, "LoadBalancer needs deploy.endpoint_mode vip (a dnsrr service is headless)")),
+        Some(ServiceType::ExternalName) if dnsrr => Err(refuse(path, "ExternalName does not take deploy.endpoint_mode dnsrr (its name resolves to its external name)")),
+        _ => Ok(ext),
+    }
+}
+
+/// An ExternalName service: a name for `external_name`, with no pods (the
+/// parser refused an image, ports and replicas for it).
+fn external_name_spec(
+    stack_name: &str,
+    name: &str,
+    deploy: &model::Deploy,
+    ext: ShoalExtension,
+) -> ServiceSpec {
+    ServiceSpec {
+        name: format!("{stack_name}_{name}"),
+        labels: deploy.labels.clone().into_iter().collect(),
+        r#type: ext.service_type.map(|t| t as i32),
+        external_name: ext.external_name.unwrap_or_default(),
+        stack: stack_name.to_string(),
+        ..Default::default()
+    }
 }
 
 /// Every service of the stack, in dependency order (a service after what it
@@ -381,12 +461,76 @@ mod tests {
     }
 
     #[test]
+    fn global_mode_has_no_replicas() {
+        let stack =
+            load("services:\n  agent:\n    image: busybox\n    deploy:\n      mode: global\n");
+        let spec = &services(&stack, "mon").unwrap()[0];
+        assert_eq!((spec.mode(), spec.replicas), (DeploymentMode::Global, 0));
+    }
+
+    #[test]
     fn what_cannot_run_yet_is_refused_by_key() {
         let stack = load("services:\n  db:\n    image: postgres\n    secrets: [pw]\nsecrets:\n  pw:\n    file: ./pw.txt\n");
         let err = services(&stack, "s").unwrap_err();
         assert_eq!(
             err,
             "services.db.secrets: secrets are not supported by stack deploy yet"
+        );
+    }
+
+    #[test]
+    fn endpoint_mode_and_x_shoal_types_are_carried_over() {
+        let stack = load(
+            "services:\n  web:\n    image: nginx\n    ports: [\"8080:80\"]\n  dns:\n    image: dns\n    deploy:\n      endpoint_mode: dnsrr\n  lb:\n    image: nginx\n    x-shoal:\n      type: LoadBalancer\n  db:\n    x-shoal: {type: ExternalName, external_name: db.example.org}\n    deploy:\n      labels: [tier=data]\n",
+        );
+        let specs = services(&stack, "shop").unwrap();
+        let by = |n: &str| specs.iter().find(|s| s.name == n).unwrap();
+        assert_eq!(
+            by("shop_web").r#type,
+            None,
+            "NodePort follows from the port"
+        );
+        assert_eq!(by("shop_dns").endpoint_mode(), EndpointMode::Dnsrr);
+        assert_eq!(by("shop_lb").r#type(), ServiceType::LoadBalancer);
+        let db = by("shop_db");
+        assert_eq!(db.r#type(), ServiceType::ExternalName);
+        assert_eq!(db.external_name, "db.example.org");
+        assert_eq!((db.container.as_ref(), db.replicas), (None, 0));
+        assert_eq!(db.labels["tier"], "data");
+        assert_eq!(db.stack, "shop");
+    }
+
+    #[test]
+    fn x_shoal_types_that_contradict_the_file_are_refused_by_key() {
+        let err = |text: &str| services(&load(text), "s").unwrap_err();
+        assert_eq!(
+            err("services:\n  web:\n    image: nginx\n    x-shoal: {type: NodePort}\n"),
+            "services.web.x-shoal.type: NodePort needs a port published in ingress mode under ports"
+        );
+        assert!(err("services:\n  web:\n    image: nginx\n    ports: [\"80:80\"]\n    x-shoal: {type: ClusterIP}\n")
+            .starts_with("services.web.x-shoal.type: ClusterIP cannot publish ports"));
+        assert!(err("services:\n  web:\n    image: nginx\n    deploy: {endpoint_mode: dnsrr}\n    x-shoal: {type: LoadBalancer}\n")
+            .starts_with("services.web.x-shoal.type: LoadBalancer needs deploy.endpoint_mode vip"));
+    }
+
+    #[test]
+    fn a_bad_x_shoal_type_fails_the_load_naming_key_and_value() {
+        let dir = std::env::temp_dir().join(format!("shoal-xshoal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.yml");
+        std::fs::write(
+            &file,
+            "services:\n  web:\n    image: nginx\n    x-shoal:\n      type: Headless\n",
+        )
+        .unwrap();
+        let env = super::super::build_env(&file, Vec::<(String, String)>::new()).unwrap();
+        let err = super::super::load(std::slice::from_ref(&file), &env)
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            err.contains("services.web.x-shoal.type: invalid value \"Headless\""),
+            "{err}"
         );
     }
 }

@@ -2,6 +2,8 @@
 //! input (errors name the field), reads the store, and writes through Raft
 //! with optimistic version checks, retrying when a controller wrote first.
 
+pub mod external;
+pub mod get;
 mod logs;
 pub mod rollout;
 pub mod spec;
@@ -15,6 +17,10 @@ use shoal_proto::{
     ListPodsRequest, ListPodsResponse, ListServicesRequest, ListServicesResponse, NodeRole,
     ObjectKind, PodState, PodView, RemoveServiceRequest, RemoveServiceResponse,
     ScaleServiceRequest, ServiceLogsRequest, ServiceView,
+};
+use shoal_proto::{
+    ListDeploymentsRequest, ListDeploymentsResponse, ListServiceObjectsRequest,
+    ListServiceObjectsResponse,
 };
 use shoal_proto::{
     ListReplicaSetsRequest, ListReplicaSetsResponse, ReplicaSetView, RollbackServiceRequest,
@@ -136,6 +142,9 @@ impl ControlApi {
 
     fn view(&self, id: &str) -> Result<ServiceView, Status> {
         self.store.read(|d| {
+            if let Some(svc) = d.services.get(id).filter(|s| external::is_external(s)) {
+                return Ok(external::view(svc));
+            }
             let dep = d
                 .deployments
                 .get(id)
@@ -163,7 +172,13 @@ pub fn find_deployment<'a>(d: &'a StoreData, name_or_id: &str) -> Result<&'a Dep
         .collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(Status::not_found(format!("service {name_or_id} not found"))),
+        [] => match external::find(d, name_or_id) {
+            Some(svc) => Err(Status::failed_precondition(format!(
+                "service {} is of type ExternalName: it has no deployment, pods or revisions",
+                svc.name
+            ))),
+            None => Err(Status::not_found(format!("service {name_or_id} not found"))),
+        },
         _ => Err(Status::invalid_argument(format!(
             "service {name_or_id} is ambiguous: {} services have ids starting with it",
             matches.len()
@@ -183,8 +198,10 @@ pub fn service_view(d: &StoreData, dep: &Deployment) -> ServiceView {
         .filter(|p| observed(p) == PodState::Running)
         .count() as u64;
     let ready = live.iter().filter(|p| is_ready(p)).count() as u64;
+    // Global: one pod per eligible node, counted the orchestrator's way.
     let desired = if spec.mode() == DeploymentMode::Global {
-        live.len() as u64
+        crate::orchestrator::layout::Layout::of(d, dep, d.pods_of_deployment(&dep.id).collect())
+            .desired
     } else {
         spec.replicas
     };
@@ -231,13 +248,20 @@ impl control_server::Control for ControlApi {
         let spec = spec::with_defaults(spec);
         spec::validate(&spec).map_err(Status::invalid_argument)?;
         let ids = (new_id(), new_id(), new_id());
+        let external = spec::service_type(&spec) == shoal_proto::service::Type::ExternalName;
         let id = self
             .write(|d| {
-                if d.deployment_by_name(&spec.name).is_some() {
+                if external::name_taken(d, &spec.name) {
                     return Err(Status::already_exists(format!(
                         "service {} already exists",
                         spec.name
                     )));
+                }
+                if external {
+                    return Ok((
+                        external::create(&spec, ids.2.clone(), now_ms()),
+                        ids.2.clone(),
+                    ));
                 }
                 let mut spec = spec.clone();
                 let own = spec.name.clone();
@@ -256,7 +280,10 @@ impl control_server::Control for ControlApi {
     ) -> Result<Response<ServiceView>, Status> {
         let name = request.into_inner().service;
         let view = self
-            .read(|d| find_deployment(d, &name).map(|dep| service_view(d, dep)))
+            .read(|d| match external::find(d, &name) {
+                Some(svc) => Ok(external::view(svc)),
+                None => find_deployment(d, &name).map(|dep| service_view(d, dep)),
+            })
             .await??;
         Ok(Response::new(view))
     }
@@ -270,6 +297,12 @@ impl control_server::Control for ControlApi {
                 d.deployments
                     .values()
                     .map(|dep| service_view(d, dep))
+                    .chain(
+                        d.services
+                            .values()
+                            .filter(|s| external::is_external(s))
+                            .map(external::view),
+                    )
                     .collect::<Vec<_>>()
             })
             .await?;
@@ -288,6 +321,9 @@ impl control_server::Control for ControlApi {
         let name = request.into_inner().service;
         let id = self
             .write(|d| {
+                if let Some(svc) = external::find(d, &name) {
+                    return Ok((external::remove(svc), svc.id.clone()));
+                }
                 let dep = find_deployment(d, &name)?;
                 // ReplicaSets stay until their pods are gone (the orchestrator
                 // deletes them): pods need their template to stop gracefully.
@@ -359,6 +395,9 @@ impl control_server::Control for ControlApi {
         let req = request.into_inner();
         let pods = self
             .read(|d| -> Result<Vec<PodView>, Status> {
+                if external::find(d, &req.service).is_some() {
+                    return Ok(vec![]); // an ExternalName service has no pods
+                }
                 let only = if req.service.is_empty() {
                     None
                 } else {
@@ -437,7 +476,7 @@ impl control_server::Control for ControlApi {
                     })
                     .count() as u32,
                 nodes: d.nodes.len() as u32,
-                services: d.deployments.len() as u32,
+                services: d.services.len() as u32,
                 pods_running: d
                     .pods
                     .values()
@@ -468,6 +507,13 @@ impl control_server::Control for ControlApi {
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         let id = self
             .write(|d| {
+                if let Some(svc) = external::find(d, &req.service) {
+                    let spec = spec::with_defaults(spec.clone());
+                    spec::validate(&spec).map_err(Status::invalid_argument)?;
+                    let m =
+                        external::update(svc, &spec, now_ms()).map_err(Status::invalid_argument)?;
+                    return Ok((m, svc.id.clone()));
+                }
                 let dep = find_deployment(d, &req.service)?;
                 let m = rollout::update(d, dep, spec.clone(), req.force, now_ms())
                     .map_err(Status::invalid_argument)?;
@@ -530,6 +576,24 @@ impl control_server::Control for ControlApi {
             })
             .await??;
         Ok(Response::new(ListReplicaSetsResponse { replica_sets }))
+    }
+
+    async fn list_deployments(
+        &self,
+        request: Request<ListDeploymentsRequest>,
+    ) -> Result<Response<ListDeploymentsResponse>, Status> {
+        let name = request.into_inner().name;
+        let deployments = self.read(|d| get::deployment_views(d, &name)).await??;
+        Ok(Response::new(ListDeploymentsResponse { deployments }))
+    }
+
+    async fn list_service_objects(
+        &self,
+        request: Request<ListServiceObjectsRequest>,
+    ) -> Result<Response<ListServiceObjectsResponse>, Status> {
+        let name = request.into_inner().name;
+        let services = self.read(|d| get::service_object_views(d, &name)).await??;
+        Ok(Response::new(ListServiceObjectsResponse { services }))
     }
 
     async fn leave(

@@ -8,7 +8,11 @@ use shoal_proto::{
     Deployment, DeploymentMode, Mutation, PodTemplate, ReplicaSet, ServiceSpec, UpdateState,
 };
 
-use super::spec::{allocate_ports, template_of, validate, with_defaults};
+use shoal_proto::service::Type as ServiceType;
+
+use super::spec::{
+    allocate_ports, service_object, service_type, template_of, validate, with_defaults,
+};
 use crate::ids::new_id;
 use crate::objects::{touch, version};
 use crate::store::{put, StoreData};
@@ -124,6 +128,9 @@ pub fn update(
     let old_spec = dep.spec.clone().unwrap_or_default();
     let mut spec = with_defaults(new_spec);
     validate(&spec)?;
+    if service_type(&spec) == ServiceType::ExternalName {
+        return Err("type: a service that runs pods cannot become ExternalName; remove it and create it again".into());
+    }
     if spec.name != old_spec.name {
         return Err(format!(
             "name: cannot be changed (from {} to {})",
@@ -192,18 +199,9 @@ pub fn update(
     }
     mutations.insert(0, put(d2, version(&dep.meta)));
     if let Some(svc) = data.service_of_deployment(&dep.id) {
-        if svc.ports != spec.ports {
-            let mut s2 = svc.clone();
-            s2.ports = spec.ports.clone();
-            let has_ingress = spec
-                .ports
-                .iter()
-                .any(|p| p.publish_mode() == shoal_proto::port_config::PublishMode::Ingress);
-            s2.r#type = if has_ingress {
-                shoal_proto::service::Type::NodePort as i32
-            } else {
-                shoal_proto::service::Type::ClusterIp as i32
-            };
+        // The Service follows the spec: ports, type, endpoint mode, labels.
+        let mut s2 = service_object(&spec, svc.id.clone(), svc.deployment_id.clone(), svc.meta);
+        if s2 != *svc {
             touch(&mut s2.meta, now);
             mutations.push(put(s2, version(&svc.meta)));
         }

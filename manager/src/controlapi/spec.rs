@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 
 use shoal_proto::defaults as d;
 use shoal_proto::{
-    port_config::PublishMode, restart_policy::Condition, update_config, Deployment, DeploymentMode,
-    DeploymentSpec, DeploymentStatus, PodTemplate, ReplicaSet, RestartPolicy, Service, ServiceSpec,
-    UpdateConfig,
+    port_config::PublishMode, restart_policy::Condition, service::Type as ServiceType,
+    update_config, Deployment, DeploymentMode, DeploymentSpec, DeploymentStatus, EndpointMode,
+    Meta, PodTemplate, PortConfig, ReplicaSet, RestartPolicy, Service, ServiceSpec, UpdateConfig,
 };
 
 use crate::scheduler::constraint::Constraint;
@@ -20,6 +20,10 @@ pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u32> = 30000..=32767;
 /// Checks a spec; the error names the field and the offending value.
 pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
     validate_name(&spec.name)?;
+    validate_type(spec)?;
+    if service_type(spec) == ServiceType::ExternalName {
+        return validate_external(spec);
+    }
     let c = spec
         .container
         .as_ref()
@@ -66,6 +70,103 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
         if e.is_empty() || e.starts_with('=') {
             return Err(format!("env: {e:?} is not KEY=VALUE"));
         }
+    }
+    Ok(())
+}
+
+fn has_ingress_ports(ports: &[PortConfig]) -> bool {
+    ports
+        .iter()
+        .any(|p| p.publish_mode() == PublishMode::Ingress)
+}
+
+/// The type a spec's Service gets: the one given, else NodePort when a port
+/// is published in ingress mode (the node port), else ClusterIP.
+pub fn service_type(spec: &ServiceSpec) -> ServiceType {
+    match spec.r#type {
+        Some(_) => spec.r#type(),
+        None if has_ingress_ports(&spec.ports) => ServiceType::NodePort,
+        None => ServiceType::ClusterIp,
+    }
+}
+
+/// The type and endpoint mode agree with each other and with the ports.
+fn validate_type(spec: &ServiceSpec) -> Result<(), String> {
+    let mode = EndpointMode::try_from(spec.endpoint_mode).map_err(|_| {
+        format!(
+            "endpoint_mode: unknown value {} (use vip or dnsrr)",
+            spec.endpoint_mode
+        )
+    })?;
+    let ty = match spec.r#type {
+        None => None,
+        Some(v) => Some(
+            ServiceType::try_from(v)
+                .map_err(|_| format!("type: unknown value {v} (use {})", ServiceType::choices()))?,
+        ),
+    };
+    let ingress = has_ingress_ports(&spec.ports);
+    if mode == EndpointMode::Dnsrr && ingress && ty != Some(ServiceType::ExternalName) {
+        return Err("endpoint_mode: dnsrr cannot publish ports in ingress mode (a dnsrr service has no virtual IP to balance): publish with mode=host or use endpoint mode vip".into());
+    }
+    match ty {
+        Some(ServiceType::ExternalName) => Ok(()),
+        _ if !spec.external_name.is_empty() => Err(format!(
+            "external_name: {:?} is only allowed with type ExternalName (this service is {})",
+            spec.external_name,
+            service_type(spec).display()
+        )),
+        Some(ServiceType::ClusterIp) if ingress => Err("type: ClusterIP cannot publish ports in ingress mode (a port published in ingress mode is a node port): remove the type or publish with mode=host".into()),
+        Some(ServiceType::NodePort) if !ingress => Err("type: NodePort needs a port published in ingress mode (e.g. -p 8080:80, or -p 80 for a port from 30000-32767)".into()),
+        Some(ServiceType::LoadBalancer) if mode == EndpointMode::Dnsrr => Err("type: LoadBalancer needs endpoint mode vip (a dnsrr service is headless)".into()),
+        _ => Ok(()),
+    }
+}
+
+/// An ExternalName service is a name for an outside DNS name: no image, no
+/// pods, no ports.
+fn validate_external(spec: &ServiceSpec) -> Result<(), String> {
+    let name = spec.external_name.trim();
+    if name.is_empty() {
+        return Err("external_name: required for a service of type ExternalName (the DNS name it stands for, e.g. db.example.org)".into());
+    }
+    let valid = name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !valid || name != spec.external_name {
+        return Err(format!(
+            "external_name: {:?} is not a DNS name (dot-separated labels of letters, digits and '-')",
+            spec.external_name
+        ));
+    }
+    if let Some(image) = spec.container.as_ref().map(|c| &c.image) {
+        if !image.is_empty() {
+            return Err(format!(
+                "image: {image:?}: an ExternalName service runs no pods, so it takes no image"
+            ));
+        }
+    }
+    if spec.mode() == DeploymentMode::Global {
+        return Err(
+            "mode: an ExternalName service runs no pods, so global mode does not apply".into(),
+        );
+    }
+    if spec.replicas > 0 {
+        return Err(format!(
+            "replicas: an ExternalName service runs no pods (got {})",
+            spec.replicas
+        ));
+    }
+    if !spec.ports.is_empty() {
+        return Err("ports: an ExternalName service has no pods to publish ports of".into());
+    }
+    if spec.endpoint_mode() == EndpointMode::Dnsrr {
+        return Err("endpoint_mode: dnsrr does not apply to an ExternalName service (its name resolves to its external name)".into());
     }
     Ok(())
 }
@@ -238,25 +339,53 @@ pub fn objects_for(
         replicas,
         change_cause: "create".into(),
     };
-    let has_ingress = spec
-        .ports
-        .iter()
-        .any(|p| p.publish_mode() == PublishMode::Ingress);
-    let service = Service {
-        id: service_id,
+    let service = service_object(spec, service_id, deployment_id, meta);
+    (deployment, rs, service)
+}
+
+/// The Service object a spec describes (`deployment_id` empty for an
+/// ExternalName service, which has no Deployment).
+pub fn service_object(
+    spec: &ServiceSpec,
+    id: String,
+    deployment_id: String,
+    meta: Option<Meta>,
+) -> Service {
+    Service {
+        id,
         meta,
         name: spec.name.clone(),
-        r#type: if has_ingress {
-            shoal_proto::service::Type::NodePort as i32
-        } else {
-            shoal_proto::service::Type::ClusterIp as i32
-        },
+        r#type: service_type(spec) as i32,
         deployment_id,
         ports: spec.ports.clone(),
-        external_name: String::new(),
+        external_name: spec.external_name.clone(),
         stack: spec.stack.clone(),
-    };
-    (deployment, rs, service)
+        endpoint_mode: spec.endpoint_mode,
+        labels: spec.labels.clone(),
+    }
+}
+
+/// The type as a spec gives it back: ClusterIP and NodePort follow from the
+/// ports (and are checked against them), so only the others are explicit.
+fn explicit_type(svc: &Service) -> Option<i32> {
+    match svc.r#type() {
+        ServiceType::ClusterIp | ServiceType::NodePort => None,
+        t => Some(t as i32),
+    }
+}
+
+/// The user's view of an ExternalName service (a Service without a
+/// Deployment), for inspect and update.
+pub fn spec_of_external(svc: &Service) -> ServiceSpec {
+    ServiceSpec {
+        name: svc.name.clone(),
+        labels: svc.labels.clone(),
+        r#type: Some(ServiceType::ExternalName as i32),
+        external_name: svc.external_name.clone(),
+        stack: svc.stack.clone(),
+        endpoint_mode: svc.endpoint_mode,
+        ..Default::default()
+    }
 }
 
 /// The user's view of a stored deployment (and its service), for inspect.
@@ -277,6 +406,9 @@ pub fn spec_of(d: &Deployment, service: Option<&Service>) -> ServiceSpec {
         networks: t.networks,
         external_networks: t.external_networks,
         stack: ds.stack,
+        endpoint_mode: service.map_or(0, |s| s.endpoint_mode),
+        r#type: service.and_then(explicit_type),
+        external_name: service.map(|s| s.external_name.clone()).unwrap_or_default(),
     }
 }
 
@@ -358,5 +490,119 @@ mod tests {
         }];
         let (d, _, svc) = objects_for(&s, ("d".into(), "r".into(), "s".into()), 0);
         assert_eq!(spec_of(&d, Some(&svc)), s);
+    }
+
+    fn published(port: u32, mode: PublishMode) -> PortConfig {
+        PortConfig {
+            target_port: 80,
+            published_port: port,
+            publish_mode: mode as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_type_follows_the_ports_unless_given() {
+        let mut s = spec("web");
+        assert_eq!(service_type(&s), ServiceType::ClusterIp);
+        s.ports = vec![published(8080, PublishMode::Host)];
+        assert_eq!(service_type(&s), ServiceType::ClusterIp);
+        s.ports = vec![published(0, PublishMode::Ingress)];
+        assert_eq!(service_type(&s), ServiceType::NodePort);
+        s.r#type = Some(ServiceType::LoadBalancer as i32);
+        assert_eq!(service_type(&s), ServiceType::LoadBalancer);
+        assert!(validate(&s).is_ok());
+    }
+
+    #[test]
+    fn types_that_contradict_the_ports_or_endpoint_mode_are_refused() {
+        let err = |s: &ServiceSpec| validate(s).unwrap_err();
+        let mut s = spec("web");
+        s.endpoint_mode = EndpointMode::Dnsrr as i32;
+        s.ports = vec![published(8080, PublishMode::Ingress)];
+        assert!(err(&s).starts_with("endpoint_mode: dnsrr cannot publish ports in ingress mode"));
+        s.ports = vec![published(8080, PublishMode::Host)];
+        assert!(validate(&s).is_ok(), "dnsrr with host-mode ports is fine");
+        s.r#type = Some(ServiceType::LoadBalancer as i32);
+        assert!(err(&s).starts_with("type: LoadBalancer needs endpoint mode vip"));
+
+        let mut s = spec("web");
+        s.r#type = Some(ServiceType::NodePort as i32);
+        assert!(err(&s).starts_with("type: NodePort needs a port published in ingress mode"));
+        s.r#type = Some(ServiceType::ClusterIp as i32);
+        s.ports = vec![published(8080, PublishMode::Ingress)];
+        assert!(err(&s).starts_with("type: ClusterIP cannot publish ports in ingress mode"));
+        s.r#type = Some(9);
+        assert_eq!(
+            err(&s),
+            "type: unknown value 9 (use ClusterIP, NodePort, LoadBalancer or ExternalName)"
+        );
+        let mut s = spec("web");
+        s.external_name = "db.example.org".into();
+        assert_eq!(
+            err(&s),
+            "external_name: \"db.example.org\" is only allowed with type ExternalName (this service is ClusterIP)"
+        );
+    }
+
+    fn external(name: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: "db".into(),
+            r#type: Some(ServiceType::ExternalName as i32),
+            external_name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn external_name_services_need_a_dns_name_and_nothing_to_run() {
+        assert!(validate(&external("db.example.org")).is_ok());
+        let err = |s: &ServiceSpec| validate(s).unwrap_err();
+        assert!(err(&external("")).starts_with("external_name: required"));
+        assert!(err(&external("db..example"))
+            .starts_with("external_name: \"db..example\" is not a DNS name"));
+        assert!(err(&external("-db.example")).contains("is not a DNS name"));
+        let mut s = external("db.example.org");
+        s.container = Some(ContainerSpec {
+            image: "postgres".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            err(&s),
+            "image: \"postgres\": an ExternalName service runs no pods, so it takes no image"
+        );
+        let mut s = external("db.example.org");
+        s.replicas = 2;
+        assert!(err(&s).starts_with("replicas: an ExternalName service runs no pods (got 2)"));
+        let mut s = external("db.example.org");
+        s.ports = vec![published(0, PublishMode::Ingress)];
+        assert!(err(&s).starts_with("ports: an ExternalName service has no pods"));
+    }
+
+    #[test]
+    fn the_service_object_records_type_mode_and_external_name() {
+        let mut s = with_defaults(spec("web"));
+        s.endpoint_mode = EndpointMode::Dnsrr as i32;
+        let (d, _, svc) = objects_for(&s, ("d".into(), "r".into(), "s".into()), 0);
+        assert_eq!(svc.r#type(), ServiceType::ClusterIp);
+        assert_eq!(svc.endpoint_mode(), EndpointMode::Dnsrr);
+        assert_eq!(spec_of(&d, Some(&svc)), s);
+
+        s.endpoint_mode = 0;
+        s.r#type = Some(ServiceType::LoadBalancer as i32);
+        let (d, _, svc) = objects_for(&s, ("d".into(), "r".into(), "s".into()), 0);
+        assert_eq!(svc.r#type(), ServiceType::LoadBalancer);
+        assert_eq!(
+            spec_of(&d, Some(&svc)),
+            s,
+            "an explicit LoadBalancer reads back"
+        );
+
+        let mut e = external("db.example.org");
+        e.labels.insert("tier".into(), "data".into());
+        let svc = service_object(&e, "s".into(), String::new(), None);
+        assert_eq!(svc.r#type(), ServiceType::ExternalName);
+        assert_eq!(svc.external_name, "db.example.org");
+        assert_eq!(spec_of_external(&svc), e);
     }
 }

@@ -1,6 +1,7 @@
 //! Orchestrators: deployments -> pods. The replicated orchestrator keeps one
 //! live pod per slot and restarts failed ones by the restart policy.
 
+pub mod layout;
 pub mod replicated;
 pub mod restart;
 pub mod updater;

@@ -1,19 +1,19 @@
-//! The replicated orchestrator's reconcile pass: a pure function from the
-//! store's content and the time to the mutations that bring pods in line
-//! with each deployment (one live pod per slot, restarts with the restart
+//! The orchestrator's reconcile pass: a pure function from the store's
+//! content and the time to the mutations that bring pods in line with each
+//! deployment (one live pod per slot — a slot number in replicated mode, an
+//! eligible node in global mode, see [`Layout`] — restarts with the restart
 //! policy, scale up and down, per-slot history trimming, and clean-up of
 //! pods whose deployment is gone).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shoal_proto::{
-    Deployment, DeploymentMode, Mutation, ObjectKind, Pod, PodState, PodStatus, RestartPolicy,
-};
+use shoal_proto::{Deployment, Mutation, ObjectKind, Pod, PodState, PodStatus, RestartPolicy};
 
+use super::layout::Layout;
 use super::restart::{decide, RestartDecision};
 use super::updater;
 use crate::ids::new_id;
-use crate::objects::{created_at, is_ready, observed, touch, version, wanted};
+use crate::objects::{is_ready, observed, touch, version, wanted};
 use crate::store::{delete, put, StoreData};
 
 /// What one pass wants written, and the messages to show on deployments.
@@ -34,43 +34,38 @@ impl Reconciliation {
 /// Computes the pass over every deployment and orphaned pod.
 pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
     let mut out = Reconciliation::default();
-    let mut by_deployment: BTreeMap<&str, BTreeMap<u64, Vec<&Pod>>> = BTreeMap::new();
+    let mut by_deployment: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in data.pods.values() {
         by_deployment
             .entry(p.deployment_id.as_str())
             .or_default()
-            .entry(p.slot)
-            .or_default()
             .push(p);
-    }
-    for slots in by_deployment.values_mut() {
-        for pods in slots.values_mut() {
-            pods.sort_by_key(|p| (created_at(&p.meta), p.attempt));
-        }
     }
 
     for d in data.deployments.values() {
-        let Some(spec) = &d.spec else { continue };
-        if spec.mode() != DeploymentMode::Replicated {
+        if d.spec.is_none() {
             continue;
         }
-        let empty = BTreeMap::new();
-        let slots = by_deployment.get(d.id.as_str()).unwrap_or(&empty);
+        let pods = by_deployment
+            .get(d.id.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let layout = Layout::of(data, d, pods);
         let previous = d
             .status
             .as_ref()
             .and_then(|s| data.replica_sets.get(&s.previous_replica_set_id))
             .and_then(|rs| rs.template.as_ref());
-        reconcile_deployment(d, previous, slots, now, &mut out);
+        reconcile_deployment(d, previous, &layout, now, &mut out);
         trim_revisions(data, d, &mut out);
     }
 
     // Pods whose deployment no longer exists: stop them, then forget them.
-    for (deployment_id, slots) in &by_deployment {
+    for (deployment_id, pods) in &by_deployment {
         if data.deployments.contains_key(*deployment_id) {
             continue;
         }
-        for p in slots.values().flatten() {
+        for p in pods {
             remove_pod(p, now, &mut out);
         }
     }
@@ -92,7 +87,7 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
 fn reconcile_deployment(
     d: &Deployment,
     previous_template: Option<&shoal_proto::PodTemplate>,
-    slots: &BTreeMap<u64, Vec<&Pod>>,
+    layout: &Layout,
     now: i64,
     out: &mut Reconciliation,
 ) {
@@ -111,26 +106,29 @@ fn reconcile_deployment(
     // Slots this pass leaves alone: only those may start an update step,
     // so two mutations never race on one pod.
     let mut settled = BTreeSet::new();
-    for slot in 1..=spec.replicas {
-        let pods: &[&Pod] = slots.get(&slot).map_or(&[], |v| v.as_slice());
+    for slot in 1..=layout.desired {
+        let pods = layout.pods(slot);
         let before = out.mutations.len();
-        reconcile_slot(d, &rs_id, &policy, slot, pods, now, out);
+        reconcile_slot(d, layout, &rs_id, &policy, slot, pods, now, out);
         if out.mutations.len() == before {
             settled.insert(slot);
         }
         trim_history(pods, history_limit, out);
     }
-    // Slots above the replica count: scale down.
-    for (_, pods) in slots.range(spec.replicas + 1..) {
+    // Slots above the desired count: scale down (or, in global mode, nodes
+    // that are no longer eligible).
+    for (_, pods) in layout.slots.range(layout.desired + 1..) {
         for p in pods {
             remove_pod(p, now, out);
         }
     }
-    updater::step(d, previous_template, slots, &settled, now, out);
+    updater::step(d, previous_template, layout, &settled, now, out);
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reconcile_slot(
     d: &Deployment,
+    layout: &Layout,
     rs_id: &str,
     policy: &RestartPolicy,
     slot: u64,
@@ -146,7 +144,7 @@ fn reconcile_slot(
             .any(|p| !p.node_id.is_empty() && !observed(p).is_terminal());
         if !stopping {
             out.mutations
-                .push(put(new_pod(d, rs_id, slot, 0, now, now), 0));
+                .push(put(layout.new_pod(d, rs_id, slot, 0, now, now), 0));
         }
         return;
     };
@@ -169,7 +167,7 @@ fn reconcile_slot(
         RestartDecision::Restart { not_before } => {
             out.mutations.push(shut_down(newest, now));
             out.mutations.push(put(
-                new_pod(d, rs_id, slot, newest.attempt + 1, now, not_before),
+                layout.new_pod(d, rs_id, slot, newest.attempt + 1, now, not_before),
                 0,
             ));
         }

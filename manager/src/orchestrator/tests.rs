@@ -182,3 +182,82 @@ fn a_removed_deployment_keeps_its_replica_set_until_its_pods_stopped() {
     assert!(f.pods(&d).is_empty());
     assert!(f.store.read(|s| s.replica_sets.is_empty()));
 }
+
+/// Live pods of a deployment by node.
+fn live_nodes(f: &Fixture, d: &str) -> Vec<String> {
+    let mut v: Vec<String> = f
+        .pods(d)
+        .into_iter()
+        .filter(wanted)
+        .map(|p| p.node_id)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn global_mode_runs_one_pod_on_every_eligible_node_and_follows_them() {
+    use shoal_proto::{NodeAvailability, NodeState};
+    let f = Fixture::new();
+    f.ready_node("n1");
+    f.ready_node("n2");
+    let d = f.deployment("agent", 0, policy(Condition::Any, 0, 0));
+    f.make_global(&d, &["node.labels.tier!=edge"]);
+    settle(&f, 1_000);
+    assert_eq!(live_nodes(&f, &d), vec!["n1", "n2"]);
+    let pods = f.pods(&d);
+    assert!(pods.iter().all(|p| p.slot == 0
+        && p.node_epoch == 1
+        && crate::objects::observed(p) == PodState::Assigned));
+
+    // A node joining gets its pod.
+    f.ready_node("n3");
+    settle(&f, 2_000);
+    assert_eq!(live_nodes(&f, &d), vec!["n1", "n2", "n3"]);
+
+    // A label that breaks the constraint removes the pod; drain does too.
+    f.edit_node("n2", |n| {
+        n.spec
+            .get_or_insert_with(Default::default)
+            .labels
+            .insert("tier".into(), "edge".into());
+    });
+    f.edit_node("n3", |n| {
+        n.spec.get_or_insert_with(Default::default).availability = NodeAvailability::Drain as i32;
+    });
+    settle(&f, 3_000);
+    assert_eq!(live_nodes(&f, &d), vec!["n1"]);
+
+    // A paused node keeps its pod but a node that is not ready gets none.
+    f.edit_node("n1", |n| {
+        n.spec.get_or_insert_with(Default::default).availability = NodeAvailability::Pause as i32;
+    });
+    f.ready_node("n4");
+    f.edit_node("n4", |n| {
+        n.status.get_or_insert_with(Default::default).state = NodeState::Down as i32;
+    });
+    settle(&f, 4_000);
+    assert_eq!(live_nodes(&f, &d), vec!["n1"]);
+}
+
+#[test]
+fn a_failed_global_pod_restarts_on_its_own_node() {
+    let f = Fixture::new();
+    f.ready_node("n1");
+    f.ready_node("n2");
+    let d = f.deployment("agent", 0, policy(Condition::Any, 1_000, 0));
+    f.make_global(&d, &[]);
+    settle(&f, 1_000);
+    let victim = f.pods(&d).into_iter().find(|p| p.node_id == "n2").unwrap();
+    f.report(&victim.id, PodState::Failed);
+    settle(&f, 2_000);
+    let on_n2: Vec<_> = f
+        .pods(&d)
+        .into_iter()
+        .filter(|p| p.node_id == "n2")
+        .collect();
+    assert_eq!(on_n2.len(), 2);
+    let replacement = on_n2.iter().find(|p| wanted(p)).unwrap();
+    assert_eq!((replacement.attempt, replacement.not_before), (1, 3_000));
+    assert_eq!(live_nodes(&f, &d), vec!["n1", "n2"]);
+}

@@ -10,14 +10,15 @@
 //! is in the Deployment's status in Raft, so a paused rollout survives a
 //! manager restart and a new change simply retargets it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use shoal_proto::{
     update_config::{FailureAction, Order},
     Deployment, Pod, PodState, PodTemplate, UpdateConfig, UpdateState,
 };
 
-use super::replicated::{new_pod, shut_down, Reconciliation};
+use super::layout::Layout;
+use super::replicated::{shut_down, Reconciliation};
 use crate::controlapi::spec::default_update_config;
 use crate::objects::{created_at, is_ready, observed, touch, version, wanted};
 use crate::store::put;
@@ -56,7 +57,7 @@ pub fn failed_pods<'a>(d: &Deployment, pods: impl Iterator<Item = &'a Pod>) -> V
 fn failure_reason(p: &Pod, service: &str) -> String {
     let s = p.status.clone().unwrap_or_default();
     let why = if s.err.is_empty() { s.message } else { s.err };
-    format!("pod {}.{} failed: {why}", service, p.slot)
+    format!("pod {} failed: {why}", crate::objects::pod_name(service, p))
 }
 
 /// Writes a new update state (and message) on the deployment.
@@ -123,7 +124,7 @@ fn start_rollback(
 pub fn step(
     d: &Deployment,
     previous_template: Option<&PodTemplate>,
-    slots: &BTreeMap<u64, Vec<&Pod>>,
+    layout: &Layout,
     settled: &BTreeSet<u64>,
     now: i64,
     out: &mut Reconciliation,
@@ -140,9 +141,9 @@ pub fn step(
     let started = status.update_started_at;
 
     // Failure accounting over the target revision's pods.
-    let failed = failed_pods(d, slots.values().flatten().copied());
+    let failed = failed_pods(d, layout.slots.values().flatten().copied());
     if let Some(first) = failed.first() {
-        let ratio = failed.len() as f32 / spec.replicas.max(1) as f32;
+        let ratio = failed.len() as f32 / layout.desired.max(1) as f32;
         if ratio > cfg.max_failure_ratio {
             let reason = failure_reason(first, &spec.name);
             match (cfg.failure_action(), rolling_back) {
@@ -178,8 +179,8 @@ pub fn step(
     let mut old_slots = Vec::new();
     let mut in_flight = 0usize;
     let mut last_done: Option<i64> = None;
-    for slot in 1..=spec.replicas {
-        let pods: &[&Pod] = slots.get(&slot).map_or(&[], |v| v.as_slice());
+    for slot in 1..=layout.desired {
+        let pods = layout.pods(slot);
         let live: Vec<&Pod> = pods.iter().copied().filter(|p| wanted(p)).collect();
         match live.last() {
             None => in_flight += 1,
@@ -236,8 +237,8 @@ pub fn step(
         .filter(|s| settled.contains(s))
         .take(batch)
     {
-        let pods = &slots[&slot];
-        let old = pods
+        let old = layout
+            .pods(slot)
             .iter()
             .copied()
             .rfind(|p| wanted(p))
@@ -246,7 +247,7 @@ pub fn step(
             Order::StopFirst => out.mutations.push(shut_down(old, now)),
             Order::StartFirst => out
                 .mutations
-                .push(put(new_pod(d, target, slot, 0, now, now), 0)),
+                .push(put(layout.new_pod(d, target, slot, 0, now, now), 0)),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod cli;
 mod examples;
+mod get;
 mod health;
 mod logs;
 mod ports;

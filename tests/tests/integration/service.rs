@@ -313,3 +313,71 @@ fn rm_leaves_no_container_behind_and_unknown_services_are_errors() {
     let out = node.shoal(&["service", "scale", "nope=2"]).fails();
     assert!(out.stderr.contains("service nope not found"), "{out}");
 }
+
+#[test]
+fn a_global_service_runs_one_pod_per_node_refuses_scale_and_rolls_per_node() {
+    let node = Node::start();
+    let port = free_port();
+    node.create(&[
+        "--name",
+        "agent",
+        "--mode",
+        "global",
+        "-p",
+        &format!("{port}:80"),
+        "--stop-grace-period",
+        "1s",
+        &web_image("v1"),
+    ]);
+    let ls = node.shoal(&["service", "ls"]).ok();
+    let rows = table::parse(&ls.stdout);
+    assert_eq!(
+        (rows[0]["MODE"].as_str(), rows[0]["REPLICAS"].as_str()),
+        ("global", "1/1"),
+        "{ls}"
+    );
+    // One pod on the only node, named after it, as Swarm names global tasks.
+    let ps = node.ps_json("agent");
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    let ps_out = node.shoal(&["service", "ps", "agent"]).ok();
+    assert!(
+        ps_out.stdout.contains(&format!("agent.{}", node.node_id)),
+        "{ps_out}"
+    );
+    assert_eq!(http::get_ok(port, "/").unwrap(), "v1");
+
+    let scale = node.shoal(&["service", "scale", "agent=3"]).fails();
+    assert!(
+        scale
+            .all()
+            .contains("scale can only be used with replicated mode"),
+        "{scale}"
+    );
+    let both = node
+        .shoal(&[
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--mode",
+            "global",
+            "--replicas",
+            "2",
+            "img",
+        ])
+        .fails();
+    assert!(
+        both.all()
+            .contains("--replicas cannot be used with --mode global"),
+        "{both}"
+    );
+
+    // A rolling update replaces the node's pod.
+    let before = node.running_ids("agent");
+    node.shoal(&["service", "update", "--image", &web_image("v2"), "agent"])
+        .ok();
+    assert_eq!(http::get_ok(port, "/").unwrap(), "v2");
+    let after = node.running_ids("agent");
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before);
+}

@@ -264,3 +264,49 @@ fn a_bad_stack_file_is_refused_naming_the_key() {
     let out = node.shoal(&["stack", "deploy", "-c", &bad, "x"]).fails();
     assert!(out.stderr.contains("services.web.deploy.replicas"), "{out}");
 }
+
+/// When a container was created, in milliseconds since the epoch (from
+/// `docker inspect`'s RFC 3339 time, to the millisecond).
+fn created_ms(id: &str) -> i64 {
+    let out = docker(&["inspect", "-f", "{{.Created}}", id]).ok();
+    let t = out.stdout.trim();
+    // 2026-12-02T06:03:08.123456789Z: seconds of the day are enough here.
+    let (_, time) = t.split_once('T').expect("RFC 3339 time");
+    let mut parts = time.trim_end_matches('Z').split(':');
+    let h: i64 = parts.next().unwrap().parse().unwrap();
+    let m: i64 = parts.next().unwrap().parse().unwrap();
+    let s: f64 = parts.next().unwrap().parse().unwrap();
+    (h * 3600 + m * 60) * 1000 + (s * 1000.0) as i64
+}
+
+#[test]
+fn depends_on_service_healthy_holds_a_service_until_its_dependency_is_healthy() {
+    let node = Node::start();
+    let stack = format!("dep{}", shoal_tests::random_suffix());
+    let file = write_stack(
+        &node,
+        "depends.yml",
+        &format!(
+            "services:\n  db:\n    image: {img}\n    stop_grace_period: 1s\n    command: [\"sh\", \"-c\", \"sleep 3; : > /tmp/ready; exec sleep 600\"]\n    healthcheck:\n      test: [\"CMD-SHELL\", \"[ -f /tmp/ready ]\"]\n      interval: 500ms\n      retries: 20\n  app:\n    image: {img}\n    stop_grace_period: 1s\n    command: [\"sleep\", \"600\"]\n    depends_on:\n      db:\n        condition: service_healthy\n",
+            img = web_image("v1")
+        ),
+    );
+    let out = node.shoal(&["stack", "deploy", "-c", &file, &stack]).ok();
+    assert!(
+        out.stdout
+            .contains(&format!("Waiting for {stack}_db to be healthy")),
+        "{out}"
+    );
+    let db = node.running_ids(&format!("{stack}_db"));
+    let app = node.running_ids(&format!("{stack}_app"));
+    assert_eq!((db.len(), app.len()), (1, 1), "{out}");
+    let gap = created_ms(&app[0]) - created_ms(&db[0]);
+    assert!(
+        gap >= 3_000,
+        "app was created {gap} ms after db, before db could be healthy"
+    );
+    // A redeploy waits for nothing: the order matters only the first time.
+    let again = node.shoal(&["stack", "deploy", "-c", &file, &stack]).ok();
+    assert!(!again.stdout.contains("Waiting for"), "{again}");
+    node.shoal(&["stack", "rm", &stack]).ok();
+}

@@ -1,0 +1,161 @@
+//! Where a deployment's pods belong, as numbered keys the slot logic (restarts,
+//! history, rolling updates) works on whatever the mode:
+//!
+//! - replicated: key = the slot number, 1..=replicas; keys above are scaled
+//!   down;
+//! - global: key = the position of an eligible node (sorted by id), so each
+//!   eligible node has one live pod; pods on nodes that stopped being
+//!   eligible get keys above the desired count and are removed. Global pods
+//!   are created already assigned to their node (slot 0), as SwarmKit's
+//!   global orchestrator does, so the scheduler never moves them.
+
+use std::collections::BTreeMap;
+
+use shoal_proto::{
+    Deployment, DeploymentMode, Node, NodeAvailability, NodeState, Pod, PodState, PodStatus,
+    PodTemplate,
+};
+
+use super::replicated::new_pod;
+use crate::objects::{created_at, wanted};
+use crate::scheduler::constraint::Constraint;
+use crate::store::StoreData;
+
+/// A deployment's pods by key, oldest first within a key.
+pub struct Layout<'a> {
+    pub slots: BTreeMap<u64, Vec<&'a Pod>>,
+    /// Keys 1..=desired must each have a live pod.
+    pub desired: u64,
+    /// Global mode: the node (id, session epoch) of key i + 1.
+    nodes: Vec<(String, u64)>,
+}
+
+impl<'a> Layout<'a> {
+    /// The layout of `d` over its pods (`pods`, in any order).
+    pub fn of(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a> {
+        let spec = d.spec.clone().unwrap_or_default();
+        let mut layout = if spec.mode() == DeploymentMode::Global {
+            global(data, d, pods)
+        } else {
+            let mut slots: BTreeMap<u64, Vec<&Pod>> = BTreeMap::new();
+            for p in pods {
+                slots.entry(p.slot).or_default().push(p);
+            }
+            Layout {
+                slots,
+                desired: spec.replicas,
+                nodes: vec![],
+            }
+        };
+        for v in layout.slots.values_mut() {
+            v.sort_by_key(|p| (created_at(&p.meta), p.attempt));
+        }
+        layout
+    }
+
+    /// The pods of one key (none yet: empty).
+    pub fn pods(&self, key: u64) -> &[&'a Pod] {
+        self.slots.get(&key).map_or(&[], |v| v.as_slice())
+    }
+
+    /// A new pod for `key` of revision `rs_id`.
+    pub fn new_pod(
+        &self,
+        d: &Deployment,
+        rs_id: &str,
+        key: u64,
+        attempt: u64,
+        now: i64,
+        not_before: i64,
+    ) -> Pod {
+        let Some((node_id, epoch)) = key.checked_sub(1).and_then(|i| self.nodes.get(i as usize))
+        else {
+            return new_pod(d, rs_id, key, attempt, now, not_before);
+        };
+        let mut p = new_pod(d, rs_id, 0, attempt, now, not_before);
+        p.node_id = node_id.clone();
+        p.node_epoch = *epoch;
+        p.status = Some(PodStatus {
+            state: PodState::Assigned as i32,
+            message: "assigned to its node (global)".into(),
+            timestamp: now,
+            ..Default::default()
+        });
+        p
+    }
+}
+
+/// Whether a global deployment wants a new pod on `node`: up, active, and
+/// meeting the constraints.
+fn takes_new_pods(node: &Node, template: &PodTemplate) -> bool {
+    let ready = node
+        .status
+        .as_ref()
+        .is_some_and(|s| s.state() == NodeState::Ready);
+    let active = node.spec.as_ref().is_none_or(|s| {
+        matches!(s.availability(), NodeAvailability::Active) || s.availability == 0
+    });
+    ready && active && meets_constraints(node, template)
+}
+
+/// Whether a global pod already on `node` may stay: a paused node keeps
+/// its pods (as in Swarm), a drained one or one that lost a label does not.
+fn keeps_pods(node: &Node, template: &PodTemplate) -> bool {
+    let drained = node
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.availability() == NodeAvailability::Drain);
+    !drained && meets_constraints(node, template)
+}
+
+fn meets_constraints(node: &Node, template: &PodTemplate) -> bool {
+    template
+        .placement
+        .as_ref()
+        .map_or(&[][..], |p| p.constraints.as_slice())
+        .iter()
+        .all(|c| Constraint::parse(c).is_ok_and(|c| c.matches(node)))
+}
+
+fn global<'a>(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a> {
+    let template = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
+    let mut by_node: BTreeMap<&str, Vec<&'a Pod>> = BTreeMap::new();
+    for p in pods {
+        by_node.entry(p.node_id.as_str()).or_default().push(p);
+    }
+    // data.nodes is ordered by id, so keys are stable between passes.
+    let mut nodes = Vec::new();
+    for n in data.nodes.values() {
+        let has_live = by_node
+            .get(n.id.as_str())
+            .is_some_and(|ps| ps.iter().any(|p| wanted(p)));
+        let eligible = takes_new_pods(n, &template) || (has_live && keeps_pods(n, &template));
+        if eligible {
+            nodes.push((
+                n.id.clone(),
+                n.status.as_ref().map_or(0, |s| s.session_epoch),
+            ));
+        }
+    }
+    let mut slots: BTreeMap<u64, Vec<&Pod>> = BTreeMap::new();
+    for (i, (id, _)) in nodes.iter().enumerate() {
+        if let Some(ps) = by_node.remove(id.as_str()) {
+            slots.insert(i as u64 + 1, ps);
+        }
+    }
+    // Pods on nodes that are not (or no longer) eligible: above the desired
+    // keys, so they are removed.
+    let above = nodes.len() as u64 + 1..;
+    for (key, (_, ps)) in above.zip(by_node) {
+        slots.insert(key, ps);
+    }
+    Layout {
+        slots,
+        desired: nodes.len() as u64,
+        nodes,
+    }
+}
