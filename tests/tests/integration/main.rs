@@ -5,6 +5,7 @@
 //! test first: `cargo build -p shoal-cli && cargo test --workspace`.
 
 mod cli;
+mod examples;
 mod get;
 mod health;
 mod logs;
@@ -15,3 +16,4 @@ mod secrets;
 mod service;
 mod sim_rollout;
 mod stack;
+mod voting;
