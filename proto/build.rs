@@ -38,7 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// `pub const METHOD_PATHS: &[&str]` with the gRPC path of every RPC of every
 /// service, as `/shoal.v1.Control/CreateService`.
 fn method_paths(fds: &prost_types::FileDescriptorSet) -> String {
-    let mut out = String::from("/// gRPC path of every RPC of every service, generated from proto/.\n");
+    let mut out =
+        String::from("/// gRPC path of every RPC of every service, generated from proto/.\n");
     out.push_str("pub const METHOD_PATHS: &[&str] = &[\n");
     for file in &fds.file {
         let package = file.package();
