@@ -37,8 +37,10 @@ const DISPATCHER: Access = Access::OwnNode(&[Role::Worker, Role::Manager]);
 /// Every RPC and who may call it. The Control API serves the CLI (remote
 /// clients with a client certificate) and managers (forwarding to the
 /// leader); Raft is managers only; the Dispatcher serves every node, each
-/// for itself only; a node renews its own certificate; anyone may ask for a
-/// first certificate, which the token secret in the request then decides.
+/// for itself only; a node renews its certificate (always its own: the
+/// request names no node); anyone may ask for a first certificate, which the
+/// token secret in the request then decides. Clients get no renewal: they
+/// ask an operator for a new client certificate.
 pub const TABLE: &[(&str, Access)] = &[
     ("/shoal.v1.Control/CreateService", CONTROL),
     ("/shoal.v1.Control/GetService", CONTROL),
@@ -66,7 +68,7 @@ pub const TABLE: &[(&str, Access)] = &[
     ("/shoal.v1.NodeCa/IssueNodeCertificate", Access::Anyone),
     (
         "/shoal.v1.NodeCa/RenewNodeCertificate",
-        Access::OwnNode(&[Role::Worker, Role::Manager]),
+        Access::Roles(&[Role::Worker, Role::Manager]),
     ),
 ];
 
@@ -316,4 +318,4 @@ where
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

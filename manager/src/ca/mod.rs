@@ -18,6 +18,7 @@ mod identity;
 mod issue;
 mod role;
 mod root;
+mod service;
 pub mod tls;
 mod token;
 
@@ -28,7 +29,10 @@ pub use identity::PeerIdentity;
 pub use issue::{CertValidity, NodeKeys};
 pub use role::Role;
 pub use root::Ca;
+pub use service::{Enrollment, NodeCaService};
 pub use token::{JoinSecrets, JoinToken};
 
 #[cfg(test)]
 pub(crate) mod testutil;
+#[cfg(test)]
+mod tls_tests;

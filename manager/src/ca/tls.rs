@@ -286,8 +286,11 @@ impl tower::Service<Uri> for TlsConnectorService {
 }
 
 /// A gRPC channel to the manager at `addr` (host:port) over TLS with
-/// `config`, connected now so a refused handshake (wrong CA, wrong token
-/// digest, revoked certificate) is reported here with its reason.
+/// `config`, connected now so that a server this client refuses (another
+/// CA, a CA that does not match the join token, not a manager) is reported
+/// here with its reason. A client certificate the server refuses shows on
+/// the first call instead, as a broken connection: in TLS 1.3 the client
+/// finishes its side of the handshake before the server judges it.
 pub async fn connect(addr: &str, config: Arc<ClientConfig>) -> Result<Channel, CaError> {
     let endpoint =
         Endpoint::from_shared(format!("http://{addr}")).map_err(|e| CaError::Connect {
@@ -305,12 +308,13 @@ pub async fn connect(addr: &str, config: Arc<ClientConfig>) -> Result<Channel, C
 }
 
 /// An error and its sources on one line: tonic's transport error alone
-/// says only "transport error".
+/// says only "transport error", and rustls prints our own verifier's error
+/// (a CA that does not match the token) with `Debug`.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
+    let mut out = describe(err);
     let mut source = err.source();
     while let Some(e) = source {
-        let text = e.to_string();
+        let text = describe(e);
         if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
@@ -318,4 +322,19 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     out
+}
+
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) =
+        err.downcast_ref::<rustls::Error>()
+    {
+        return other.0.to_string();
+    }
+    if let Some(inner) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        return describe(inner);
+    }
+    err.to_string()
 }

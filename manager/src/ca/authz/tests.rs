@@ -13,6 +13,7 @@ pub(crate) struct FakeView {
     pub epoch: Mutex<u64>,
     pub roles: Mutex<HashMap<String, Role>>,
     pub removed: Mutex<HashSet<String>>,
+    pub secrets: Mutex<crate::ca::JoinSecrets>,
 }
 
 impl FakeView {
@@ -22,6 +23,7 @@ impl FakeView {
             epoch: Mutex::new(1),
             roles: Mutex::new(nodes.iter().map(|(n, r)| (n.to_string(), *r)).collect()),
             removed: Mutex::new(HashSet::new()),
+            secrets: Mutex::new(crate::ca::JoinSecrets::generate()),
         })
     }
 }
