@@ -4,7 +4,6 @@
 //! `--tlsverify` directories, so `shoal -H tcp://HOST:2377 --tls-dir DIR`
 //! reads the same files `shoal ca client-cert --out DIR` writes.
 
-use std::fs;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -81,7 +80,7 @@ impl NodeCredentials {
 
     /// Writes the credentials into `dir` (created mode 0700 if missing).
     pub fn save(&self, dir: &Path) -> Result<(), CaError> {
-        create_private_dir(dir)?;
+        files::create_private_dir(dir)?;
         files::write_key(&dir.join(KEY_FILE), &self.key)?;
         files::write_certs(&dir.join(CERT_FILE), std::slice::from_ref(&self.cert))?;
         files::write_certs(&dir.join(CA_FILE), std::slice::from_ref(&self.ca))
@@ -121,18 +120,6 @@ impl NodeCredentials {
     pub fn needs_renewal(&self, now: SystemTime) -> Result<bool, CaError> {
         Ok(self.validity()?.needs_renewal(now))
     }
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), CaError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(CaError::io("create", dir))
 }
 
 #[cfg(test)]

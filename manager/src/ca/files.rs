@@ -28,7 +28,9 @@ fn pem(label: &str, der: &[u8]) -> String {
 /// Writes `contents` to `path` through a temporary file created with `mode`,
 /// then renames it into place, so a crash never leaves half a key.
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
     let _ = fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
         .write(true)
@@ -40,6 +42,20 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> 
         .and_then(|()| file.sync_all())
         .map_err(CaError::io("write", &tmp))?;
     fs::rename(&tmp, path).map_err(CaError::io("rename into place", path))
+}
+
+/// Creates `dir` (and its parents) mode 0700 if it does not exist: it holds
+/// private keys.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), CaError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(CaError::io("create", dir))
 }
 
 pub(crate) fn write_certs(path: &Path, certs: &[CertificateDer<'_>]) -> Result<(), CaError> {

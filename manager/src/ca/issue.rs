@@ -14,7 +14,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{Ca, CaError, PeerIdentity, Role};
+use super::{Ca, CaError, NodeCredentials, PeerIdentity, Role};
 
 /// Certificates are valid from a little before they are issued, so a peer
 /// whose clock is slightly behind accepts them.
@@ -75,6 +75,20 @@ impl Ca {
         validity: Duration,
     ) -> Result<CertificateDer<'static>, CaError> {
         self.issue_at(csr_der, identity, validity, SystemTime::now())
+    }
+
+    /// Keys and a certificate made together on the manager that holds the
+    /// CA: the first manager's own credentials at `shoal init`, and client
+    /// credentials for `shoal ca client-cert`. Joining nodes never use this:
+    /// they make their key themselves and send a CSR.
+    pub fn issue_credentials(
+        &self,
+        identity: &PeerIdentity,
+        validity: Duration,
+    ) -> Result<NodeCredentials, CaError> {
+        let keys = NodeKeys::generate()?;
+        let cert = self.issue(&keys.csr_der()?, identity, validity)?;
+        NodeCredentials::new(cert, &keys, self.certificate_der().clone())
     }
 
     /// Signs a certificate for `identity`. The CSR's subject, SANs and

@@ -3,7 +3,6 @@
 //! (`ca/ca.key`, mode 0600) and is never sent anywhere: other nodes only
 //! ever see the certificate, and pin it by its digest.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -48,7 +47,7 @@ impl Ca {
             return Err(CaError::CaExists(dir.to_path_buf()));
         }
         let ca = Ca::generate(cluster_id, SystemTime::now())?;
-        fs::create_dir_all(dir).map_err(CaError::io("create", dir))?;
+        files::create_private_dir(dir)?;
         files::write_key(&key_path, &ca.private_key_der())?;
         files::write_certs(&cert_path, std::slice::from_ref(&ca.cert))?;
         tracing::info!(cluster_id, digest = %ca.digest, dir = %dir.display(), "created the cluster root CA");
@@ -180,6 +179,7 @@ fn paths(dir: &Path) -> (PathBuf, PathBuf) {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -194,6 +194,8 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = fs::metadata(&ca_dir).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
 
         let (_, x509) = X509Certificate::from_der(ca.certificate_der()).unwrap();
         assert!(x509.is_ca());

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Ca, NodeCredentials, NodeKeys, PeerIdentity, Role};
+use super::{Ca, NodeCredentials, PeerIdentity, Role};
 
 pub(crate) fn ca(cluster_id: &str) -> Ca {
     Ca::generate(cluster_id, SystemTime::now()).unwrap()
@@ -19,10 +19,7 @@ pub(crate) fn credentials_at_epoch(
     role: Role,
     epoch: u64,
 ) -> NodeCredentials {
-    let keys = NodeKeys::generate().unwrap();
     let id = PeerIdentity::new(node_id, role, ca.cluster_id(), epoch).unwrap();
-    let cert = ca
-        .issue(&keys.csr_der().unwrap(), &id, Duration::from_secs(3600))
-        .unwrap();
-    NodeCredentials::new(cert, &keys, ca.certificate_der().clone()).unwrap()
+    ca.issue_credentials(&id, Duration::from_secs(3600))
+        .unwrap()
 }
