@@ -174,4 +174,26 @@ mod tests {
             .to_string();
         assert!(err.contains("carries no shoal identity"), "{err}");
     }
+
+    #[test]
+    fn every_truncation_of_a_certificate_is_an_error_not_a_panic() {
+        let ca = crate::ca::testutil::ca("c1");
+        let creds = crate::ca::testutil::credentials(&ca, "w1", Role::Worker);
+        let der = creds.certificate_der();
+        for len in 0..der.len() {
+            assert!(
+                PeerIdentity::from_certificate(&der[..len]).is_err(),
+                "{len}"
+            );
+        }
+        let mut flipped = der.to_vec();
+        for i in (0..flipped.len()).step_by(7) {
+            flipped[i] ^= 0xff;
+            // Whatever it reads, it must not panic; a changed identity byte
+            // is caught by the signature check during the handshake.
+            let _ = PeerIdentity::from_certificate(&flipped);
+            flipped[i] ^= 0xff;
+        }
+        assert_eq!(PeerIdentity::from_certificate(der).unwrap().node_id, "w1");
+    }
 }

@@ -328,4 +328,19 @@ mod tests {
         assert!(v.needs_renewal(left(29)));
         assert!(v.needs_renewal(v.not_after + DAY), "expired");
     }
+
+    #[test]
+    fn every_truncation_of_a_csr_is_refused_without_a_panic() {
+        let ca = ca("c1");
+        let id = PeerIdentity::new("w1", Role::Worker, "c1", 1).unwrap();
+        let csr = NodeKeys::generate().unwrap().csr_der().unwrap();
+        for len in 0..csr.len() {
+            let err = ca.issue(&csr[..len], &id, DAY).unwrap_err().to_string();
+            assert!(
+                err.starts_with("certificate signing request refused"),
+                "{len}: {err}"
+            );
+        }
+        ca.issue(&csr, &id, DAY).unwrap();
+    }
 }

@@ -395,3 +395,27 @@ async fn a_worker_certificate_cannot_serve_as_a_manager() {
     assert!(err.contains("server authentication"), "{err}");
     assert_eq!(cluster.raft_calls.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_speak_tls_does_not_stop_the_server() {
+    use tokio::io::AsyncWriteExt;
+
+    let cluster = Cluster::start(None).await;
+    let mut junk = tokio::net::TcpStream::connect(cluster.addr).await.unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    // A client that connects and says nothing holds only its own task.
+    let _silent = tokio::net::TcpStream::connect(cluster.addr).await.unwrap();
+
+    cluster
+        .view
+        .roles
+        .lock()
+        .unwrap()
+        .insert("m2".into(), Role::Manager);
+    let m2 = credentials(&cluster.ca, "m2", Role::Manager);
+    cluster
+        .vote(tls::client_config(&m2).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(cluster.raft_calls.load(Ordering::SeqCst), 1);
+}
