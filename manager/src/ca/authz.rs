@@ -98,7 +98,8 @@ pub enum Caller {
     },
 }
 
-/// The table applied with a [`ClusterView`].
+/// The table applied with a [`ClusterView`]: cheap to clone (one `Arc`),
+/// one per server.
 pub struct Policy<V> {
     view: Arc<V>,
 }
@@ -111,6 +112,7 @@ impl<V> Clone for Policy<V> {
     }
 }
 
+/// Who may call `path`; `None` (refused) for a method not in [`TABLE`].
 pub fn access(path: &str) -> Option<Access> {
     TABLE.iter().find(|(p, _)| *p == path).map(|(_, a)| *a)
 }
@@ -253,6 +255,8 @@ impl<S, V> tower::Layer<S> for AuthzLayer<V> {
     }
 }
 
+/// The service [`AuthzLayer`] wraps around tonic's router: refused calls
+/// are answered here and never reach a handler.
 pub struct AuthzService<S, V> {
     inner: S,
     policy: Policy<V>,

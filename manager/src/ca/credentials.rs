@@ -18,6 +18,8 @@ const CERT_FILE: &str = "cert.pem";
 const KEY_FILE: &str = "key.pem";
 const CA_FILE: &str = "ca.pem";
 
+/// A certificate with its private key and its CA, checked to belong
+/// together when built or loaded.
 pub struct NodeCredentials {
     cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,

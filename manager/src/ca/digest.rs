@@ -12,6 +12,7 @@ const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 /// 256 bits in 5-bit characters.
 pub(crate) const DIGEST_LEN: usize = 52;
 
+/// A CA certificate's digest, as written in join tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CaDigest(String);
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+/// Everything that can go wrong with keys, certificates, tokens and TLS.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("cannot {action} {}: {source}", path.display())]

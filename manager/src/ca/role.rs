@@ -9,6 +9,8 @@ use shoal_proto::NodeRole;
 
 use super::CaError;
 
+/// Ordered by rights only in [`super::authz`]; written lowercase in
+/// certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     Worker,

@@ -41,6 +41,9 @@ use super::{CaDigest, CaError, JoinToken, NodeCredentials};
 /// A client that connects but never finishes its handshake is dropped after
 /// this long, so it cannot hold a task forever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; past that, accepting waits, so a flood of
+/// half-open connections cannot exhaust memory.
+const MAX_PENDING_HANDSHAKES: usize = 256;
 const ALPN_H2: &[u8] = b"h2";
 
 /// The crypto provider of every config: ring.
@@ -202,16 +205,25 @@ impl ServerCertVerifier for PinnedCaVerifier {
 /// The TLS connections accepted on `listener`, for tonic's
 /// `serve_with_incoming`: tonic then exposes the peer's certificates to
 /// [`super::authz::AuthzLayer`]. Each handshake runs in its own task (a slow
-/// or failing client delays no one); failed handshakes are logged and
-/// dropped. Accepting stops when the stream is dropped.
+/// or failing client delays no one; at most [`MAX_PENDING_HANDSHAKES`] at
+/// once); failed handshakes are logged and dropped. Accepting stops when the
+/// stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            let permit = tokio::select! {
+                permit = pending.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_closed) => return,
+                },
+                () = tx.closed() => return,
+            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = tx.closed() => return,
@@ -228,7 +240,9 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(permit);
+                match handshake {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }

@@ -22,6 +22,8 @@ const SECRET_LEN: usize = 32;
 /// the 128 a secret must have (older clusters' 50-character secrets pass).
 const MIN_SECRET_LEN: usize = 26;
 
+/// A parsed join token; `Display` gives it back as users paste it, `Debug`
+/// leaves the secret out.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JoinToken {
     digest: CaDigest,
@@ -100,7 +102,7 @@ fn check_secret(secret: &str) -> Result<(), CaError> {
     }
 }
 
-/// The two secrets the store keeps (in `Cluster`).
+/// The two secrets the store keeps (in `Cluster`); `Debug` prints neither.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JoinSecrets {
     pub worker: String,
