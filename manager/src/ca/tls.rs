@@ -352,3 +352,86 @@ fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     }
     err.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::testutil::{ca, credentials};
+    use crate::ca::Role;
+
+    fn verify(
+        token: &JoinToken,
+        leaf: &CertificateDer<'static>,
+        chain: &[CertificateDer<'static>],
+    ) -> Result<(), String> {
+        let verifier = PinnedCaVerifier {
+            digest: token.digest().clone(),
+            provider: provider(),
+        };
+        let name = ServerName::try_from(MANAGER_SERVER_NAME).unwrap();
+        verifier
+            .verify_server_cert(leaf, chain, &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| error_chain(&e))
+    }
+
+    fn token_of(ca: &crate::ca::Ca) -> JoinToken {
+        ca.join_token(&crate::ca::token::new_secret()).unwrap()
+    }
+
+    #[test]
+    fn the_bootstrap_verifier_accepts_a_manager_of_the_tokens_ca() {
+        let ours = ca("c1");
+        let m1 = credentials(&ours, "m1", Role::Manager);
+        verify(&token_of(&ours), m1.certificate_der(), &chain(&m1)[1..]).unwrap();
+    }
+
+    #[test]
+    fn the_bootstrap_verifier_refuses_a_server_that_hides_or_swaps_its_ca() {
+        let ours = ca("c1");
+        let theirs = ca("c1");
+        let token = token_of(&ours);
+        let m1 = credentials(&ours, "m1", Role::Manager);
+
+        let err = verify(&token, m1.certificate_der(), &[]).unwrap_err();
+        assert!(err.contains("the server sent no CA certificate"), "{err}");
+
+        let stranger = credentials(&theirs, "m1", Role::Manager);
+        let err = verify(&token, stranger.certificate_der(), &chain(&stranger)[1..]).unwrap_err();
+        assert!(err.contains("does not match the join token"), "{err}");
+    }
+
+    #[test]
+    fn the_bootstrap_verifier_refuses_our_public_ca_cert_next_to_a_forged_leaf() {
+        // The CA certificate is public: a man in the middle can send it.
+        // What he cannot do is present a leaf that CA signed.
+        let ours = ca("c1");
+        let theirs = ca("c1");
+        let forged = credentials(&theirs, "m1", Role::Manager);
+        let err = verify(
+            &token_of(&ours),
+            forged.certificate_der(),
+            &[ours.certificate_der().clone()],
+        )
+        .unwrap_err();
+        assert!(err.contains("invalid peer certificate"), "{err}");
+    }
+
+    #[test]
+    fn the_bootstrap_verifier_refuses_a_worker_posing_as_a_manager() {
+        let ours = ca("c1");
+        let w1 = credentials(&ours, "w1", Role::Worker);
+        let err = verify(&token_of(&ours), w1.certificate_der(), &chain(&w1)[1..]).unwrap_err();
+        assert!(err.contains("invalid peer certificate"), "{err}");
+    }
+
+    #[test]
+    fn error_chain_names_the_cause_behind_a_transport_error() {
+        let inner = rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+            rustls::OtherError(Arc::new(CaError::TokenRefused)),
+        ));
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner);
+        let text = error_chain(&io);
+        assert!(text.contains("mistyped or rotated out"), "{text}");
+    }
+}

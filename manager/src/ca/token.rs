@@ -162,7 +162,7 @@ impl JoinSecrets {
 
 /// A fresh secret of [`SECRET_LEN`] base-36 characters from the thread's
 /// CSPRNG (rand's ThreadRng: ChaCha seeded by the OS).
-pub fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     let mut rng = rand::rng();
     (0..SECRET_LEN)
         .map(|_| SECRET_ALPHABET[rng.random_range(0..SECRET_ALPHABET.len())] as char)
