@@ -54,7 +54,7 @@ impl Ca {
         Ok(ca)
     }
 
-    /// A new root CA in memory (subject "shoal root CA <cluster id>",
+    /// A new root CA in memory (subject "shoal root CA `<cluster id>`",
     /// O = cluster id), valid from an hour before `now` (clock skew between
     /// nodes) for the default CA validity.
     pub fn generate(cluster_id: &str, now: SystemTime) -> Result<Ca, CaError> {

@@ -205,7 +205,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
 /// The TLS connections accepted on `listener`, for tonic's
 /// `serve_with_incoming`: tonic then exposes the peer's certificates to
 /// [`super::authz::AuthzLayer`]. Each handshake runs in its own task (a slow
-/// or failing client delays no one; at most [`MAX_PENDING_HANDSHAKES`] at
+/// or failing client delays no one; at most `MAX_PENDING_HANDSHAKES` at
 /// once); failed handshakes are logged and dropped. Accepting stops when the
 /// stream is dropped.
 pub fn incoming(
