@@ -237,6 +237,9 @@ pub fn incoming(
                     continue;
                 }
             };
+            // Raft heartbeats are small writes: no Nagle delay (as tonic's
+            // own listener).
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
