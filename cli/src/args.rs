@@ -48,6 +48,8 @@ pub enum Command {
     Config(FileObjectCommand),
     /// Display objects as Kubernetes names them (deployments, replicasets, pods, services)
     Get(GetArgs),
+    /// Show (or rotate) the command that adds a worker or a manager
+    JoinToken(JoinTokenArgs),
     /// Stop the local daemon and leave the cluster
     Leave(LeaveArgs),
     /// Show the client's and the daemon's versions
@@ -101,6 +103,26 @@ pub struct LeaveArgs {
     /// Where the node keeps its state, to clean up when the daemon is not running
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+/// The role a join token admits a node as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JoinRole {
+    Worker,
+    Manager,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct JoinTokenArgs {
+    /// Which token: worker or manager
+    #[arg(value_enum)]
+    pub role: JoinRole,
+    /// Only display the token
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Replace the token with a new one: the old one no longer admits new nodes
+    #[arg(long)]
+    pub rotate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

@@ -96,6 +96,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Get(a) => commands::get::get(&host, &a).await,
         Command::Node(NodeCommand::Ls(a)) => node::ls(&host, &a).await,
+        Command::JoinToken(a) => system::join_token(&host, &a).await,
         Command::Leave(a) => system::leave(&host, &a).await,
         Command::Version => system::version(&host).await,
         Command::Info(a) => system::info(&host, &a).await,
@@ -156,14 +157,13 @@ async fn init(a: InitArgs) -> Result<()> {
         .await
         .map_err(|s| client::api_error(&host, s))?
         .into_inner();
+    let worker = system::join_token_of(&host, args::JoinRole::Worker, false).await?;
     println!("Cluster initialized: {}", info.cluster_id);
     println!("Current node ({}) is now a manager.", info.node_id);
     println!();
-    println!("To add a worker to this cluster, run the following command:");
+    print!("{}", system::join_instructions(&worker));
     println!();
-    println!("    {}", info.worker_join_command);
-    println!();
-    println!("(Joining other hosts needs the mutual-TLS cluster transport; until then this cluster is single-host.)");
+    println!("To add a manager to this cluster, run 'shoal join-token manager' and follow the instructions.");
     Ok(())
 }
 

@@ -86,6 +86,14 @@ pub const SECRETS_MOUNT_DIR: &str = "/run/secrets";
 pub const POD_FILES_DIR: &str = "/run/shoal/pods";
 /// The cluster key's file in the data dir (mode 0600).
 pub const CLUSTER_KEY_FILE: &str = "cluster.key";
+/// The cluster's root CA in a manager's data dir (`ca.crt`, and `ca.key`
+/// mode 0600: never leaves the managers).
+pub const CA_DIR: &str = "ca";
+/// This node's own credentials in the data dir (`cert.pem`, `key.pem` mode
+/// 0600, `ca.pem`: Docker's `--tlsverify` layout).
+pub const NODE_TLS_DIR: &str = "tls";
+/// The epoch a new cluster starts in (raised by `--force-new-cluster`).
+pub const FIRST_CLUSTER_EPOCH: u64 = 1;
 /// Validity of the cluster's root CA certificate (20 years, as Swarm's).
 pub const CA_CERT_VALIDITY_MS: u64 = 20 * 365 * 24 * 3_600_000;
 /// Validity of node and client certificates (90 days, as Swarm's). A node

@@ -120,6 +120,10 @@ impl SimCluster {
             LocalNode::default(),
             Arc::new(|_| {}),
             key,
+            shoal_manager::ca::Ca::generate("sim", std::time::SystemTime::now())
+                .expect("a CA")
+                .digest()
+                .clone(),
         );
         let cluster = SimCluster {
             api,

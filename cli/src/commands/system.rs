@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use shoal_proto::{InfoRequest, LeaveRequest};
+use shoal_proto::{InfoRequest, JoinTokenRequest, JoinTokenResponse, LeaveRequest, NodeRole};
 
-use crate::args::{Format, FormatArgs, LeaveArgs};
+use crate::args::{Format, FormatArgs, JoinRole, JoinTokenArgs, LeaveArgs};
 use crate::client::{api_error, connect};
 
 pub async fn version(host: &str) -> Result<()> {
@@ -47,7 +47,63 @@ pub async fn info(host: &str, a: &FormatArgs) -> Result<()> {
     println!("Listen address:    {}", i.listen_addr);
     println!("Advertise address: {}", i.advertise_addr);
     println!("Raft applied:      {}", i.raft_last_applied);
+    println!("Worker join:       {}", i.worker_join_command);
     Ok(())
+}
+
+/// `shoal join-token worker|manager [-q] [--rotate]`, as Docker's
+/// `swarm join-token`.
+pub async fn join_token(host: &str, a: &JoinTokenArgs) -> Result<()> {
+    let t = join_token_of(host, a.role, a.rotate).await?;
+    if a.quiet {
+        println!("{}", t.token);
+        return Ok(());
+    }
+    if a.rotate {
+        println!("Successfully rotated {} join token.", role_name(a.role));
+        println!();
+    }
+    print!("{}", join_instructions(&t));
+    Ok(())
+}
+
+/// Asks the manager for a role's token, rotating it first with `rotate`.
+pub async fn join_token_of(host: &str, role: JoinRole, rotate: bool) -> Result<JoinTokenResponse> {
+    let mut client = connect(host).await?;
+    let request = JoinTokenRequest {
+        role: match role {
+            JoinRole::Worker => NodeRole::Worker,
+            JoinRole::Manager => NodeRole::Manager,
+        } as i32,
+    };
+    let answer = if rotate {
+        client.rotate_join_token(request).await
+    } else {
+        client.get_join_token(request).await
+    };
+    Ok(answer.map_err(|s| api_error(host, s))?.into_inner())
+}
+
+/// "To add a worker to this cluster, run the following command:" and the
+/// command, indented, as `docker swarm init` and `join-token` print them.
+pub fn join_instructions(t: &JoinTokenResponse) -> String {
+    let role = if t.role == NodeRole::Manager as i32 {
+        "manager"
+    } else {
+        "worker"
+    };
+    format!(
+        "To add a {role} to this cluster, run the following command:\n\n    \
+         shoal join --token {} {}\n",
+        t.token, t.join_addr
+    )
+}
+
+fn role_name(role: JoinRole) -> &'static str {
+    match role {
+        JoinRole::Worker => "worker",
+        JoinRole::Manager => "manager",
+    }
 }
 
 /// Asks the daemon to leave and waits until it has stopped.

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod detach;
 mod logs;
+mod pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rand::Rng;
+use shoal_manager::ca::JoinSecrets;
 use shoal_manager::controlapi::{ControlApi, LocalNode};
 use shoal_manager::dispatcher::Dispatcher;
 use shoal_manager::ids::new_id;
@@ -114,14 +116,15 @@ async fn create_cluster_objects(raft: &RaftNode, cfg: &NodeConfig) -> Result<()>
         created_at: now,
         updated_at: now,
     });
-    let secret = || new_id() + &new_id();
+    // Checked by the token parser: 32 characters of a-z0-9 each.
+    let secrets = JoinSecrets::generate();
     let cluster = Cluster {
         id: cfg.cluster_id.clone(),
         meta,
         name: "default".into(),
-        worker_join_secret: secret(),
-        manager_join_secret: secret(),
-        epoch: 1,
+        worker_join_secret: secrets.worker,
+        manager_join_secret: secrets.manager,
+        epoch: shoal_proto::defaults::FIRST_CLUSTER_EPOCH,
     };
     let node = Node {
         id: cfg.node_id.clone(),
@@ -199,6 +202,17 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     let tcp = TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen} (is another shoal daemon using it?)")
     })?;
+    // The CA and this node's certificate exist before anything is served
+    // (made after the port is bound: a busy port leaves no CA behind).
+    let pki = if init {
+        Some(pki::create(
+            &data_dir,
+            &cfg,
+            shoal_proto::defaults::FIRST_CLUSTER_EPOCH,
+        )?)
+    } else {
+        pki::load(&data_dir, &cfg)?
+    };
     let dispatcher = Dispatcher::new(
         store.clone(),
         Arc::new(raft.clone()),
@@ -227,6 +241,23 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         config::save(&data_dir, &cfg)?;
         tracing::info!(cluster = %cfg.cluster_id, node = %cfg.node_id, "cluster created");
     }
+    let pki = match pki {
+        Some(pki) => pki,
+        None => {
+            raft.linearizable_barrier()
+                .await
+                .context("cannot read the cluster's epoch from Raft")?;
+            let epoch = store
+                .read(|d| d.cluster().map(|c| c.epoch))
+                .context("the Raft log of this data dir holds no cluster object")?;
+            pki::create_for_old_data_dir(&data_dir, &cfg, epoch)?
+        }
+    };
+    tracing::info!(
+        ca_digest = %pki.ca.digest(),
+        identity = %pki.credentials.identity(),
+        "cluster CA and node certificate loaded"
+    );
     tokio::spawn(shoal_manager::leader::supervise(
         raft.clone(),
         store.clone(),
@@ -284,6 +315,7 @@ pub async fn run(run: DaemonRun) -> Result<()> {
             let _ = leave_tx.try_send(force);
         }),
         key,
+        pki.ca.digest().clone(),
     );
     let unix = bind_socket(&socket)?;
     // Clients are served until cleanup is over, so `shoal leave` returns

@@ -5,6 +5,7 @@
 //! before it sends anything secret.
 
 use std::fmt;
+use std::path::Path;
 
 use super::CaError;
 
@@ -21,6 +22,13 @@ impl CaDigest {
     pub fn of(ca_cert_der: &[u8]) -> CaDigest {
         let sha = ring::digest::digest(&ring::digest::SHA256, ca_cert_der);
         CaDigest(base32_lower(sha.as_ref()))
+    }
+
+    /// The digest of the first certificate of a PEM file, such as the
+    /// `ca.crt` [`super::Ca::create`] writes: what a join token must carry.
+    pub fn of_pem_file(path: &Path) -> Result<CaDigest, CaError> {
+        let certs = super::files::read_certs(path)?;
+        Ok(CaDigest::of(&certs[0]))
     }
 
     /// A digest as written in a token, checked for shape only.

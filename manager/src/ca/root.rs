@@ -145,6 +145,24 @@ impl Ca {
         })
     }
 
+    /// Where [`Ca::create`] in `dir` puts the certificate (PEM): what an
+    /// operator (or a test) reads to check a token's digest
+    /// ([`CaDigest::of_pem_file`]).
+    pub fn certificate_path(dir: &Path) -> PathBuf {
+        dir.join(CERT_FILE)
+    }
+
+    /// Where [`Ca::create`] in `dir` puts the private key (mode 0600).
+    pub fn key_path(dir: &Path) -> PathBuf {
+        dir.join(KEY_FILE)
+    }
+
+    /// Whether `dir` holds any part of a CA (certificate or key).
+    pub fn exists_in(dir: &Path) -> bool {
+        let (cert, key) = paths(dir);
+        cert.exists() || key.exists()
+    }
+
     /// The CA certificate (DER): what every node trusts.
     pub fn certificate_der(&self) -> &CertificateDer<'static> {
         &self.cert
@@ -174,7 +192,7 @@ impl Ca {
 }
 
 fn paths(dir: &Path) -> (PathBuf, PathBuf) {
-    (dir.join(CERT_FILE), dir.join(KEY_FILE))
+    (Ca::certificate_path(dir), Ca::key_path(dir))
 }
 
 #[cfg(test)]

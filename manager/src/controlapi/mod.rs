@@ -8,6 +8,7 @@ mod logs;
 pub mod rollout;
 pub mod secrets;
 pub mod spec;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -20,10 +21,10 @@ use shoal_proto::{
     ScaleServiceRequest, ServiceLogsRequest, ServiceView,
 };
 use shoal_proto::{
-    Config, CreateFileObjectRequest, FileObjectRequest, ListConfigsResponse,
-    ListDeploymentsRequest, ListDeploymentsResponse, ListFileObjectsRequest, ListSecretsResponse,
-    ListServiceObjectsRequest, ListServiceObjectsResponse, RemoveFileObjectResponse, Secret,
-    UpdateFileObjectRequest,
+    Config, CreateFileObjectRequest, FileObjectRequest, JoinTokenRequest, JoinTokenResponse,
+    ListConfigsResponse, ListDeploymentsRequest, ListDeploymentsResponse, ListFileObjectsRequest,
+    ListSecretsResponse, ListServiceObjectsRequest, ListServiceObjectsResponse,
+    RemoveFileObjectResponse, Secret, UpdateFileObjectRequest,
 };
 use shoal_proto::{
     ListReplicaSetsRequest, ListReplicaSetsResponse, ReplicaSetView, RollbackServiceRequest,
@@ -31,6 +32,7 @@ use shoal_proto::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::ca::CaDigest;
 use crate::ids::new_id;
 use crate::keys::ClusterKey;
 use crate::objects::{is_ready, observed, pod_name, touch, version, wanted};
@@ -65,6 +67,9 @@ pub struct ControlApi {
     leave: LeaveHook,
     /// Seals secrets before they go into Raft.
     key: ClusterKey,
+    /// The digest of the cluster's CA, for join tokens. Only the digest:
+    /// the CA's private key stays with the daemon, out of every answer.
+    ca_digest: CaDigest,
 }
 
 /// How many times a write is retried when a controller changed the same
@@ -88,6 +93,7 @@ impl ControlApi {
         local: LocalNode,
         leave: LeaveHook,
         key: ClusterKey,
+        ca_digest: CaDigest,
     ) -> Self {
         ControlApi {
             store,
@@ -97,6 +103,7 @@ impl ControlApi {
             local,
             leave,
             key,
+            ca_digest,
         }
     }
 
@@ -496,9 +503,10 @@ impl control_server::Control for ControlApi {
                 engine_version: local.engine_version.clone(),
                 listen_addr: local.listen_addr.clone(),
                 advertise_addr: local.advertise_addr.clone(),
-                worker_join_command: format!(
-                    "shoal join --token SHOAL-1-{}-{} {}",
-                    cluster.id, cluster.worker_join_secret, local.advertise_addr
+                worker_join_command: tokens::worker_join_command(
+                    &cluster,
+                    &self.ca_digest,
+                    &local.advertise_addr,
                 ),
                 raft_last_applied: self.raft.last_applied(),
             }
@@ -703,6 +711,33 @@ impl control_server::Control for ControlApi {
         let name = request.into_inner().name;
         let id = self.remove_file_object::<Config>(name).await?;
         Ok(Response::new(RemoveFileObjectResponse { id }))
+    }
+
+    async fn get_join_token(
+        &self,
+        request: Request<JoinTokenRequest>,
+    ) -> Result<Response<JoinTokenResponse>, Status> {
+        let role = tokens::requested_role(request.into_inner().role)?;
+        let resp = self
+            .read(|d| {
+                let cluster = tokens::cluster(d)?;
+                tokens::response(cluster, &self.ca_digest, role, &self.local.advertise_addr)
+            })
+            .await??;
+        Ok(Response::new(resp))
+    }
+
+    async fn rotate_join_token(
+        &self,
+        request: Request<JoinTokenRequest>,
+    ) -> Result<Response<JoinTokenResponse>, Status> {
+        let role = tokens::requested_role(request.into_inner().role)?;
+        let cluster = self
+            .write(|d| Ok(tokens::rotate(tokens::cluster(d)?, role)))
+            .await?;
+        tracing::info!(%role, "join token rotated: the previous one no longer admits new nodes");
+        let resp = tokens::response(&cluster, &self.ca_digest, role, &self.local.advertise_addr)?;
+        Ok(Response::new(resp))
     }
 }
 

@@ -16,4 +16,5 @@ mod secrets;
 mod service;
 mod sim_rollout;
 mod stack;
+mod tokens;
 mod voting;
