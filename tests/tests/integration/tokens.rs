@@ -102,6 +102,27 @@ fn init_prints_a_worker_token_with_the_digest_of_the_ca_it_made() {
     assert_ne!(manager_token.secret(), token.secret());
     assert_eq!(quiet_token(&node, "manager"), manager_token.to_string());
 
+    // No answer carries the CA key, or the other role's secret.
+    let key_pem = std::fs::read_to_string(&key).unwrap();
+    let key_body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let info_json = node.shoal(&["info", "--format", "json"]).ok();
+    for out in [&worker, &manager, &info, &info_json] {
+        for chunk in key_body.as_bytes().chunks(20) {
+            let chunk = std::str::from_utf8(chunk).unwrap();
+            assert!(!out.stdout.contains(chunk), "CA key text in:\n{out}");
+        }
+    }
+    for out in [&worker, &info, &info_json] {
+        assert!(
+            !out.stdout.contains(manager_token.secret()),
+            "manager secret in:\n{out}"
+        );
+    }
+    assert!(!manager.stdout.contains(token.secret()), "{manager}");
+
     let bad = node.shoal(&["join-token", "boss"]).fails();
     assert!(bad.stderr.contains("invalid value 'boss'"), "{bad}");
 }
