@@ -249,7 +249,14 @@ pub async fn run(run: DaemonRun) -> Result<()> {
                 .context("cannot read the cluster's epoch from Raft")?;
             let epoch = store
                 .read(|d| d.cluster().map(|c| c.epoch))
-                .context("the Raft log of this data dir holds no cluster object")?;
+                .with_context(|| {
+                    format!(
+                        "the Raft log in {} holds no cluster object, so this node cannot \
+                         make its CA: the data dir is incomplete; restore it from a backup, \
+                         or start over with `shoal leave --force` and `shoal init`",
+                        data_dir.display()
+                    )
+                })?;
             pki::create_for_old_data_dir(&data_dir, &cfg, epoch)?
         }
     };
