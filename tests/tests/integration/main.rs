@@ -7,6 +7,7 @@
 mod cli;
 mod get;
 mod health;
+mod hosts;
 mod logs;
 mod ports;
 mod recovery;
