@@ -40,6 +40,12 @@ pub enum Command {
     /// Manage stacks (compose files)
     #[command(subcommand)]
     Stack(StackCommand),
+    /// Manage secrets (encrypted at rest; the data is never shown)
+    #[command(subcommand)]
+    Secret(FileObjectCommand),
+    /// Manage configs
+    #[command(subcommand)]
+    Config(FileObjectCommand),
     /// Display objects as Kubernetes names them (deployments, replicasets, pods, services)
     Get(GetArgs),
     /// Stop the local daemon and leave the cluster
@@ -229,6 +235,18 @@ pub struct UpdateArgs {
     pub health_start_period: Option<String>,
     #[arg(long, conflicts_with = "health_cmd")]
     pub no_healthcheck: bool,
+    /// Add or replace a secret (same syntax as create's --secret)
+    #[arg(long = "secret-add")]
+    pub secret_add: Vec<String>,
+    /// Remove a secret (its name)
+    #[arg(long = "secret-rm")]
+    pub secret_rm: Vec<String>,
+    /// Add or replace a config (same syntax as create's --config)
+    #[arg(long = "config-add")]
+    pub config_add: Vec<String>,
+    /// Remove a config (its name)
+    #[arg(long = "config-rm")]
+    pub config_rm: Vec<String>,
     #[command(flatten)]
     pub update: RolloutFlags,
     #[command(flatten)]
@@ -394,6 +412,12 @@ pub struct CreateArgs {
     /// The DNS name an ExternalName service stands for (requires --type ExternalName)
     #[arg(long)]
     pub external_name: Option<String>,
+    /// Give the containers a secret: NAME, or source=NAME[,target=T][,uid=0][,gid=0][,mode=0444]
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Give the containers a config: NAME, or source=NAME[,target=/path][,uid=0][,gid=0][,mode=0444]
+    #[arg(long = "config")]
+    pub configs: Vec<String>,
     /// Exit immediately instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
@@ -454,6 +478,39 @@ pub struct LogsArgs {
 pub struct RmArgs {
     #[arg(required = true)]
     pub services: Vec<String>,
+}
+
+/// `shoal secret ...` and `shoal config ...`.
+#[derive(Debug, Subcommand)]
+pub enum FileObjectCommand {
+    /// Create one from a file, or from standard input with -
+    Create(FileObjectCreateArgs),
+    /// List them
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Display details as JSON (a secret's data is never shown)
+    Inspect(FileObjectNamesArgs),
+    /// Remove one or more (refused while a service uses it)
+    #[command(alias = "remove")]
+    Rm(FileObjectNamesArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FileObjectCreateArgs {
+    /// Label (key=value)
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Name
+    pub name: String,
+    /// File with the content, or - to read standard input
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FileObjectNamesArgs {
+    /// Names or ids
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -88,6 +88,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             args::StackCommand::Ps(a) => commands::stack::ps(&host, &a).await,
             args::StackCommand::Rm(a) => commands::stack::rm(&host, &a).await,
         },
+        Command::Secret(cmd) => {
+            commands::secret::run(&host, commands::secret::Kind::Secret, &cmd).await
+        }
+        Command::Config(cmd) => {
+            commands::secret::run(&host, commands::secret::Kind::Config, &cmd).await
+        }
         Command::Get(a) => commands::get::get(&host, &a).await,
         Command::Node(NodeCommand::Ls(a)) => node::ls(&host, &a).await,
         Command::Leave(a) => system::leave(&host, &a).await,

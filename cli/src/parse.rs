@@ -11,8 +11,8 @@ use shoal_proto::{
     restart_policy::Condition,
     service::Type as ServiceType,
     update_config::{FailureAction, Order},
-    ContainerSpec, DeploymentMode, EndpointMode, HealthCheck, Mount, Placement, PortConfig,
-    RestartPolicy, ServiceSpec, UpdateConfig,
+    ContainerSpec, DeploymentMode, EndpointMode, FileReference, HealthCheck, Mount, Placement,
+    PortConfig, RestartPolicy, ServiceSpec, UpdateConfig,
 };
 
 use crate::args::{CreateArgs, UpdateArgs};
@@ -124,6 +124,85 @@ pub fn publish(spec: &str) -> Result<PortConfig> {
         None => port.target_port = port_number("target", spec, ports)?,
     }
     Ok(port)
+}
+
+/// A file mode as Docker reads one (Go's base-0 parsing): `0440` and
+/// `0o440` are octal, `0x124` hexadecimal, anything else decimal.
+pub fn file_mode(flag: &str, spec: &str, s: &str) -> Result<u32> {
+    let bad = || anyhow!("invalid {flag} {spec:?}: mode {s:?} is not a file mode such as 0444");
+    let t = s.trim();
+    let n = if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        u32::from_str_radix(o, 8)
+    } else if let Some(x) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u32::from_str_radix(x, 16)
+    } else if t.len() > 1 && t.starts_with('0') {
+        u32::from_str_radix(&t[1..], 8)
+    } else {
+        t.parse()
+    }
+    .map_err(|_| bad())?;
+    if n > 0o7777 {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+fn id_number(flag: &str, spec: &str, what: &str, s: &str) -> Result<u32> {
+    s.trim()
+        .parse()
+        .map_err(|_| anyhow!("invalid {flag} {spec:?}: {what} {s:?} is not a number"))
+}
+
+/// `--secret NAME` or `--secret source=NAME,target=T,uid=0,gid=0,mode=0400`
+/// (and the same for `--config`), as Docker reads them. The manager fills
+/// the defaults (target = the name, mode 0444).
+pub fn file_reference(flag: &str, spec: &str) -> Result<FileReference> {
+    let mut r = FileReference::default();
+    if !spec.contains('=') {
+        r.name = spec.trim().to_string();
+    } else {
+        for part in spec.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow!("invalid {flag} {spec:?}: {part:?} is not key=value"))?;
+            match k.trim() {
+                "source" | "src" => r.name = v.trim().to_string(),
+                "target" => r.target = v.trim().to_string(),
+                "uid" => r.uid = id_number(flag, spec, "uid", v)?,
+                "gid" => r.gid = id_number(flag, spec, "gid", v)?,
+                "mode" => r.mode = file_mode(flag, spec, v)?,
+                other => bail!(
+                    "invalid {flag} {spec:?}: unknown key {other:?} (use source, target, uid, gid, mode)"
+                ),
+            }
+        }
+    }
+    if r.name.is_empty() {
+        bail!("invalid {flag} {spec:?}: no source name");
+    }
+    Ok(r)
+}
+
+fn file_references(flag: &str, specs: &[String]) -> Result<Vec<FileReference>> {
+    specs.iter().map(|s| file_reference(flag, s)).collect()
+}
+
+/// `--secret-add`/`--secret-rm` (or the config flags) applied to a list:
+/// an added reference replaces one of the same name.
+fn edit_references(
+    refs: &mut Vec<FileReference>,
+    add_flag: &str,
+    add: &[String],
+    remove: &[String],
+) -> Result<()> {
+    for name in remove {
+        refs.retain(|r| &r.name != name);
+    }
+    for r in file_references(add_flag, add)? {
+        refs.retain(|x| x.name != r.name);
+        refs.push(r);
+    }
+    Ok(())
 }
 
 fn restart_condition(s: &str) -> Result<Condition> {
@@ -270,6 +349,9 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         limit_nano_cpus: 0,
         limit_memory_bytes: 0,
         mounts: a.mounts.iter().map(|m| mount(m)).collect::<Result<_>>()?,
+
+        secrets: file_references("--secret", &a.secrets)?,
+        configs: file_references("--config", &a.configs)?,
     };
     let (mode, replicas) = match (a.mode.as_str(), a.replicas) {
         ("replicated", r) => (DeploymentMode::Replicated, r.unwrap_or(d::REPLICAS)),
@@ -467,6 +549,8 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs) -> Result<()> {
     if health.any() {
         c.healthcheck = healthcheck(&health)?;
     }
+    edit_references(&mut c.secrets, "--secret-add", &a.secret_add, &a.secret_rm)?;
+    edit_references(&mut c.configs, "--config-add", &a.config_add, &a.config_rm)?;
     for (k, v) in key_values("--label-add", &a.label_add)? {
         spec.labels.insert(k, v);
     }
@@ -731,6 +815,98 @@ mod tests {
         assert_eq!(r.condition(), Condition::OnFailure);
         assert_eq!((r.delay_ms, r.max_attempts), (2_000, 4));
         assert_eq!(spec.labels["tier"], "front");
+    }
+
+    #[test]
+    fn secret_and_config_flags_become_references() {
+        let cli = Cli::try_parse_from([
+            "shoal",
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--secret",
+            "pw",
+            "--secret",
+            "source=tls,target=cert.pem,uid=33,gid=33,mode=0400",
+            "--config",
+            "source=app,target=/etc/app.conf,mode=0o440",
+            "img",
+        ])
+        .unwrap();
+        let Command::Service(ServiceCommand::Create(a)) = cli.command else {
+            panic!()
+        };
+        let c = service_spec(&a).unwrap().container.unwrap();
+        assert_eq!(c.secrets[0].name, "pw");
+        assert_eq!((c.secrets[0].target.as_str(), c.secrets[0].mode), ("", 0));
+        let tls = &c.secrets[1];
+        assert_eq!(
+            (
+                tls.name.as_str(),
+                tls.target.as_str(),
+                tls.uid,
+                tls.gid,
+                tls.mode
+            ),
+            ("tls", "cert.pem", 33, 33, 0o400)
+        );
+        assert_eq!(c.configs[0].target, "/etc/app.conf");
+        assert_eq!(c.configs[0].mode, 0o440);
+    }
+
+    #[test]
+    fn bad_secret_flags_name_the_flag_and_value() {
+        let e = |s| file_reference("--secret", s).unwrap_err().to_string();
+        assert_eq!(
+            e("source=pw,mode=rw"),
+            "invalid --secret \"source=pw,mode=rw\": mode \"rw\" is not a file mode such as 0444"
+        );
+        assert!(e("source=pw,mode=017777").contains("is not a file mode"));
+        assert!(e("target=x").contains("no source name"));
+        assert!(e("source=pw,owner=1").contains("unknown key \"owner\""));
+        assert!(e("source=pw,uid=root").contains("uid \"root\" is not a number"));
+        assert_eq!(file_mode("m", "", "0444").unwrap(), 0o444);
+        assert_eq!(file_mode("m", "", "292").unwrap(), 0o444);
+        assert_eq!(file_mode("m", "", "0").unwrap(), 0);
+    }
+
+    #[test]
+    fn update_adds_and_removes_secrets_by_name() {
+        let mut spec = ServiceSpec {
+            container: Some(ContainerSpec {
+                secrets: vec![
+                    file_reference("--secret", "a").unwrap(),
+                    file_reference("--secret", "b").unwrap(),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cli = Cli::try_parse_from([
+            "shoal",
+            "service",
+            "update",
+            "--secret-rm",
+            "a",
+            "--secret-add",
+            "source=b,target=bee",
+            "--config-add",
+            "conf",
+            "web",
+        ])
+        .unwrap();
+        let Command::Service(ServiceCommand::Update(a)) = cli.command else {
+            panic!()
+        };
+        apply_update(&mut spec, &a).unwrap();
+        let c = spec.container.unwrap();
+        assert_eq!(c.secrets.len(), 1);
+        assert_eq!(
+            (c.secrets[0].name.as_str(), c.secrets[0].target.as_str()),
+            ("b", "bee")
+        );
+        assert_eq!(c.configs[0].name, "conf");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod controlapi;
 pub mod controller;
 pub mod dispatcher;
 pub mod ids;
+pub mod keys;
 pub mod leader;
 pub mod objects;
 pub mod orchestrator;

@@ -71,6 +71,22 @@ pub const RAFT_SNAPSHOT_LOGS_SINCE_LAST: u64 = 5_000;
 /// `service create` / `scale` wait at most this long to converge.
 pub const CONVERGE_TIMEOUT_MS: u64 = 120_000;
 
+/// Largest secret (Docker's limit: 500 KiB).
+pub const SECRET_MAX_BYTES: usize = 500 * 1024;
+/// Largest config (Docker's limit: 1000 KiB).
+pub const CONFIG_MAX_BYTES: usize = 1000 * 1024;
+/// Mode of a secret or config file in a container when none is given
+/// (Docker's: world-readable, read-only).
+pub const FILE_MODE: u32 = 0o444;
+/// Directory in a container where secrets appear (`/run/secrets/<target>`).
+pub const SECRETS_MOUNT_DIR: &str = "/run/secrets";
+/// Where a worker writes the secret and config files of its pods, one
+/// directory per node and pod; it must be a tmpfs, and the worker mounts
+/// one there when it is not (see docs/DECISIONS.md).
+pub const POD_FILES_DIR: &str = "/run/shoal/pods";
+/// The cluster key's file in the data dir (mode 0600).
+pub const CLUSTER_KEY_FILE: &str = "cluster.key";
+
 /// Container labels shoal puts on every container it creates.
 pub mod labels {
     pub const POD_ID: &str = "io.shoal.pod.id";

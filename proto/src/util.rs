@@ -1,6 +1,22 @@
 //! Small helpers on generated types that every crate needs.
 
-use crate::v1::{object, Object, ObjectKind, PodState};
+use crate::v1::{object, FileReference, Object, ObjectKind, PodState};
+
+impl FileReference {
+    /// Where the file appears in the container: an absolute target as is;
+    /// a relative one under /run/secrets for a secret, under / for a config
+    /// (Docker's rules). The manager refuses targets with `..`.
+    pub fn container_path(&self, secret: bool) -> String {
+        let t = self.target.trim();
+        if t.starts_with('/') {
+            t.to_string()
+        } else if secret {
+            format!("{}/{t}", crate::defaults::SECRETS_MOUNT_DIR)
+        } else {
+            format!("/{t}")
+        }
+    }
+}
 
 impl Object {
     /// The kind and id of the object, for keys and error messages.
@@ -12,6 +28,8 @@ impl Object {
             Some(object::Kind::ReplicaSet(o)) => (ObjectKind::ReplicaSet, &o.id),
             Some(object::Kind::Pod(o)) => (ObjectKind::Pod, &o.id),
             Some(object::Kind::Service(o)) => (ObjectKind::Service, &o.id),
+            Some(object::Kind::Secret(o)) => (ObjectKind::Secret, &o.id),
+            Some(object::Kind::Config(o)) => (ObjectKind::Config, &o.id),
             None => (ObjectKind::Unspecified, ""),
         }
     }
@@ -77,4 +95,6 @@ into_object!(
     ReplicaSet => ReplicaSet,
     Pod => Pod,
     Service => Service,
+    Secret => Secret,
+    Config => Config,
 );

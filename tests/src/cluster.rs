@@ -70,9 +70,12 @@ impl SimCluster {
         .await
         .expect("open raft");
         let shutdown = CancellationToken::new();
+        // One key for the control API (seals) and the dispatcher (opens).
+        let key = shoal_manager::keys::ClusterKey::generate();
         let dispatcher = Dispatcher::new(
             store.clone(),
             Arc::new(raft.clone()),
+            key.clone(),
             shutdown.child_token(),
         );
         let server = tonic::transport::Server::builder()
@@ -116,6 +119,7 @@ impl SimCluster {
             Arc::new(NoLogs),
             LocalNode::default(),
             Arc::new(|_| {}),
+            key,
         );
         let cluster = SimCluster {
             api,

@@ -17,6 +17,7 @@ pub mod http;
 pub mod images;
 pub mod node;
 pub mod table;
+pub mod voting;
 pub mod wait;
 
 pub use cmd::{run, Output};

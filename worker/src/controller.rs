@@ -437,6 +437,7 @@ mod tests {
             pod_name: "web.1".into(),
             service_name: "web".into(),
             stack: String::new(),
+            ..Default::default()
         }
     }
 

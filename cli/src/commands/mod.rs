@@ -3,6 +3,7 @@
 pub mod get;
 pub mod node;
 pub mod rollout;
+pub mod secret;
 pub mod service;
 pub mod stack;
 pub mod system;

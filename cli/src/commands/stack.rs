@@ -12,6 +12,7 @@ use shoal_proto::{
 
 use crate::args::{ListArgs, PsArgs, StackDeployArgs, StackNameArgs, StackRmArgs};
 use crate::client::{api_error, connect, Client};
+use crate::commands::secret::{self, Kind};
 use crate::commands::{rollout, service};
 use crate::output::table;
 use crate::stack;
@@ -49,16 +50,21 @@ pub async fn deploy(host: &str, a: &StackDeployArgs) -> Result<()> {
     for w in &loaded.warnings {
         eprintln!("WARNING: {w}");
     }
-    let specs = stack::translate::services(&loaded, &a.name).map_err(|e| {
+    let in_files = |e: String| {
         let files: Vec<String> = a
             .compose_file
             .iter()
             .map(|f| f.display().to_string())
             .collect();
         anyhow!("{}: {e}", files.join(" + "))
-    })?;
+    };
+    let specs = stack::translate::services(&loaded, &a.name).map_err(in_files)?;
     let dependencies = stack::translate::dependencies(&loaded, &a.name);
+    let objects = stack::secrets::objects(&loaded, &a.name, &env).map_err(in_files)?;
     let mut client = connect(host).await?;
+    deploy_objects(host, &mut client, objects)
+        .await
+        .map_err(|e| in_files(format!("{e:#}")))?;
     let existing = service::list(host, &mut client).await?;
     let mut touched = Vec::new();
     for spec in specs {
@@ -196,6 +202,92 @@ async fn wait_dependency(
     }
 }
 
+/// Creates the stack's secrets and configs before its services use them;
+/// an existing one must have the same content (they are immutable), an
+/// external one must exist.
+async fn deploy_objects(
+    host: &str,
+    client: &mut Client,
+    objects: Vec<stack::secrets::StackObject>,
+) -> Result<()> {
+    for o in objects {
+        let noun = o.kind.noun();
+        let name = o.spec.name.clone();
+        let existing = match secret::get_object(client, o.kind, &name).await {
+            Ok(_) => true,
+            Err(s) if s.code() == tonic::Code::NotFound => false,
+            Err(s) => return Err(anyhow!("{noun} {name}: {}", api_error(host, s))),
+        };
+        match (o.external, existing) {
+            (true, true) => {}
+            (true, false) => bail!(
+                "{noun} {name} is external but does not exist: create it with shoal {noun} create {name} FILE"
+            ),
+            (false, true) => {
+                secret::update_object(host, client, o.kind, o.spec)
+                    .await
+                    .map_err(|e| anyhow!("{noun}s.{}: {e}", o.key))?;
+            }
+            (false, false) => {
+                println!("Creating {noun} {name}");
+                secret::create_object(host, client, o.kind, o.spec)
+                    .await
+                    .map_err(|e| anyhow!("{noun}s.{}: {e}", o.key))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the stack still has secrets or configs (a stack whose services
+/// are gone can still be removed).
+async fn has_objects(host: &str, client: &mut Client, stack_name: &str) -> Result<bool> {
+    for kind in [Kind::Secret, Kind::Config] {
+        let all = secret::list_objects(host, client, kind).await?;
+        if all.iter().any(|o| o.spec().stack == stack_name) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Removes the stack's own secrets and configs (never external ones). The
+/// services' pods may still be stopping and keep them in use for a while,
+/// so a removal refused as in use is retried for up to a minute.
+async fn remove_objects(host: &str, client: &mut Client, stack_name: &str) -> Result<bool> {
+    let mut failed = false;
+    for kind in [Kind::Secret, Kind::Config] {
+        let mine: Vec<String> = secret::list_objects(host, client, kind)
+            .await?
+            .into_iter()
+            .map(|o| o.spec())
+            .filter(|s| s.stack == stack_name)
+            .map(|s| s.name)
+            .collect();
+        for name in mine {
+            println!("Removing {} {name}", kind.noun());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                match secret::remove_object(client, kind, &name).await {
+                    Ok(_) => break,
+                    Err(s)
+                        if s.code() == tonic::Code::FailedPrecondition
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    Err(s) => {
+                        eprintln!("Error: {} {name}: {}", kind.noun(), api_error(host, s));
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(!failed)
+}
+
 pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let services = service::list(host, &mut client).await?;
@@ -271,7 +363,8 @@ pub async fn rm(host: &str, a: &StackRmArgs) -> Result<()> {
             .filter(|v| stack_of(v) == *stack_name)
             .map(name_of)
             .collect();
-        if mine.is_empty() {
+        let has_objects = has_objects(host, &mut client, stack_name).await?;
+        if mine.is_empty() && !has_objects {
             eprintln!("Error: nothing found in stack: {stack_name}");
             failed = true;
             continue;
@@ -287,6 +380,9 @@ pub async fn rm(host: &str, a: &StackRmArgs) -> Result<()> {
                 eprintln!("Error: service {name}: {}", api_error(host, s));
                 failed = true;
             }
+        }
+        if !remove_objects(host, &mut client, stack_name).await? {
+            failed = true;
         }
     }
     if failed {

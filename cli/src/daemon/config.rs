@@ -68,7 +68,7 @@ pub fn save(dir: &Path, cfg: &NodeConfig) -> Result<()> {
 
 /// Forgets the node's cluster state (after leave --force).
 pub fn wipe(dir: &Path) -> Result<()> {
-    for name in [CONFIG_FILE, "raft"] {
+    for name in [CONFIG_FILE, "raft", d::CLUSTER_KEY_FILE] {
         let p = dir.join(name);
         if p.is_dir() {
             std::fs::remove_dir_all(&p)

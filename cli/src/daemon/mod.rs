@@ -15,6 +15,7 @@ use rand::Rng;
 use shoal_manager::controlapi::{ControlApi, LocalNode};
 use shoal_manager::dispatcher::Dispatcher;
 use shoal_manager::ids::new_id;
+use shoal_manager::keys::ClusterKey;
 use shoal_manager::proposer::{all_applied, batch};
 use shoal_manager::raft::{RaftConfig, RaftNode};
 use shoal_manager::store::{put, Store};
@@ -90,6 +91,21 @@ fn claim_pid_file(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The cluster key that seals secrets: made at init, read on restart. A
+/// node initialized before secrets existed gets one on its next start.
+fn cluster_key(data_dir: &Path, init: bool) -> Result<ClusterKey> {
+    let path = data_dir.join(shoal_proto::defaults::CLUSTER_KEY_FILE);
+    if !init && path.exists() {
+        return Ok(ClusterKey::load(&path)?);
+    }
+    if !init {
+        tracing::warn!(path = %path.display(), "no cluster key: creating one (secrets created before it, if any, cannot be decrypted)");
+    }
+    let key = ClusterKey::generate();
+    key.save(&path)?;
+    Ok(key)
+}
+
 /// Creates the Cluster and this node's Node object (init only).
 async fn create_cluster_objects(raft: &RaftNode, cfg: &NodeConfig) -> Result<()> {
     let now = now_ms();
@@ -162,6 +178,7 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let pid_file = claim_pid_file(&data_dir)?;
+    let key = cluster_key(&data_dir, init)?;
     let listen = config::check_listen_addr(&cfg.listen_addr)?;
 
     // Manager: Raft and the store it applies to.
@@ -185,6 +202,7 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     let dispatcher = Dispatcher::new(
         store.clone(),
         Arc::new(raft.clone()),
+        key.clone(),
         shutdown.child_token(),
     );
     let cluster_server = tonic::transport::Server::builder()
@@ -265,6 +283,7 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         Arc::new(move |force| {
             let _ = leave_tx.try_send(force);
         }),
+        key,
     );
     let unix = bind_socket(&socket)?;
     // Clients are served until cleanup is over, so `shoal leave` returns

@@ -4,6 +4,7 @@
 pub mod de;
 mod interp;
 pub mod model;
+pub mod secrets;
 pub mod shoal_ext;
 pub mod translate;
 mod yaml;

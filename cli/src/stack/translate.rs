@@ -9,7 +9,8 @@
 //! already exist.
 //!
 //! What this build cannot run yet is refused with an error naming the key,
-//! never silently dropped: secrets and configs.
+//! stack's secrets and configs are created by `stack deploy` before its
+//! services (see `super::secrets`).
 
 use shoal_proto::defaults::{self as d, labels};
 use shoal_proto::{
@@ -26,6 +27,7 @@ use super::de::{MountType, ServiceVolume};
 use super::model::{self, Service, StringOrList};
 use super::shoal_ext::{self, ShoalExtension};
 use super::Stack;
+use crate::commands::secret::Kind;
 
 /// A translation error: the key path and what is wrong.
 fn refuse(path: String, what: &str) -> String {
@@ -162,18 +164,8 @@ fn service_spec(
     s: &Service,
 ) -> Result<ServiceSpec, String> {
     let path = |k: &str| format!("services.{name}.{k}");
-    if !s.secrets.is_empty() {
-        return Err(refuse(
-            path("secrets"),
-            "secrets are not supported by stack deploy yet",
-        ));
-    }
-    if !s.configs.is_empty() {
-        return Err(refuse(
-            path("configs"),
-            "configs are not supported by stack deploy yet",
-        ));
-    }
+    let secrets = super::secrets::references(stack, stack_name, name, Kind::Secret, &s.secrets)?;
+    let configs = super::secrets::references(stack, stack_name, name, Kind::Config, &s.configs)?;
     let deploy = s.deploy.clone().unwrap_or_default();
     let global = deploy.mode == Some(model::Mode::Global);
     let healthcheck = s.healthcheck.as_ref().map(|h| {
@@ -221,6 +213,8 @@ fn service_spec(
             .and_then(|l| l.memory)
             .map_or(0, |m| m.0 as i64),
         mounts: mounts(stack, stack_name, &s.volumes, &path)?,
+        secrets,
+        configs,
     };
     let ports = s
         .ports
@@ -466,16 +460,6 @@ mod tests {
             load("services:\n  agent:\n    image: busybox\n    deploy:\n      mode: global\n");
         let spec = &services(&stack, "mon").unwrap()[0];
         assert_eq!((spec.mode(), spec.replicas), (DeploymentMode::Global, 0));
-    }
-
-    #[test]
-    fn what_cannot_run_yet_is_refused_by_key() {
-        let stack = load("services:\n  db:\n    image: postgres\n    secrets: [pw]\nsecrets:\n  pw:\n    file: ./pw.txt\n");
-        let err = services(&stack, "s").unwrap_err();
-        assert_eq!(
-            err,
-            "services.db.secrets: secrets are not supported by stack deploy yet"
-        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod external;
 pub mod get;
 mod logs;
 pub mod rollout;
+pub mod secrets;
 pub mod spec;
 
 use std::sync::Arc;
@@ -19,8 +20,10 @@ use shoal_proto::{
     ScaleServiceRequest, ServiceLogsRequest, ServiceView,
 };
 use shoal_proto::{
-    ListDeploymentsRequest, ListDeploymentsResponse, ListServiceObjectsRequest,
-    ListServiceObjectsResponse,
+    Config, CreateFileObjectRequest, FileObjectRequest, ListConfigsResponse,
+    ListDeploymentsRequest, ListDeploymentsResponse, ListFileObjectsRequest, ListSecretsResponse,
+    ListServiceObjectsRequest, ListServiceObjectsResponse, RemoveFileObjectResponse, Secret,
+    UpdateFileObjectRequest,
 };
 use shoal_proto::{
     ListReplicaSetsRequest, ListReplicaSetsResponse, ReplicaSetView, RollbackServiceRequest,
@@ -29,6 +32,7 @@ use shoal_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::ids::new_id;
+use crate::keys::ClusterKey;
 use crate::objects::{is_ready, observed, pod_name, touch, version, wanted};
 use crate::proposer::{all_applied, batch, Proposer};
 use crate::raft::{ProposeError, RaftNode};
@@ -59,6 +63,8 @@ pub struct ControlApi {
     logs: Arc<dyn LogSource>,
     local: LocalNode,
     leave: LeaveHook,
+    /// Seals secrets before they go into Raft.
+    key: ClusterKey,
 }
 
 /// How many times a write is retried when a controller changed the same
@@ -81,6 +87,7 @@ impl ControlApi {
         logs: Arc<dyn LogSource>,
         local: LocalNode,
         leave: LeaveHook,
+        key: ClusterKey,
     ) -> Self {
         ControlApi {
             store,
@@ -89,6 +96,7 @@ impl ControlApi {
             logs,
             local,
             leave,
+            key,
         }
     }
 
@@ -266,6 +274,7 @@ impl control_server::Control for ControlApi {
                 let mut spec = spec.clone();
                 let own = spec.name.clone();
                 spec::allocate_ports(d, &mut spec, &own).map_err(Status::invalid_argument)?;
+                secrets::resolve_references(d, &mut spec).map_err(Status::invalid_argument)?;
                 let (dep, rs, svc) = spec::objects_for(&spec, ids.clone(), now_ms());
                 Ok((vec![put(dep, 0), put(rs, 0), put(svc, 0)], ids.0.clone()))
             })
@@ -608,6 +617,92 @@ impl control_server::Control for ControlApi {
         }
         (self.leave)(force);
         Ok(Response::new(LeaveResponse {}))
+    }
+
+    async fn create_secret(
+        &self,
+        request: Request<CreateFileObjectRequest>,
+    ) -> Result<Response<Secret>, Status> {
+        let spec = request.into_inner().spec;
+        Ok(Response::new(self.create_file_object(spec).await?))
+    }
+
+    async fn update_secret(
+        &self,
+        request: Request<UpdateFileObjectRequest>,
+    ) -> Result<Response<Secret>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.update_file_object(req.name, req.spec).await?,
+        ))
+    }
+
+    async fn get_secret(
+        &self,
+        request: Request<FileObjectRequest>,
+    ) -> Result<Response<Secret>, Status> {
+        let name = request.into_inner().name;
+        Ok(Response::new(self.get_file_object(name).await?))
+    }
+
+    async fn list_secrets(
+        &self,
+        _: Request<ListFileObjectsRequest>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
+        let secrets = self.list_file_objects().await?;
+        Ok(Response::new(ListSecretsResponse { secrets }))
+    }
+
+    async fn remove_secret(
+        &self,
+        request: Request<FileObjectRequest>,
+    ) -> Result<Response<RemoveFileObjectResponse>, Status> {
+        let name = request.into_inner().name;
+        let id = self.remove_file_object::<Secret>(name).await?;
+        Ok(Response::new(RemoveFileObjectResponse { id }))
+    }
+
+    async fn create_config(
+        &self,
+        request: Request<CreateFileObjectRequest>,
+    ) -> Result<Response<Config>, Status> {
+        let spec = request.into_inner().spec;
+        Ok(Response::new(self.create_file_object(spec).await?))
+    }
+
+    async fn update_config(
+        &self,
+        request: Request<UpdateFileObjectRequest>,
+    ) -> Result<Response<Config>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.update_file_object(req.name, req.spec).await?,
+        ))
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<FileObjectRequest>,
+    ) -> Result<Response<Config>, Status> {
+        let name = request.into_inner().name;
+        Ok(Response::new(self.get_file_object(name).await?))
+    }
+
+    async fn list_configs(
+        &self,
+        _: Request<ListFileObjectsRequest>,
+    ) -> Result<Response<ListConfigsResponse>, Status> {
+        let configs = self.list_file_objects().await?;
+        Ok(Response::new(ListConfigsResponse { configs }))
+    }
+
+    async fn remove_config(
+        &self,
+        request: Request<FileObjectRequest>,
+    ) -> Result<Response<RemoveFileObjectResponse>, Status> {
+        let name = request.into_inner().name;
+        let id = self.remove_file_object::<Config>(name).await?;
+        Ok(Response::new(RemoveFileObjectResponse { id }))
     }
 }
 

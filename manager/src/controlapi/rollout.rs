@@ -59,6 +59,12 @@ pub fn describe_change(old: &PodTemplate, new: &PodTemplate) -> String {
     if oc.stop_grace_period_ms != nc.stop_grace_period_ms {
         parts.push("stop grace period".into());
     }
+    if oc.secrets != nc.secrets {
+        parts.push("secrets".into());
+    }
+    if oc.configs != nc.configs {
+        parts.push("configs".into());
+    }
     if old.host_ports != new.host_ports {
         parts.push("host ports".into());
     }
@@ -144,6 +150,7 @@ pub fn update(
         spec.replicas = 0;
     }
     allocate_ports(data, &mut spec, &old_spec.name)?;
+    super::secrets::resolve_references(data, &mut spec)?;
 
     let mut d2 = dep.clone();
     let template = template_of(&spec);
@@ -247,6 +254,12 @@ pub fn rollback(
             target.revision
         ));
     }
+    super::secrets::check_present(data, target.template.as_ref()).map_err(|e| {
+        format!(
+            "service {name}: cannot roll back to revision {}: {e}",
+            target.revision
+        )
+    })?;
     let mut d2 = dep.clone();
     touch(&mut d2.meta, now);
     let mut m = retarget(

@@ -1,18 +1,65 @@
-//! What a node is told: its pods (with their templates) and the endpoints
-//! of every service it must publish.
+//! What a node is told: its pods (with their templates and the secrets and
+//! configs they use) and the endpoints of every service it must publish.
 
 use shoal_proto::defaults::HEARTBEAT_PERIOD_MS;
 use shoal_proto::{
-    port_config::PublishMode, Assignment, Endpoint, ServiceEndpoints, SessionMessage,
+    port_config::PublishMode, Assignment, Endpoint, FilePayload, PodTemplate, ServiceEndpoints,
+    SessionMessage,
 };
 
+use crate::keys::ClusterKey;
 use crate::objects::{is_ready, pod_name};
 use crate::store::StoreData;
+
+/// The payloads of the secrets and configs a template refers to, each once.
+/// A secret is opened with the cluster key here, so its plaintext exists
+/// only in this message, sent to the node of a pod that uses it. One that
+/// is gone or cannot be opened is left out (and logged): the worker then
+/// fails the pod, naming it, instead of running it without the file.
+fn payloads(
+    data: &StoreData,
+    key: &ClusterKey,
+    template: &Option<PodTemplate>,
+) -> (Vec<FilePayload>, Vec<FilePayload>) {
+    let Some(c) = template.as_ref().and_then(|t| t.container.as_ref()) else {
+        return (vec![], vec![]);
+    };
+    let mut secrets: Vec<FilePayload> = Vec::new();
+    for r in &c.secrets {
+        if secrets.iter().any(|p| p.id == r.id) {
+            continue;
+        }
+        let Some(spec) = data.secrets.get(&r.id).and_then(|s| s.spec.as_ref()) else {
+            continue;
+        };
+        match key.open(&format!("secret {}", spec.name), &spec.data) {
+            Ok(plain) => secrets.push(FilePayload {
+                id: r.id.clone(),
+                data: plain,
+            }),
+            Err(e) => tracing::debug!(error = %e, "secret not delivered"),
+        }
+    }
+    let mut configs: Vec<FilePayload> = Vec::new();
+    for r in &c.configs {
+        if configs.iter().any(|p| p.id == r.id) {
+            continue;
+        }
+        if let Some(spec) = data.configs.get(&r.id).and_then(|s| s.spec.as_ref()) {
+            configs.push(FilePayload {
+                id: r.id.clone(),
+                data: spec.data.clone(),
+            });
+        }
+    }
+    (secrets, configs)
+}
 
 /// The complete message for one node. Pods are sent without their observed
 /// status and meta, so status reports alone do not cause a resend.
 pub fn session_message(
     data: &StoreData,
+    key: &ClusterKey,
     node_id: &str,
     session_id: &str,
     epoch: u64,
@@ -32,12 +79,15 @@ pub fn session_message(
             let mut pod = p.clone();
             pod.status = None;
             pod.meta = None;
+            let (secrets, configs) = payloads(data, key, &template);
             Some(Assignment {
                 pod_name: pod_name(&service_name, p),
                 pod: Some(pod),
                 template,
                 service_name,
                 stack,
+                secrets,
+                configs,
             })
         })
         .collect();
@@ -89,5 +139,146 @@ pub fn session_message(
         heartbeat_period_ms: HEARTBEAT_PERIOD_MS,
         assignments,
         services,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::{
+        Config, ContainerSpec, Deployment, DeploymentSpec, FileObjectSpec, FileReference, Node,
+        Pod, PodState, ReplicaSet, Secret,
+    };
+
+    fn template(secrets: &[&str], configs: &[&str]) -> Option<PodTemplate> {
+        let refs = |ids: &[&str]| {
+            ids.iter()
+                .map(|id| FileReference {
+                    id: id.to_string(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        Some(PodTemplate {
+            container: Some(ContainerSpec {
+                image: "img".into(),
+                secrets: refs(secrets),
+                configs: refs(configs),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Two nodes; `db` (secret pw, config conf) runs on node a, `web`
+    /// (nothing) on node b.
+    fn store(key: &ClusterKey) -> StoreData {
+        let mut d = StoreData::default();
+        for n in ["a", "b"] {
+            d.nodes.insert(
+                n.into(),
+                Node {
+                    id: n.into(),
+                    ..Default::default()
+                },
+            );
+        }
+        d.secrets.insert(
+            "pw".into(),
+            Secret {
+                id: "pw".into(),
+                meta: None,
+                spec: Some(FileObjectSpec {
+                    name: "db_password".into(),
+                    data: key.seal("secret db_password", b"hunter2").unwrap(),
+                    ..Default::default()
+                }),
+            },
+        );
+        d.configs.insert(
+            "conf".into(),
+            Config {
+                id: "conf".into(),
+                meta: None,
+                spec: Some(FileObjectSpec {
+                    name: "db.conf".into(),
+                    data: b"port=5432".to_vec(),
+                    ..Default::default()
+                }),
+            },
+        );
+        for (svc, node, secrets, configs) in [
+            ("db", "a", vec!["pw", "pw"], vec!["conf"]),
+            ("web", "b", vec![], vec![]),
+        ] {
+            d.deployments.insert(
+                svc.into(),
+                Deployment {
+                    id: svc.into(),
+                    spec: Some(DeploymentSpec {
+                        name: svc.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            );
+            d.replica_sets.insert(
+                format!("{svc}-1"),
+                ReplicaSet {
+                    id: format!("{svc}-1"),
+                    deployment_id: svc.into(),
+                    template: template(&secrets, &configs),
+                    ..Default::default()
+                },
+            );
+            d.pods.insert(
+                format!("{svc}-pod"),
+                Pod {
+                    id: format!("{svc}-pod"),
+                    deployment_id: svc.into(),
+                    replica_set_id: format!("{svc}-1"),
+                    slot: 1,
+                    node_id: node.into(),
+                    desired_state: PodState::Running as i32,
+                    ..Default::default()
+                },
+            );
+        }
+        d
+    }
+
+    #[test]
+    fn payloads_go_only_to_the_node_of_a_pod_that_uses_them() {
+        let key = ClusterKey::generate();
+        let d = store(&key);
+        let a = session_message(&d, &key, "a", "s", 1);
+        assert_eq!(a.assignments.len(), 1);
+        let db = &a.assignments[0];
+        assert_eq!(db.service_name, "db");
+        assert_eq!(
+            db.secrets,
+            vec![FilePayload {
+                id: "pw".into(),
+                data: b"hunter2".to_vec()
+            }],
+            "opened, and sent once although referenced twice"
+        );
+        assert_eq!(db.configs[0].data, b"port=5432");
+
+        let b = session_message(&d, &key, "b", "s", 1);
+        assert_eq!(b.assignments.len(), 1);
+        assert!(b.assignments[0].secrets.is_empty());
+        assert!(b.assignments[0].configs.is_empty());
+        let encoded = prost::Message::encode_to_vec(&b);
+        assert!(!encoded.windows(7).any(|w| w == b"hunter2"));
+    }
+
+    #[test]
+    fn a_secret_sealed_by_another_key_is_not_delivered() {
+        let d = store(&ClusterKey::generate());
+        let other = ClusterKey::generate();
+        let a = session_message(&d, &other, "a", "s", 1);
+        assert!(a.assignments[0].secrets.is_empty());
+        assert_eq!(a.assignments[0].configs.len(), 1);
     }
 }

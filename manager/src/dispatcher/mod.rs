@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::ids::new_id;
+use crate::keys::ClusterKey;
 use crate::objects::{touch, version};
 use crate::proposer::{all_applied, batch, Proposer};
 use crate::store::{put, Store};
@@ -41,13 +42,17 @@ pub struct Dispatcher {
     heartbeats: Heartbeats,
     status: status::StatusBatcher,
     shutdown: CancellationToken,
+    /// Opens the secrets handed to the nodes that run pods using them.
+    key: ClusterKey,
 }
 
 impl Dispatcher {
     /// Starts the status batcher; `shutdown` ends it and every session.
+    /// `key` is the cluster key secrets are sealed with.
     pub fn new(
         store: Arc<Store>,
         proposer: Arc<dyn Proposer>,
+        key: ClusterKey,
         shutdown: CancellationToken,
     ) -> Self {
         let status =
@@ -58,6 +63,7 @@ impl Dispatcher {
             heartbeats: Arc::default(),
             status,
             shutdown,
+            key,
         }
     }
 
@@ -191,12 +197,13 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
         let node_id = req.node_id.clone();
+        let key = self.key.clone();
         tokio::spawn(async move {
             let mut changes = store.subscribe();
             let mut last: Option<SessionMessage> = None;
             loop {
                 changes.borrow_and_update();
-                let msg = store.read(|d| session_message(d, &node_id, &session_id, epoch));
+                let msg = store.read(|d| session_message(d, &key, &node_id, &session_id, epoch));
                 if last.as_ref() != Some(&msg) {
                     if tx.send(Ok(msg.clone())).await.is_err() {
                         break;

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use shoal_proto::{
-    object, Batch, BatchResult, Cluster, Deployment, Node, Object, Pod, ReplicaSet, Service,
-    StoreSnapshot,
+    object, Batch, BatchResult, Cluster, Config, Deployment, Node, Object, Pod, ReplicaSet, Secret,
+    Service, StoreSnapshot,
 };
 use tokio::sync::watch;
 
@@ -29,6 +29,9 @@ pub struct StoreData {
     pub replica_sets: BTreeMap<String, ReplicaSet>,
     pub pods: BTreeMap<String, Pod>,
     pub services: BTreeMap<String, Service>,
+    /// Secrets, their data sealed by the cluster key.
+    pub secrets: BTreeMap<String, Secret>,
+    pub configs: BTreeMap<String, Config>,
     /// Raft log index of the last batch applied.
     pub last_applied: u64,
 }
@@ -51,6 +54,20 @@ impl StoreData {
         self.services
             .values()
             .find(|s| s.deployment_id == deployment_id)
+    }
+
+    /// A secret by exact name.
+    pub fn secret_by_name(&self, name: &str) -> Option<&Secret> {
+        self.secrets
+            .values()
+            .find(|s| s.spec.as_ref().is_some_and(|s| s.name == name))
+    }
+
+    /// A config by exact name.
+    pub fn config_by_name(&self, name: &str) -> Option<&Config> {
+        self.configs
+            .values()
+            .find(|s| s.spec.as_ref().is_some_and(|s| s.name == name))
     }
 
     /// Pods of one deployment, every revision and history included.
@@ -94,6 +111,12 @@ impl StoreData {
             Some(object::Kind::Service(o)) => {
                 self.services.insert(o.id.clone(), o);
             }
+            Some(object::Kind::Secret(o)) => {
+                self.secrets.insert(o.id.clone(), o);
+            }
+            Some(object::Kind::Config(o)) => {
+                self.configs.insert(o.id.clone(), o);
+            }
             None => {}
         }
     }
@@ -135,6 +158,20 @@ impl StoreData {
                 .values()
                 .cloned()
                 .map(object::Kind::Service)
+                .map(wrap),
+        );
+        out.extend(
+            self.secrets
+                .values()
+                .cloned()
+                .map(object::Kind::Secret)
+                .map(wrap),
+        );
+        out.extend(
+            self.configs
+                .values()
+                .cloned()
+                .map(object::Kind::Config)
                 .map(wrap),
         );
         out

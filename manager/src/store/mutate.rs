@@ -84,6 +84,8 @@ fn stored_version(data: &StoreData, key: &Key) -> Option<u64> {
         ObjectKind::ReplicaSet => data.replica_sets.get(id).map(|o| &o.meta),
         ObjectKind::Pod => data.pods.get(id).map(|o| &o.meta),
         ObjectKind::Service => data.services.get(id).map(|o| &o.meta),
+        ObjectKind::Secret => data.secrets.get(id).map(|o| &o.meta),
+        ObjectKind::Config => data.configs.get(id).map(|o| &o.meta),
         ObjectKind::Unspecified => return None,
     };
     meta.map(|m| m.as_ref().map_or(0, |m| m.version))
@@ -98,6 +100,8 @@ fn remove(data: &mut StoreData, key: &Key) {
         ObjectKind::ReplicaSet => drop(data.replica_sets.remove(id)),
         ObjectKind::Pod => drop(data.pods.remove(id)),
         ObjectKind::Service => drop(data.services.remove(id)),
+        ObjectKind::Secret => drop(data.secrets.remove(id)),
+        ObjectKind::Config => drop(data.configs.remove(id)),
         ObjectKind::Unspecified => {}
     }
 }
@@ -111,6 +115,8 @@ fn with_version(mut obj: Object, index: u64) -> Object {
         Some(object::Kind::ReplicaSet(o)) => &mut o.meta,
         Some(object::Kind::Pod(o)) => &mut o.meta,
         Some(object::Kind::Service(o)) => &mut o.meta,
+        Some(object::Kind::Secret(o)) => &mut o.meta,
+        Some(object::Kind::Config(o)) => &mut o.meta,
         None => return obj,
     };
     meta.get_or_insert_with(Meta::default).version = index;

@@ -165,3 +165,49 @@ fn snapshot_and_restore_round_trip() {
     assert_eq!(other.read(|d| d.pods.len()), 2);
     assert_eq!(other.read(|d| d.last_applied), 3);
 }
+
+#[test]
+fn secrets_and_configs_are_stored_versioned_deleted_and_snapshotted() {
+    let store = Store::new();
+    let spec = |name: &str| {
+        Some(shoal_proto::FileObjectSpec {
+            name: name.into(),
+            data: b"sealed".to_vec(),
+            ..Default::default()
+        })
+    };
+    let secret = Secret {
+        id: "s1".into(),
+        meta: None,
+        spec: spec("pw"),
+    };
+    let config = Config {
+        id: "c1".into(),
+        meta: None,
+        spec: spec("conf"),
+    };
+    let r = store.apply(4, &batch(true, vec![put(secret, 0), put(config, 0)]));
+    assert_eq!(outcomes(&r), vec![MutationOutcome::Applied; 2]);
+    assert_eq!(
+        store.read(|d| d.secret_by_name("pw").map(|s| s.meta.unwrap().version)),
+        Some(4)
+    );
+    assert!(store.read(|d| d.config_by_name("conf").is_some()));
+
+    let other = Store::new();
+    other.restore(store.snapshot(), 4);
+    assert_eq!(other.read(|d| (d.secrets.len(), d.configs.len())), (1, 1));
+
+    let r = store.apply(
+        5,
+        &batch(
+            true,
+            vec![
+                delete(ObjectKind::Secret, "s1", 4),
+                delete(ObjectKind::Config, "c1", 4),
+            ],
+        ),
+    );
+    assert_eq!(outcomes(&r), vec![MutationOutcome::Applied; 2]);
+    assert!(store.read(|d| d.secrets.is_empty() && d.configs.is_empty()));
+}

@@ -5,6 +5,7 @@
 //! test first: `cargo build -p shoal-cli && cargo test --workspace`.
 
 mod cli;
+mod examples;
 mod get;
 mod health;
 mod hosts;
@@ -12,6 +13,8 @@ mod logs;
 mod ports;
 mod recovery;
 mod rollout;
+mod secrets;
 mod service;
 mod sim_rollout;
 mod stack;
+mod voting;

@@ -22,7 +22,7 @@ fn stack_text(web: &str, port: u16, with_probe: bool) -> String {
     );
     if with_probe {
         s.push_str(&format!(
-            "  probe:\n    image: {}\n    stop_grace_period: 1s\n    depends_on: [web]\n    command: [\"sh\", \"-c\", \"while true; do wget -q -O- http://web/; sleep 1; done\"]\n",
+            "  probe:\n    image: {}\n    stop_grace_period: 1s\n    depends_on: [web]\n    command: [\"sh\", \"-c\", \"while true; do echo short $(wget -q -O- http://web/) dotted $(wget -q -O- http://web.demo/); sleep 1; done\"]\n",
             web_image("v1")
         ));
     }
@@ -47,7 +47,7 @@ fn a_stack_deploys_redeploys_idempotently_rolls_one_service_prunes_and_is_remove
     wait_for("the probe to reach web by name", CONVERGE, || {
         let logs = node.shoal(&["service", "logs", "demo_probe"]);
         logs.stdout
-            .contains("| v1")
+            .contains("short v1 dotted v1")
             .then_some(())
             .ok_or(format!("probe logs: {}", logs.stdout))
     });

@@ -104,6 +104,7 @@ fn assignment(id: &str, image: &str, state: PodState) -> Assignment {
         pod_name: format!("web.{id}"),
         service_name: "web".into(),
         stack: String::new(),
+        ..Default::default()
     }
 }
 

@@ -4,6 +4,7 @@
 //! version at connect time and only uses requests 1.41 understands (one
 //! network at create time, the others connected before start).
 
+mod files;
 mod logs;
 pub mod spec;
 #[cfg(test)]
@@ -70,26 +71,34 @@ pub struct DockerExecutor {
     /// networks are removed, so a removal never pulls a network from under
     /// a container being created.
     network_use: std::sync::Arc<tokio::sync::RwLock<()>>,
+    /// Pods' secret and config files, on a tmpfs.
+    files: files::PodFiles,
 }
 
 impl DockerExecutor {
     /// Connects to the local engine (`DOCKER_HOST` if it names a Unix
     /// socket, else /var/run/docker.sock), negotiates the API version and
-    /// makes sure the pod network exists.
+    /// makes sure the pod network exists, and removes the secret and config
+    /// files of pods that have no container any more.
     pub async fn new(node_id: impl Into<String>, network: PodNetwork) -> Result<Self, ExecError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(unavailable)?
             .negotiate_version()
             .await
             .map_err(unavailable)?;
+        let node_id = node_id.into();
         let exec = Self {
             docker,
-            node_id: node_id.into(),
+            files: files::PodFiles::new(shoal_proto::defaults::POD_FILES_DIR, &node_id),
+            node_id,
             network,
             network_lock: Default::default(),
             network_use: Default::default(),
         };
         exec.ensure_network(&exec.network.name).await?;
+        let live = exec.do_list().await?;
+        exec.files
+            .remove_stale(&live.into_iter().map(|c| c.pod.pod_id).collect());
         Ok(exec)
     }
 
@@ -288,20 +297,31 @@ impl DockerExecutor {
         {
             self.ensure_network(network).await?;
         }
-        let body = spec::create_body(assignment, &self.node_id, &networks);
+        let mut body = spec::create_body(assignment, &self.node_id, &networks);
+        let file_mounts = self.files.write(assignment).inspect_err(|_| {
+            self.files.remove(&pod.pod_id);
+        })?;
+        if !file_mounts.is_empty() {
+            let host = body.host_config.get_or_insert_with(Default::default);
+            host.mounts.get_or_insert_with(Vec::new).extend(file_mounts);
+        }
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = self
             .docker
             .create_container(Some(options), body)
             .await
             .map_err(|e| match status_code(&e) {
+                // The pod's container exists (and uses the files): keep them.
                 Some(409) => ExecError::AlreadyExists {
                     container: name.clone(),
                 },
-                _ => ExecError::Create {
-                    container: name.clone(),
-                    reason: docker_message(&e),
-                },
+                _ => {
+                    self.files.remove(&pod.pod_id);
+                    ExecError::Create {
+                        container: name.clone(),
+                        reason: docker_message(&e),
+                    }
+                }
             })?;
         // API 1.41 attaches one network at create time; the rest now.
         for network in networks.iter().skip(1) {
@@ -417,10 +437,15 @@ impl DockerExecutor {
             Ok(()) => {
                 info!(container = %name, "removed container");
                 self.prune_networks(networks).await;
+                self.files.remove(&pod.pod_id);
                 Ok(())
             }
-            Err(e) if status_code(&e) == Some(404) => Ok(()),
-            // 409 "removal already in progress": it is going away.
+            Err(e) if status_code(&e) == Some(404) => {
+                self.files.remove(&pod.pod_id);
+                Ok(())
+            }
+            // 409 "removal already in progress": it is going away (its
+            // files go at the next removal or worker start).
             Err(e) if status_code(&e) == Some(409) => Ok(()),
             Err(e) => Err(runtime("remove container", &name, e)),
         }

@@ -160,8 +160,10 @@ fn docker_mount(m: &Mount) -> DockerMount {
 }
 
 /// The endpoint on a pod network: the service name as an alias, so Docker's
-/// DNS resolves services on one host. A stack's service (`vote_redis`) is
-/// also reachable by its short name (`redis`), as in `docker stack deploy`.
+/// DNS resolves services on one host. A stack's service answers to valid DNS
+/// names, its short name (`redis`) and `<service>.<stack>` (`redis.vote`),
+/// and, for stacks written for Swarm, to its full name (`vote_redis`, which
+/// Docker's resolver accepts although `_` is not valid in a DNS label).
 pub fn endpoint_settings(assignment: &Assignment) -> EndpointSettings {
     let full = assignment.service_name.clone();
     let mut aliases = Vec::new();
@@ -170,6 +172,7 @@ pub fn endpoint_settings(assignment: &Assignment) -> EndpointSettings {
         .filter(|s| !assignment.stack.is_empty() && !s.is_empty())
     {
         aliases.push(short.to_string());
+        aliases.push(format!("{short}.{}", assignment.stack));
     }
     if !full.is_empty() {
         aliases.push(full);
@@ -273,6 +276,7 @@ mod tests {
             pod_name: "web.2".into(),
             service_name: "web".into(),
             stack: "shop".into(),
+            ..Default::default()
         }
     }
 
@@ -485,7 +489,11 @@ mod alias_tests {
         };
         assert_eq!(
             endpoint_settings(&a).aliases.unwrap(),
-            vec!["redis".to_string(), "vote_redis".to_string()]
+            vec![
+                "redis".to_string(),
+                "redis.vote".to_string(),
+                "vote_redis".to_string()
+            ]
         );
         let plain = Assignment {
             service_name: "web".into(),

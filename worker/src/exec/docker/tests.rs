@@ -152,6 +152,7 @@ fn assignment(image: &str, command: &[&str]) -> Assignment {
         pod_name: "web.1".into(),
         service_name: "web".into(),
         stack: String::new(),
+        ..Default::default()
     }
 }
 
