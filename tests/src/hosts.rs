@@ -395,10 +395,13 @@ impl Hosts {
     }
 
     /// Loads an image of the host's engine into every running node
-    /// (`docker save IMAGE | docker exec -i NODE docker load`).
+    /// (`docker save IMAGE | docker exec -i NODE docker load`); a node that
+    /// is down or paused gets it when it starts again (tmpfs storage) or
+    /// from [`Hosts::load_image_into`].
     pub fn load_image(&self, image: &str) {
         for node in &self.nodes {
-            if self.state(&node.name).running {
+            let s = self.state(&node.name);
+            if s.running && !s.paused {
                 self.load_image_into(&node.name, image);
             }
         }
