@@ -159,7 +159,7 @@ pub struct Hosts {
     pub image: String,
     pub storage: EngineStorage,
     nodes: Vec<NodeHost>,
-    /// Images loaded into every node, in order (reloaded after a restart on tmpfs).
+    /// Images loaded into every node, in order (loaded again when a node starts).
     loaded: Mutex<Vec<String>>,
     network_created: bool,
     // Dropped last: the next Docker test starts after this one cleaned up.
@@ -396,8 +396,8 @@ impl Hosts {
 
     /// Loads an image of the host's engine into every running node
     /// (`docker save IMAGE | docker exec -i NODE docker load`); a node that
-    /// is down or paused gets it when it starts again (tmpfs storage) or
-    /// from [`Hosts::load_image_into`].
+    /// is down gets it when it starts again ([`Hosts::start_node`],
+    /// [`Hosts::restart`]); a paused one from [`Hosts::load_image_into`].
     pub fn load_image(&self, image: &str) {
         for node in &self.nodes {
             let s = self.state(&node.name);
@@ -542,8 +542,9 @@ ip rule add to "$1" unreachable"#;
     }
 
     /// Starts a node container that was killed or stopped, waits for its
-    /// engine and, on tmpfs storage, loads the images again. The shoal daemon
-    /// is not started: run `shoal daemon` in it, as a host's init would.
+    /// engine and loads the images [`Hosts::load_image`] loaded. The shoal
+    /// daemon is not started: run `shoal daemon` in it, as a host's init
+    /// would.
     pub fn start_node(&self, name: &str) {
         self.fault(name, &["start"]);
         self.after_boot(name);
@@ -559,15 +560,15 @@ ip rule add to "$1" unreachable"#;
         self.wait_state(name, "running", |s| s.running && !s.paused);
         self.seal(name);
         self.wait_engine(name);
-        if self.storage == EngineStorage::Tmpfs {
-            let images = self
-                .loaded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            for image in &images {
-                self.load_image_into(name, image);
-            }
+        // Needed on tmpfs; on a volume it adds what was loaded while the
+        // node was down (a load of an image the engine has is quick).
+        let images = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for image in &images {
+            self.load_image_into(name, image);
         }
     }
 

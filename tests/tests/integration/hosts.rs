@@ -253,24 +253,81 @@ fn node_faults_disconnect_reconnect_and_restart_keep_a_volume_backed_engine() {
     assert!(err.contains("unreachable"), "{err}");
 
     // A reboot keeps what a host's disk keeps: the engine's images and
-    // (stopped) containers on the volume, and shoal's data directory.
+    // (stopped) containers on the volume, and shoal's data directory; shoal
+    // comes back with `shoal daemon`, as a host's init would start it.
     hosts
-        .docker("n1", &["create", "--name", "kept", &image])
+        .shoal(
+            "n1",
+            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
+        )
         .ok();
     hosts
-        .exec("n1", &["touch", &format!("{SHOAL_DATA_DIR}/marker")])
+        .shoal(
+            "n1",
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "-p",
+                "8080:80",
+                "--stop-grace-period",
+                "1s",
+                "--restart-delay",
+                "0s",
+                &image,
+            ],
+        )
         .ok();
+    // The states of web's containers in n1's engine, sorted.
+    let web = || {
+        let out = hosts
+            .docker(
+                "n1",
+                &[
+                    "ps",
+                    "-a",
+                    "--filter",
+                    "label=io.shoal.service.name=web",
+                    "--format",
+                    "{{.State}}",
+                ],
+            )
+            .ok();
+        let mut v: Vec<String> = out.stdout.split_whitespace().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(web(), ["running"]);
     hosts.restart("n1");
-    let ps = hosts
-        .docker("n1", &["ps", "-a", "--format", "{{.Names}} {{.Image}}"])
-        .ok();
-    assert_eq!(ps.stdout.trim(), format!("kept {image}"), "{ps}");
+    assert_eq!(web(), ["exited"], "the engine's containers survive");
     hosts
-        .exec("n1", &["test", "-f", &format!("{SHOAL_DATA_DIR}/marker")])
+        .exec(
+            "n1",
+            &["test", "-f", &format!("{SHOAL_DATA_DIR}/node.json")],
+        )
         .ok();
     hosts.exec("n2", &["ping", "-c", "1", "-W", "2", &ip1]).ok();
     let r = hosts.exec("n1", &["ip", "route"]).ok();
     assert!(!r.stdout.contains("default"), "{r}");
+    hosts.shoal("n1", &["daemon"]).ok();
+    let remote = format!("http://{ip1}:8080/");
+    // The old pod's container stays, exited, as its task history (Swarm
+    // keeps it too); one new one runs.
+    let body = wait_for(
+        "web to answer after the reboot",
+        Duration::from_secs(60),
+        || {
+            let out = hosts.exec("n2", &["curl", "-sS", "--max-time", "2", &remote]);
+            let states = web();
+            if out.success() && states == ["exited", "running"] {
+                Ok(out.stdout.trim().to_string())
+            } else {
+                Err(format!("web containers {states:?}; {}", out.all().trim()))
+            }
+        },
+    );
+    assert_eq!(body, "v1");
 
     let prefix = hosts.prefix.clone();
     drop(hosts);
