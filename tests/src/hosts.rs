@@ -10,7 +10,7 @@
 //! by a content hash, so a warm machine skips the build), once per process.
 //! See docs/TESTING.md for the flags and how to debug a node.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -47,7 +47,7 @@ pub const SHOAL_DATA_DIR: &str = "/var/lib/shoal";
 /// that tests can name an address nobody owns ([`UNOWNED_ADDR`]).
 pub const SUBNET_POOL: [u8; 2] = [10, 213];
 /// An address in [`SUBNET_POOL`] that no test network holds: a connection to
-/// it from a node must fail at once (internal networks have no route out).
+/// it from a node must fail at once (nodes have no route out: [`Hosts::seal`]).
 pub const UNOWNED_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 255, 254);
 
 static NODE_IMAGE: Mutex<Option<String>> = Mutex::new(None);
@@ -438,11 +438,20 @@ impl Hosts {
             "{{{{.State.Status}}}} {{{{.State.Running}}}} {{{{.State.Paused}}}} {{{{if index .NetworkSettings.Networks \"{}\"}}}}true{{{{else}}}}false{{{{end}}}}",
             self.network
         );
-        let out = docker(&["inspect", "--format", &fmt, &self.node(name).container]);
-        let f: Vec<&str> = out.stdout.split_whitespace().collect();
-        if !out.success() || f.len() != 4 {
+        // try_run: drop calls this, and must not panic.
+        let out = try_run(
+            Command::new("docker").args(["inspect", "--format", &fmt, &self.node(name).container]),
+            Duration::from_secs(60),
+        );
+        let (ok, text) = match &out {
+            Ok(o) => (o.success(), o.stdout.as_str()),
+            Err(e) => (false, e.as_str()),
+        };
+        let f: Vec<&str> = text.split_whitespace().collect();
+        if !ok || f.len() != 4 {
+            let why = out.map(|o| o.all()).unwrap_or_else(|e| e);
             return NodeState {
-                status: format!("unknown: {}", out.all().trim()),
+                status: format!("unknown: {}", why.trim()),
                 running: false,
                 paused: false,
                 connected: false,
@@ -695,12 +704,12 @@ ip rule add to "$1" unreachable"#;
     fn remove_all(&self) {
         let t = Duration::from_secs(60);
         let filter = format!("label={LABEL}={}", self.prefix);
-        let mut ids: BTreeMap<String, ()> = BTreeMap::new();
+        let mut ids = BTreeSet::new();
         if let Ok(out) = try_run(
             Command::new("docker").args(["ps", "-aq", "--no-trunc", "--filter", &filter]),
             t,
         ) {
-            ids.extend(out.stdout.split_whitespace().map(|s| (s.to_string(), ())));
+            ids.extend(out.stdout.split_whitespace().map(str::to_string));
         }
         for node in &self.nodes {
             if self.state(&node.name).paused {
@@ -708,7 +717,7 @@ ip rule add to "$1" unreachable"#;
             }
         }
         let mut names: Vec<&str> = self.nodes.iter().map(|n| n.container.as_str()).collect();
-        names.extend(ids.keys().map(String::as_str));
+        names.extend(ids.iter().map(String::as_str));
         // rm -f of a missing name fails for that name only.
         let _ = try_run(Command::new("docker").args(["rm", "-fv"]).args(&names), t);
         if self.network_created {
