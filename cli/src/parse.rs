@@ -349,9 +349,9 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         limit_nano_cpus: 0,
         limit_memory_bytes: 0,
         mounts: a.mounts.iter().map(|m| mount(m)).collect::<Result<_>>()?,
-
         secrets: file_references("--secret", &a.secrets)?,
         configs: file_references("--config", &a.configs)?,
+        ..Default::default()
     };
     let (mode, replicas) = match (a.mode.as_str(), a.replicas) {
         ("replicated", r) => (DeploymentMode::Replicated, r.unwrap_or(d::REPLICAS)),
@@ -377,9 +377,11 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         placement: Some(Placement {
             constraints: a.constraints.clone(),
             max_replicas_per_node: a.replicas_max_per_node,
+            ..Default::default()
         }),
         networks: vec![],
         external_networks: vec![],
+        network_aliases: vec![],
         stack: String::new(),
         endpoint_mode: endpoint_mode as i32,
         r#type: ty.map(|t| t as i32),

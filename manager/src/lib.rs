@@ -2,6 +2,7 @@
 //! controllers that turn it into pods on nodes. Laid out like SwarmKit's
 //! manager/: one module per role.
 
+pub mod ca;
 pub mod controlapi;
 pub mod controller;
 pub mod dispatcher;

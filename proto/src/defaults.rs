@@ -86,6 +86,18 @@ pub const SECRETS_MOUNT_DIR: &str = "/run/secrets";
 pub const POD_FILES_DIR: &str = "/run/shoal/pods";
 /// The cluster key's file in the data dir (mode 0600).
 pub const CLUSTER_KEY_FILE: &str = "cluster.key";
+/// Validity of the cluster's root CA certificate (20 years, as Swarm's).
+pub const CA_CERT_VALIDITY_MS: u64 = 20 * 365 * 24 * 3_600_000;
+/// Validity of node and client certificates (90 days, as Swarm's). A node
+/// renews its certificate when less than [`CERT_RENEW_FRACTION_LEFT`] of the
+/// validity is left.
+pub const NODE_CERT_VALIDITY_MS: u64 = 90 * 24 * 3_600_000;
+/// Renew a certificate when less than 1/N of its validity is left (N = 3).
+pub const CERT_RENEW_FRACTION_LEFT: u32 = 3;
+/// Server name every manager certificate carries (as a DNS SAN) and every
+/// client asks for: managers are reached by IP or by any host name, so the
+/// pinned CA plus this name is what proves "a manager of this cluster".
+pub const MANAGER_SERVER_NAME: &str = "shoal-manager";
 
 /// Container labels shoal puts on every container it creates.
 pub mod labels {

@@ -82,6 +82,30 @@ fn pod_error(p: &PodView) -> Option<String> {
     })
 }
 
+/// A service's view and all its pods, replaced ones included: what the
+/// waiting loops look at on each round.
+pub async fn observe(
+    client: &mut Client,
+    service: &str,
+) -> Result<(ServiceView, Vec<PodView>), tonic::Status> {
+    let view = client
+        .get_service(GetServiceRequest {
+            service: service.into(),
+        })
+        .await?
+        .into_inner();
+    let pods = client
+        .list_pods(ListPodsRequest {
+            service: service.into(),
+            include_history: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .pods;
+    Ok((view, pods))
+}
+
 /// Waits until every desired pod runs (and is healthy, where a healthcheck
 /// exists), showing progress; fails when pods keep failing or time runs out.
 pub async fn wait_converged(host: &str, client: &mut Client, id: &str, quiet: bool) -> Result<()> {
@@ -89,21 +113,7 @@ pub async fn wait_converged(host: &str, client: &mut Client, id: &str, quiet: bo
     let mut last_line = String::new();
     let mut failures: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        let view = client
-            .get_service(GetServiceRequest { service: id.into() })
-            .await
-            .map_err(|s| api_error(host, s))?
-            .into_inner();
-        let pods = client
-            .list_pods(ListPodsRequest {
-                service: id.into(),
-                include_history: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| api_error(host, s))?
-            .into_inner()
-            .pods;
+        let (view, pods) = observe(client, id).await.map_err(|s| api_error(host, s))?;
         for p in &pods {
             if let (Some(err), Some(pod)) = (pod_error(p), &p.pod) {
                 failures.entry(pod.id.clone()).or_insert(err);

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use shoal_proto::defaults as d;
 use shoal_proto::{
-    CreateServiceRequest, GetServiceRequest, ListPodsRequest, PodState, RemoveServiceRequest,
-    ServiceView, UpdateServiceRequest,
+    CreateServiceRequest, PodState, RemoveServiceRequest, ServiceView, UpdateServiceRequest,
 };
 
 use crate::args::{ListArgs, PsArgs, StackDeployArgs, StackNameArgs, StackRmArgs};
@@ -60,6 +59,9 @@ pub async fn deploy(host: &str, a: &StackDeployArgs) -> Result<()> {
     };
     let specs = stack::translate::services(&loaded, &a.name).map_err(in_files)?;
     let dependencies = stack::translate::dependencies(&loaded, &a.name);
+    for w in stack::translate::warnings(&loaded) {
+        eprintln!("WARNING: {w}");
+    }
     let objects = stack::secrets::objects(&loaded, &a.name, &env).map_err(in_files)?;
     let mut client = connect(host).await?;
     deploy_objects(host, &mut client, objects)
@@ -143,23 +145,9 @@ async fn wait_dependency(
     println!("Waiting for {dep} to be {what} (depends_on of {service})");
     let deadline = Instant::now() + Duration::from_millis(d::CONVERGE_TIMEOUT_MS);
     loop {
-        let view = client
-            .get_service(GetServiceRequest {
-                service: dep.into(),
-            })
+        let (view, pods) = service::observe(client, dep)
             .await
-            .map_err(|s| anyhow!("{service} depends on {dep}: {}", api_error(host, s)))?
-            .into_inner();
-        let pods = client
-            .list_pods(ListPodsRequest {
-                service: dep.into(),
-                include_history: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| api_error(host, s))?
-            .into_inner()
-            .pods;
+            .map_err(|s| anyhow!("{service} depends on {dep}: {}", api_error(host, s)))?;
         let states: Vec<PodState> = pods
             .iter()
             .filter_map(|p| p.pod.as_ref()?.status.as_ref().map(|s| s.state()))

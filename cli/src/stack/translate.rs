@@ -19,8 +19,8 @@ use shoal_proto::{
     restart_policy::Condition,
     service::Type as ServiceType,
     update_config::{FailureAction, Order},
-    ContainerSpec, DeploymentMode, EndpointMode, HealthCheck, Mount, Placement, PortConfig,
-    RestartPolicy, ServiceSpec, UpdateConfig,
+    ContainerSpec, DeploymentMode, EndpointMode, HealthCheck, Mount, NetworkAliases, Placement,
+    PortConfig, RestartPolicy, ServiceSpec, UpdateConfig,
 };
 
 use super::de::{MountType, ServiceVolume};
@@ -189,6 +189,10 @@ fn service_spec(
         return Ok(external_name_spec(stack_name, name, &deploy, ext));
     }
     let limits = deploy.resources.as_ref().and_then(|r| r.limits.clone());
+    let reservations = deploy
+        .resources
+        .as_ref()
+        .and_then(|r| r.reservations.clone());
     let container = ContainerSpec {
         image: s.image.clone().unwrap_or_default(),
         command: words(&s.entrypoint),
@@ -211,6 +215,15 @@ fn service_spec(
         limit_memory_bytes: limits
             .as_ref()
             .and_then(|l| l.memory)
+            .map_or(0, |m| m.0 as i64),
+        limit_pids: limits.as_ref().and_then(|l| l.pids).map_or(0, |p| p as i64),
+        reserve_nano_cpus: reservations
+            .as_ref()
+            .and_then(|r| r.cpus)
+            .map_or(0, |c| c.0 as i64),
+        reserve_memory_bytes: reservations
+            .as_ref()
+            .and_then(|r| r.memory)
             .map_or(0, |m| m.0 as i64),
         mounts: mounts(stack, stack_name, &s.volumes, &path)?,
         secrets,
@@ -243,6 +256,17 @@ fn service_spec(
             .map(|n| network_name(stack, stack_name, n))
             .collect()
     };
+    let network_aliases = s
+        .networks
+        .iter()
+        .filter_map(|(n, attachment)| {
+            let aliases = attachment.aliases.clone();
+            (!aliases.is_empty()).then(|| NetworkAliases {
+                network: network_name(stack, stack_name, n),
+                aliases,
+            })
+        })
+        .collect();
     let external_networks = s
         .networks
         .keys()
@@ -281,9 +305,15 @@ fn service_spec(
         placement: Some(Placement {
             constraints: placement.constraints.clone(),
             max_replicas_per_node: placement.max_replicas_per_node.unwrap_or(0),
+            spread: placement
+                .preferences
+                .iter()
+                .map(|p| p.spread.clone())
+                .collect(),
         }),
         networks,
         external_networks,
+        network_aliases,
         stack: stack_name.to_string(),
         endpoint_mode: endpoint_mode(&deploy) as i32,
         r#type: ext.service_type.map(|t| t as i32),
@@ -357,6 +387,31 @@ fn external_name_spec(
         stack: stack_name.to_string(),
         ..Default::default()
     }
+}
+
+/// What a stack asks for that this build stores but does not act on yet,
+/// printed as warnings by `stack deploy` (placement across several hosts
+/// comes with the membership issue).
+pub fn warnings(stack: &Stack) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, s) in &stack.file.services {
+        let Some(deploy) = &s.deploy else { continue };
+        let prefs = deploy
+            .placement
+            .as_ref()
+            .is_some_and(|p| !p.preferences.is_empty());
+        if prefs {
+            out.push(format!("services.{name}.deploy.placement.preferences: stored, but the scheduler does not spread by them yet"));
+        }
+        if deploy
+            .resources
+            .as_ref()
+            .is_some_and(|r| r.reservations.is_some())
+        {
+            out.push(format!("services.{name}.deploy.resources.reservations: stored, but not yet accounted against nodes' resources"));
+        }
+    }
+    out
 }
 
 /// Every service of the stack, in dependency order (a service after what it
@@ -452,6 +507,27 @@ mod tests {
         assert_eq!((m[4].source.as_str(), m[4].target.as_str()), ("", "/anon"));
         assert_eq!(spec.networks, vec!["vote_back", "outside"]);
         assert_eq!(spec.external_networks, vec!["outside"]);
+    }
+
+    #[test]
+    fn aliases_preferences_reservations_and_pids_are_carried() {
+        let stack = load("services:\n  api:\n    image: busybox\n    networks:\n      front:\n        aliases: [backend]\n      back: {}\n    deploy:\n      placement:\n        preferences:\n          - spread: node.labels.zone\n      resources:\n        limits: {pids: 100}\n        reservations: {cpus: \"0.25\", memory: 64M}\nnetworks:\n  front: {}\n  back: {}\n");
+        let spec = &services(&stack, "shop").unwrap()[0];
+        assert_eq!(spec.network_aliases.len(), 1);
+        assert_eq!(spec.network_aliases[0].network, "shop_front");
+        assert_eq!(spec.network_aliases[0].aliases, vec!["backend"]);
+        assert_eq!(
+            spec.placement.as_ref().unwrap().spread,
+            vec!["node.labels.zone"]
+        );
+        let c = spec.container.as_ref().unwrap();
+        assert_eq!(
+            (c.limit_pids, c.reserve_nano_cpus, c.reserve_memory_bytes),
+            (100, 250_000_000, 64 << 20)
+        );
+        let w = warnings(&stack);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("services.api.deploy.placement.preferences"));
     }
 
     #[test]

@@ -288,6 +288,7 @@ pub fn template_of(spec: &ServiceSpec) -> PodTemplate {
         placement: spec.placement.clone(),
         networks: spec.networks.clone(),
         external_networks: spec.external_networks.clone(),
+        network_aliases: spec.network_aliases.clone(),
     }
 }
 
@@ -405,6 +406,7 @@ pub fn spec_of(d: &Deployment, service: Option<&Service>) -> ServiceSpec {
         placement: t.placement,
         networks: t.networks,
         external_networks: t.external_networks,
+        network_aliases: t.network_aliases,
         stack: ds.stack,
         endpoint_mode: service.map_or(0, |s| s.endpoint_mode),
         r#type: service.and_then(explicit_type),

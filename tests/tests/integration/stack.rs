@@ -18,11 +18,11 @@ fn write_stack(node: &Node, file: &str, text: &str) -> String {
 
 fn stack_text(web: &str, port: u16, with_probe: bool) -> String {
     let mut s = format!(
-        "services:\n  web:\n    image: {web}\n    stop_grace_period: 1s\n    ports: [\"{port}:80\"]\n    deploy:\n      replicas: 2\n"
+        "services:\n  web:\n    image: {web}\n    stop_grace_period: 1s\n    ports: [\"{port}:80\"]\n    networks:\n      default:\n        aliases: [www]\n    deploy:\n      replicas: 2\n"
     );
     if with_probe {
         s.push_str(&format!(
-            "  probe:\n    image: {}\n    stop_grace_period: 1s\n    depends_on: [web]\n    command: [\"sh\", \"-c\", \"while true; do echo short $(wget -q -O- http://web/) dotted $(wget -q -O- http://web.demo/); sleep 1; done\"]\n",
+            "  probe:\n    image: {}\n    stop_grace_period: 1s\n    depends_on: [web]\n    command: [\"sh\", \"-c\", \"while true; do echo short $$(wget -q -O- http://web/) dotted $$(wget -q -O- http://web.demo/) alias $$(wget -q -O- http://www/); sleep 1; done\"]\n",
             web_image("v1")
         ));
     }
@@ -47,7 +47,7 @@ fn a_stack_deploys_redeploys_idempotently_rolls_one_service_prunes_and_is_remove
     wait_for("the probe to reach web by name", CONVERGE, || {
         let logs = node.shoal(&["service", "logs", "demo_probe"]);
         logs.stdout
-            .contains("short v1 dotted v1")
+            .contains("short v1 dotted v1 alias v1")
             .then_some(())
             .ok_or(format!("probe logs: {}", logs.stdout))
     });
@@ -211,46 +211,35 @@ fn an_external_volume_or_network_that_does_not_exist_fails_the_deploy_naming_it(
     let node = Node::start();
     let stack = format!("ext{}", shoal_tests::random_suffix());
     let missing = format!("shoal-it-missing-{}", shoal_tests::random_suffix());
-    let file = write_stack(
-        &node,
-        "external.yml",
-        &format!(
-            "services:\n  app:\n    image: {}\n    stop_grace_period: 1s\n    volumes: [\"gone:/data\"]\n    deploy:\n      restart_policy: {{condition: none}}\nvolumes:\n  gone:\n    external: true\n    name: {missing}\n",
-            web_image("v1")
-        ),
-    );
-    let out = node
-        .shoal(&["stack", "deploy", "-c", &file, &stack])
-        .fails();
-    assert!(
-        out.all().contains(&format!(
-            "volume \"{missing}\" is external but does not exist"
-        )),
-        "{out}"
-    );
-    let vol = docker(&["volume", "inspect", &missing]);
-    assert!(!vol.success(), "the external volume was created: {vol}");
-    node.shoal(&["stack", "rm", &stack]).ok();
-
-    let file = write_stack(
-        &node,
-        "external-net.yml",
-        &format!(
-            "services:\n  app:\n    image: {}\n    stop_grace_period: 1s\n    networks: [outside]\n    deploy:\n      restart_policy: {{condition: none}}\nnetworks:\n  outside:\n    external: true\n    name: {missing}\n",
-            web_image("v1")
-        ),
-    );
-    let out = node
-        .shoal(&["stack", "deploy", "-c", &file, &stack])
-        .fails();
-    assert!(
-        out.all().contains(&format!(
-            "network \"{missing}\" is external but does not exist"
-        )),
-        "{out}"
-    );
-    let net = docker(&["network", "inspect", &missing]);
-    assert!(!net.success(), "the external network was created: {net}");
+    // (kind, the service's key, the top-level section)
+    for (kind, uses) in [
+        ("volume", "volumes: [\"gone:/data\"]"),
+        ("network", "networks: [gone]"),
+    ] {
+        let file = write_stack(
+            &node,
+            &format!("external-{kind}.yml"),
+            &format!(
+                "services:\n  app:\n    image: {}\n    stop_grace_period: 1s\n    {uses}\n    deploy:\n      restart_policy: {{condition: none}}\n{kind}s:\n  gone:\n    external: true\n    name: {missing}\n",
+                web_image("v1")
+            ),
+        );
+        let out = node
+            .shoal(&["stack", "deploy", "-c", &file, &stack])
+            .fails();
+        assert!(
+            out.all().contains(&format!(
+                "{kind} \"{missing}\" is external but does not exist"
+            )),
+            "{out}"
+        );
+        let inspect = docker(&[kind, "inspect", &missing]);
+        assert!(
+            !inspect.success(),
+            "the external {kind} was created: {inspect}"
+        );
+        node.shoal(&["stack", "rm", &stack]).ok();
+    }
 }
 
 #[test]

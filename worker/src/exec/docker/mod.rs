@@ -327,7 +327,7 @@ impl DockerExecutor {
         for network in networks.iter().skip(1) {
             let request = NetworkConnectRequest {
                 container: name.clone(),
-                endpoint_config: Some(spec::endpoint_settings(assignment)),
+                endpoint_config: Some(spec::endpoint_settings(assignment, network)),
             };
             if let Err(e) = self.docker.connect_network(network, request).await {
                 return Err(ExecError::Create {

@@ -92,6 +92,7 @@ pub fn create_body(
             }),
             nano_cpus: (spec.limit_nano_cpus > 0).then_some(spec.limit_nano_cpus),
             memory: (spec.limit_memory_bytes > 0).then_some(spec.limit_memory_bytes),
+            pids_limit: (spec.limit_pids > 0).then_some(spec.limit_pids),
             network_mode: networks.first().cloned(),
             port_bindings,
             mounts: (!spec.mounts.is_empty())
@@ -101,7 +102,7 @@ pub fn create_body(
         networking_config: networks.first().map(|network| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 network.clone(),
-                endpoint_settings(assignment),
+                endpoint_settings(assignment, network),
             )])),
         }),
         ..Default::default()
@@ -164,9 +165,17 @@ fn docker_mount(m: &Mount) -> DockerMount {
 /// names, its short name (`redis`) and `<service>.<stack>` (`redis.vote`),
 /// and, for stacks written for Swarm, to its full name (`vote_redis`, which
 /// Docker's resolver accepts although `_` is not valid in a DNS label).
-pub fn endpoint_settings(assignment: &Assignment) -> EndpointSettings {
+/// The template's own aliases for `network` (a stack's `aliases:`) come
+/// first.
+pub fn endpoint_settings(assignment: &Assignment, network: &str) -> EndpointSettings {
     let full = assignment.service_name.clone();
-    let mut aliases = Vec::new();
+    let mut aliases: Vec<String> = assignment
+        .template
+        .iter()
+        .flat_map(|t| t.network_aliases.iter())
+        .filter(|a| a.network == network)
+        .flat_map(|a| a.aliases.iter().cloned())
+        .collect();
     if let Some(short) = full
         .strip_prefix(&format!("{}_", assignment.stack))
         .filter(|s| !assignment.stack.is_empty() && !s.is_empty())
@@ -488,7 +497,7 @@ mod alias_tests {
             ..Default::default()
         };
         assert_eq!(
-            endpoint_settings(&a).aliases.unwrap(),
+            endpoint_settings(&a, "vote_default").aliases.unwrap(),
             vec![
                 "redis".to_string(),
                 "redis.vote".to_string(),
@@ -500,8 +509,28 @@ mod alias_tests {
             ..Default::default()
         };
         assert_eq!(
-            endpoint_settings(&plain).aliases.unwrap(),
+            endpoint_settings(&plain, "shoal").aliases.unwrap(),
             vec!["web".to_string()]
         );
+    }
+
+    #[test]
+    fn a_networks_own_aliases_come_first_and_only_on_that_network() {
+        let a = Assignment {
+            service_name: "shop_api".into(),
+            stack: "shop".into(),
+            template: Some(PodTemplate {
+                network_aliases: vec![shoal_proto::NetworkAliases {
+                    network: "shop_front".into(),
+                    aliases: vec!["backend".into()],
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let front = endpoint_settings(&a, "shop_front").aliases.unwrap();
+        assert_eq!(front, vec!["backend", "api", "api.shop", "shop_api"]);
+        let back = endpoint_settings(&a, "shop_back").aliases.unwrap();
+        assert_eq!(back, vec!["api", "api.shop", "shop_api"]);
     }
 }
