@@ -1,15 +1,18 @@
 //! shoal test support: running commands with time limits, polling, Docker
 //! helpers, locally built test images, a tiny HTTP client, and [`Node`], a
-//! single-host shoal node started in a temporary data directory.
+//! single-host shoal node started in a temporary data directory, and
+//! [`Hosts`], several node containers (each with its own Docker Engine and
+//! address) for multi-host tests.
 //!
-//! Everything that touches Docker goes through [`Node::start`], which holds a
-//! process-wide lock for the node's lifetime: Docker tests run one at a time
-//! under `cargo test`'s default parallelism. Docker being unreachable is a
-//! failure, never a skip.
+//! Everything that touches Docker goes through [`Node::start`] or
+//! [`Hosts::start`], which hold a process-wide lock for their lifetime:
+//! Docker tests run one at a time under `cargo test`'s default parallelism.
+//! Docker being unreachable is a failure, never a skip.
 
 pub mod cluster;
 pub mod cmd;
 pub mod docker;
+pub mod hosts;
 pub mod http;
 pub mod images;
 pub mod node;
@@ -18,6 +21,7 @@ pub mod voting;
 pub mod wait;
 
 pub use cmd::{run, Output};
+pub use hosts::Hosts;
 pub use node::Node;
 pub use wait::wait_for;
 

@@ -8,6 +8,7 @@ mod cli;
 mod examples;
 mod get;
 mod health;
+mod hosts;
 mod logs;
 mod ports;
 mod recovery;
