@@ -174,11 +174,16 @@ pub fn step(
         }
     }
 
-    // Which slots still run an older revision, and which are in flight.
+    // Which slots still run an older revision, which are in flight (their
+    // new pod not ready yet), and which are ready but still monitored.
+    // As in Swarm, monitoring does not hold the next batch back: it watches
+    // the new pods for failures while the rollout goes on, and the rollout
+    // completes once the last new pod has been ready for `monitor`.
     let monitor = cfg.monitor_ms as i64;
     let mut old_slots = Vec::new();
     let mut in_flight = 0usize;
-    let mut last_done: Option<i64> = None;
+    let mut monitoring = 0usize;
+    let mut last_ready: Option<i64> = None;
     for slot in 1..=layout.desired {
         let pods = layout.pods(slot);
         let live: Vec<&Pod> = pods.iter().copied().filter(|p| wanted(p)).collect();
@@ -189,12 +194,15 @@ pub fn step(
                     in_flight += 1;
                 } else if created_at(&newest.meta) >= started {
                     if is_ready(newest) {
-                        let ready_at = newest.status.as_ref().map_or(0, |s| s.timestamp);
-                        let done = ready_at.max(created_at(&newest.meta)) + monitor;
-                        last_done = Some(last_done.map_or(done, |l: i64| l.max(done)));
-                        if done > now {
-                            in_flight += 1;
-                            out.wake(done);
+                        let ready_at = newest
+                            .status
+                            .as_ref()
+                            .map_or(0, |s| s.timestamp)
+                            .max(created_at(&newest.meta));
+                        last_ready = Some(last_ready.map_or(ready_at, |l: i64| l.max(ready_at)));
+                        if ready_at + monitor > now {
+                            monitoring += 1;
+                            out.wake(ready_at + monitor);
                         }
                     } else {
                         in_flight += 1;
@@ -205,7 +213,7 @@ pub fn step(
         }
     }
 
-    if old_slots.is_empty() && in_flight == 0 {
+    if old_slots.is_empty() && in_flight == 0 && monitoring == 0 {
         let (done, message) = if rolling_back {
             (
                 UpdateState::RollbackCompleted,
@@ -219,9 +227,9 @@ pub fn step(
     if in_flight > 0 || old_slots.is_empty() {
         return;
     }
-    // The next batch, after the delay since the last one finished.
-    if let Some(done) = last_done {
-        let next = done + cfg.delay_ms as i64;
+    // The next batch, `delay` after the last one became ready.
+    if let Some(ready) = last_ready {
+        let next = ready + cfg.delay_ms as i64;
         if now < next {
             out.wake(next);
             return;

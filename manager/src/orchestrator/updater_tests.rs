@@ -208,7 +208,7 @@ fn start_first_never_drops_below_the_replica_count() {
 }
 
 #[test]
-fn batches_wait_for_monitor_and_delay() {
+fn batches_wait_for_the_delay_and_the_update_completes_after_monitor() {
     let mut sim = Sim::new(
         4,
         cfg(2, Order::StopFirst, 5_000, 10_000, FailureAction::Pause),
@@ -219,27 +219,57 @@ fn batches_wait_for_monitor_and_delay() {
     sim.tick();
     let v2 = |s: &Sim| s.live_images().iter().filter(|i| *i == "img:v2").count();
     assert_eq!(v2(&sim), 2, "the first batch is two slots");
-    // Ready at t0; monitored until t0+5s; then a 10 s delay.
-    sim.now = t0 + 14_999;
+    // Ready at t0; the next batch `delay` (10 s) later. Monitoring (5 s)
+    // does not hold it back, as in Swarm.
+    sim.now = t0 + 9_999;
     sim.tick();
-    assert_eq!(
-        v2(&sim),
-        2,
-        "the second batch started before monitor + delay"
-    );
+    assert_eq!(v2(&sim), 2, "the second batch started before the delay");
     let r = sim.f.store.read(|d| reconcile(d, sim.now));
     assert_eq!(
         r.wake_at,
-        Some(t0 + 15_000),
+        Some(t0 + 10_000),
         "the updater asks to be woken then"
     );
-    sim.now = t0 + 15_000;
+    sim.now = t0 + 10_000;
     sim.tick();
     sim.tick();
     assert_eq!(v2(&sim), 4);
+    // Every slot is on v2, but the last batch is still monitored.
+    sim.tick();
+    assert_eq!(sim.state().0, UpdateState::Updating);
     sim.now += 5_000;
     sim.tick();
     assert_eq!(sim.state().0, UpdateState::Completed);
+}
+
+#[test]
+fn a_pod_failing_while_monitored_pauses_even_after_the_next_batch_started() {
+    let mut sim = Sim::new(4, cfg(2, Order::StopFirst, 5_000, 0, FailureAction::Pause));
+    sim.update_image("img:v2");
+    sim.tick();
+    sim.tick();
+    sim.tick();
+    // No delay: the second batch starts as soon as the first is ready,
+    // while the first is still monitored.
+    let v2 = sim.live_images().iter().filter(|i| *i == "img:v2").count();
+    assert_eq!(v2, 4, "the second batch waited for the monitor period");
+    let first_batch: Vec<_> = sim.f.store.read(|d| {
+        d.pods
+            .values()
+            .filter(|p| wanted(p))
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    let v2_pod = first_batch
+        .iter()
+        .find(|p| p.replica_set_id != "rs-web-1")
+        .expect("a v2 pod")
+        .id
+        .clone();
+    sim.now += 1_000;
+    sim.f.report(&v2_pod, PodState::Failed);
+    sim.tick();
+    assert_eq!(sim.state().0, UpdateState::Paused, "{:?}", sim.state());
 }
 
 #[test]
