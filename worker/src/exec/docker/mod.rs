@@ -63,9 +63,11 @@ pub struct DockerExecutor {
     docker: Docker,
     node_id: String,
     network: PodNetwork,
-    /// Docker lets two concurrent creates make two networks of one name
-    /// (then every use of the name fails as ambiguous): one at a time.
-    network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Networks known to exist. Behind a lock because Docker lets two
+    /// concurrent creates make two networks of one name (then every use of
+    /// the name fails as ambiguous): one creation at a time. Known networks
+    /// cost pods nothing: no API call, no waiting on each other.
+    known_networks: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<String>>>,
     /// Held shared from making sure a pod's networks exist until its
     /// container is attached to them, and exclusively while unused stack
     /// networks are removed, so a removal never pulls a network from under
@@ -92,7 +94,7 @@ impl DockerExecutor {
             files: files::PodFiles::new(shoal_proto::defaults::POD_FILES_DIR, &node_id),
             node_id,
             network,
-            network_lock: Default::default(),
+            known_networks: Default::default(),
             network_use: Default::default(),
         };
         exec.ensure_network(&exec.network.name).await?;
@@ -116,13 +118,19 @@ impl DockerExecutor {
     /// than the pod network (a stack's) get the pod network's `internal`
     /// setting, so tests stay isolated.
     async fn ensure_network(&self, name: &str) -> Result<(), ExecError> {
-        let _one_at_a_time = self.network_lock.lock().await;
+        let mut known = self.known_networks.lock().await;
+        if known.contains(name) {
+            return Ok(());
+        }
         match self
             .docker
             .inspect_network(name, None::<InspectNetworkOptions>)
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                known.insert(name.to_string());
+                return Ok(());
+            }
             Err(e) if status_code(&e) == Some(404) => {}
             Err(e) => return Err(runtime("inspect network", name, e)),
         }
@@ -144,11 +152,23 @@ impl DockerExecutor {
                     internal = self.network.internal,
                     "created pod network"
                 );
-                Ok(())
             }
             // Another caller created it in between: that is what we wanted.
-            Err(e) if status_code(&e) == Some(409) => Ok(()),
-            Err(e) => Err(runtime("create network", name, e)),
+            Err(e) if status_code(&e) == Some(409) => {}
+            Err(e) => return Err(runtime("create network", name, e)),
+        }
+        known.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Forgets which networks exist, so the next pod checks with the engine
+    /// (after a create failed, e.g. because someone removed a network).
+    fn forget_networks(&self) {
+        if let Ok(mut known) = self.known_networks.try_lock() {
+            known.clear();
+        } else {
+            let known = self.known_networks.clone();
+            tokio::spawn(async move { known.lock().await.clear() });
         }
     }
 
@@ -193,7 +213,10 @@ impl DockerExecutor {
                 continue;
             }
             match self.docker.remove_network(&name).await {
-                Ok(()) => info!(network = %name, "removed unused stack network"),
+                Ok(()) => {
+                    self.known_networks.lock().await.remove(&name);
+                    info!(network = %name, "removed unused stack network")
+                }
                 Err(e) => {
                     debug!(network = %name, error = %docker_message(&e), "network not removed")
                 }
@@ -317,6 +340,8 @@ impl DockerExecutor {
                 },
                 _ => {
                     self.files.remove(&pod.pod_id);
+                    // A network removed behind shoal's back: look again next time.
+                    self.forget_networks();
                     ExecError::Create {
                         container: name.clone(),
                         reason: docker_message(&e),
@@ -330,6 +355,7 @@ impl DockerExecutor {
                 endpoint_config: Some(spec::endpoint_settings(assignment, network)),
             };
             if let Err(e) = self.docker.connect_network(network, request).await {
+                self.forget_networks();
                 return Err(ExecError::Create {
                     container: name.clone(),
                     reason: format!("attaching network {network:?}: {}", docker_message(&e)),
