@@ -1,6 +1,6 @@
 //! Small readers over generated types that every controller uses.
 
-use shoal_proto::{HealthState, Meta, Pod, PodState};
+use shoal_proto::{HealthState, Meta, Node, NodeAvailability, NodeState, Pod, PodState};
 
 /// The stored version of an object (0 when it has no meta yet).
 pub fn version(meta: &Option<Meta>) -> u64 {
@@ -37,6 +37,20 @@ pub fn pod_name(service: &str, p: &Pod) -> String {
     } else {
         format!("{service}.{}", p.node_id)
     }
+}
+
+/// The node's session is up (the dispatcher's word).
+pub fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .is_some_and(|s| s.state() == NodeState::Ready)
+}
+
+/// The node takes new pods: active (paused and drained nodes do not).
+pub fn node_active(n: &Node) -> bool {
+    n.spec
+        .as_ref()
+        .is_none_or(|s| s.availability() == NodeAvailability::Active || s.availability == 0)
 }
 
 /// Sets the meta's update time, creating the meta when missing.

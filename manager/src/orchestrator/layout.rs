@@ -12,12 +12,11 @@
 use std::collections::BTreeMap;
 
 use shoal_proto::{
-    Deployment, DeploymentMode, Node, NodeAvailability, NodeState, Pod, PodState, PodStatus,
-    PodTemplate,
+    Deployment, DeploymentMode, Node, NodeAvailability, Pod, PodState, PodStatus, PodTemplate,
 };
 
 use super::replicated::new_pod;
-use crate::objects::{created_at, wanted};
+use crate::objects::{created_at, node_active, node_ready, wanted};
 use crate::scheduler::constraint::Constraint;
 use crate::store::StoreData;
 
@@ -85,44 +84,56 @@ impl<'a> Layout<'a> {
     }
 }
 
-/// Whether a global deployment wants a new pod on `node`: up, active, and
-/// meeting the constraints.
-fn takes_new_pods(node: &Node, template: &PodTemplate) -> bool {
-    let ready = node
-        .status
-        .as_ref()
-        .is_some_and(|s| s.state() == NodeState::Ready);
-    let active = node.spec.as_ref().is_none_or(|s| {
-        matches!(s.availability(), NodeAvailability::Active) || s.availability == 0
-    });
-    ready && active && meets_constraints(node, template)
-}
+/// A global deployment's placement constraints, parsed once per pass;
+/// `None` when one does not parse (no node meets it; the control API
+/// refuses such specs, so this is only for data written by older versions).
+struct Constraints(Option<Vec<Constraint>>);
 
-/// Whether a global pod already on `node` may stay: a paused node keeps
-/// its pods (as in Swarm), a drained one or one that lost a label does not.
-fn keeps_pods(node: &Node, template: &PodTemplate) -> bool {
-    let drained = node
-        .spec
-        .as_ref()
-        .is_some_and(|s| s.availability() == NodeAvailability::Drain);
-    !drained && meets_constraints(node, template)
-}
+impl Constraints {
+    fn of(template: &PodTemplate) -> Self {
+        let exprs = template
+            .placement
+            .as_ref()
+            .map_or(&[][..], |p| p.constraints.as_slice());
+        Constraints(
+            exprs
+                .iter()
+                .map(|c| Constraint::parse(c))
+                .collect::<Result<_, _>>()
+                .ok(),
+        )
+    }
 
-fn meets_constraints(node: &Node, template: &PodTemplate) -> bool {
-    template
-        .placement
-        .as_ref()
-        .map_or(&[][..], |p| p.constraints.as_slice())
-        .iter()
-        .all(|c| Constraint::parse(c).is_ok_and(|c| c.matches(node)))
+    fn met_by(&self, node: &Node) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|cs| cs.iter().all(|c| c.matches(node)))
+    }
+
+    /// The deployment wants a new pod on `node`: up, active (as the
+    /// scheduler's filters say) and meeting the constraints.
+    fn takes_new_pods(&self, node: &Node) -> bool {
+        node_ready(node) && node_active(node) && self.met_by(node)
+    }
+
+    /// A pod already on `node` may stay: a paused node keeps its pods (as
+    /// in Swarm), a drained one or one that lost a label does not.
+    fn keeps_pods(&self, node: &Node) -> bool {
+        let drained = node
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.availability() == NodeAvailability::Drain);
+        !drained && self.met_by(node)
+    }
 }
 
 fn global<'a>(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a> {
-    let template = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
-        .unwrap_or_default();
+    let constraints = Constraints::of(
+        &d.spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default(),
+    );
     let mut by_node: BTreeMap<&str, Vec<&'a Pod>> = BTreeMap::new();
     for p in pods {
         by_node.entry(p.node_id.as_str()).or_default().push(p);
@@ -133,7 +144,7 @@ fn global<'a>(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a
         let has_live = by_node
             .get(n.id.as_str())
             .is_some_and(|ps| ps.iter().any(|p| wanted(p)));
-        let eligible = takes_new_pods(n, &template) || (has_live && keeps_pods(n, &template));
+        let eligible = constraints.takes_new_pods(n) || (has_live && constraints.keeps_pods(n));
         if eligible {
             nodes.push((
                 n.id.clone(),

@@ -4,10 +4,11 @@
 
 use std::collections::HashSet;
 
-use shoal_proto::{port_config::PublishMode, NodeAvailability, NodeState, PodTemplate};
+use shoal_proto::{port_config::PublishMode, PodTemplate};
 
 use super::constraint::Constraint;
 use super::NodeInfo;
+use crate::objects::{node_active, node_ready};
 
 pub trait Filter {
     /// Prepares the filter for one pod; false when it has nothing to say
@@ -35,10 +36,7 @@ impl Filter for ReadyFilter {
         true
     }
     fn check(&self, node: &NodeInfo) -> bool {
-        node.node
-            .status
-            .as_ref()
-            .is_some_and(|s| s.state() == NodeState::Ready)
+        node_ready(&node.node)
     }
     fn explain(&self, failed: usize) -> String {
         format!("{} not ready", nodes(failed))
@@ -53,10 +51,7 @@ impl Filter for AvailabilityFilter {
         true
     }
     fn check(&self, node: &NodeInfo) -> bool {
-        node.node
-            .spec
-            .as_ref()
-            .is_none_or(|s| s.availability() == NodeAvailability::Active || s.availability == 0)
+        node_active(&node.node)
     }
     fn explain(&self, failed: usize) -> String {
         format!(
