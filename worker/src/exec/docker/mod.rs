@@ -163,13 +163,8 @@ impl DockerExecutor {
 
     /// Forgets which networks exist, so the next pod checks with the engine
     /// (after a create failed, e.g. because someone removed a network).
-    fn forget_networks(&self) {
-        if let Ok(mut known) = self.known_networks.try_lock() {
-            known.clear();
-        } else {
-            let known = self.known_networks.clone();
-            tokio::spawn(async move { known.lock().await.clear() });
-        }
+    async fn forget_networks(&self) {
+        self.known_networks.lock().await.clear();
     }
 
     /// The networks a container is attached to, other than the pod network
@@ -290,13 +285,11 @@ impl DockerExecutor {
                 reason: "the pod's container spec names no image".into(),
             });
         }
+        // Networks shoal owns are made sure of at create, under the lock
+        // that keeps pruning away; external ones must exist already.
         let template = assignment.template.clone().unwrap_or_default();
-        for network in spec::pod_networks(&template, &self.network.name) {
-            if template.external_networks.contains(&network) {
-                self.require_network(&network).await?;
-            } else {
-                self.ensure_network(&network).await?;
-            }
+        for network in &template.external_networks {
+            self.require_network(network).await?;
         }
         for volume in spec::external_volumes(&template) {
             self.require_volume(volume).await?;
@@ -329,25 +322,22 @@ impl DockerExecutor {
             host.mounts.get_or_insert_with(Vec::new).extend(file_mounts);
         }
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| match status_code(&e) {
-                // The pod's container exists (and uses the files): keep them.
-                Some(409) => ExecError::AlreadyExists {
-                    container: name.clone(),
-                },
-                _ => {
-                    self.files.remove(&pod.pod_id);
-                    // A network removed behind shoal's back: look again next time.
-                    self.forget_networks();
-                    ExecError::Create {
-                        container: name.clone(),
-                        reason: docker_message(&e),
-                    }
-                }
-            })?;
+        let created = match self.docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            // The pod's container exists (and uses the files): keep them.
+            Err(e) if status_code(&e) == Some(409) => {
+                return Err(ExecError::AlreadyExists { container: name });
+            }
+            Err(e) => {
+                self.files.remove(&pod.pod_id);
+                // A network removed behind shoal's back: look again next time.
+                self.forget_networks().await;
+                return Err(ExecError::Create {
+                    container: name,
+                    reason: docker_message(&e),
+                });
+            }
+        };
         // API 1.41 attaches one network at create time; the rest now.
         for network in networks.iter().skip(1) {
             let request = NetworkConnectRequest {
@@ -355,7 +345,7 @@ impl DockerExecutor {
                 endpoint_config: Some(spec::endpoint_settings(assignment, network)),
             };
             if let Err(e) = self.docker.connect_network(network, request).await {
-                self.forget_networks();
+                self.forget_networks().await;
                 return Err(ExecError::Create {
                     container: name.clone(),
                     reason: format!("attaching network {network:?}: {}", docker_message(&e)),
