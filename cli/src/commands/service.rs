@@ -72,7 +72,7 @@ pub async fn scale(host: &str, a: &ScaleArgs) -> Result<()> {
 }
 
 /// What a pod's failure says, for progress and the final error.
-fn pod_error(p: &PodView) -> Option<String> {
+pub fn pod_error(p: &PodView) -> Option<String> {
     let pod = p.pod.as_ref()?;
     let s = pod.status.as_ref()?;
     let failed = matches!(s.state(), PodState::Failed | PodState::Rejected);

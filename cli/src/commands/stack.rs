@@ -148,37 +148,27 @@ async fn wait_dependency(
         let (view, pods) = service::observe(client, dep)
             .await
             .map_err(|s| anyhow!("{service} depends on {dep}: {}", api_error(host, s)))?;
-        let states: Vec<PodState> = pods
-            .iter()
-            .filter_map(|p| p.pod.as_ref()?.status.as_ref().map(|s| s.state()))
-            .collect();
+        let state_of =
+            |p: &shoal_proto::PodView| p.pod.as_ref()?.status.as_ref().map(|s| s.state());
         let met = match condition {
             Condition::ServiceStarted => view.running_replicas >= view.desired_replicas,
             Condition::ServiceHealthy => view.ready_replicas >= view.desired_replicas,
             Condition::ServiceCompletedSuccessfully => {
-                states.iter().filter(|s| **s == PodState::Complete).count() as u64
+                pods.iter()
+                    .filter(|p| state_of(p) == Some(PodState::Complete))
+                    .count() as u64
                     >= view.desired_replicas.max(1)
             }
         };
         if met {
             return Ok(());
         }
-        if let Some(p) = pods.iter().find(|p| {
-            p.pod
-                .as_ref()
-                .and_then(|x| x.status.as_ref())
-                .is_some_and(|s| s.state() == PodState::Rejected)
-        }) {
-            let err = p
-                .pod
-                .as_ref()
-                .and_then(|x| x.status.as_ref())
-                .map(|s| s.err.clone())
-                .unwrap_or_default();
-            bail!(
-                "{service} depends on {dep}, which cannot run: {}: {err}",
-                p.name
-            );
+        if let Some(why) = pods
+            .iter()
+            .filter(|p| state_of(p) == Some(PodState::Rejected))
+            .find_map(service::pod_error)
+        {
+            bail!("{service} depends on {dep}, which cannot run: {why}");
         }
         if Instant::now() > deadline {
             bail!(
