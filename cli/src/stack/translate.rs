@@ -136,6 +136,25 @@ fn named_volume(stack: &Stack, stack_name: &str, src: &str, m: &mut Mount) {
         .insert(labels::STACK.to_string(), stack_name.to_string());
 }
 
+/// `deploy.resources.limits` or `.reservations` as the API counts them;
+/// 0 where the file says nothing.
+struct Amounts {
+    nano_cpus: i64,
+    memory_bytes: i64,
+    pids: i64,
+}
+
+impl Amounts {
+    fn of(spec: &Option<model::ResourceSpec>) -> Amounts {
+        let spec = spec.clone().unwrap_or_default();
+        Amounts {
+            nano_cpus: spec.cpus.map_or(0, |c| c.0 as i64),
+            memory_bytes: spec.memory.map_or(0, |m| m.0 as i64),
+            pids: spec.pids.map_or(0, |p| p as i64),
+        }
+    }
+}
+
 fn update_config(u: &Option<model::UpdateConfig>) -> UpdateConfig {
     let u = u.clone().unwrap_or_default();
     UpdateConfig {
@@ -188,11 +207,9 @@ fn service_spec(
     if ext.service_type == Some(ServiceType::ExternalName) {
         return Ok(external_name_spec(stack_name, name, &deploy, ext));
     }
-    let limits = deploy.resources.as_ref().and_then(|r| r.limits.clone());
-    let reservations = deploy
-        .resources
-        .as_ref()
-        .and_then(|r| r.reservations.clone());
+    let resources = deploy.resources.clone().unwrap_or_default();
+    let limits = Amounts::of(&resources.limits);
+    let reservations = Amounts::of(&resources.reservations);
     let container = ContainerSpec {
         image: s.image.clone().unwrap_or_default(),
         command: words(&s.entrypoint),
@@ -208,23 +225,11 @@ fn service_spec(
         hostname: s.hostname.clone().unwrap_or_default(),
         stop_grace_period_ms: s.stop_grace_period.map_or(d::STOP_GRACE_PERIOD_MS, |m| m.0),
         healthcheck,
-        limit_nano_cpus: limits
-            .as_ref()
-            .and_then(|l| l.cpus)
-            .map_or(0, |c| c.0 as i64),
-        limit_memory_bytes: limits
-            .as_ref()
-            .and_then(|l| l.memory)
-            .map_or(0, |m| m.0 as i64),
-        limit_pids: limits.as_ref().and_then(|l| l.pids).map_or(0, |p| p as i64),
-        reserve_nano_cpus: reservations
-            .as_ref()
-            .and_then(|r| r.cpus)
-            .map_or(0, |c| c.0 as i64),
-        reserve_memory_bytes: reservations
-            .as_ref()
-            .and_then(|r| r.memory)
-            .map_or(0, |m| m.0 as i64),
+        limit_nano_cpus: limits.nano_cpus,
+        limit_memory_bytes: limits.memory_bytes,
+        limit_pids: limits.pids,
+        reserve_nano_cpus: reservations.nano_cpus,
+        reserve_memory_bytes: reservations.memory_bytes,
         mounts: mounts(stack, stack_name, &s.volumes, &path)?,
         secrets,
         configs,
