@@ -741,7 +741,9 @@ fn environment() -> Value {
     json!({"nproc": nproc, "mem_mib": mem_kib / 1024, "docker_engine": engine, "kernel": kernel, "load_start": loadavg()})
 }
 
-fn bench_swarm(reps: usize, shoal: &Path) {
+/// Prints what is measured, on what machine, and what else runs on the
+/// engine; returns the machine's description and the daemon's build profile.
+fn header(what: &str, shoal: &Path) -> (Value, String) {
     let env = environment();
     let profile = shoal
         .parent()
@@ -750,7 +752,7 @@ fn bench_swarm(reps: usize, shoal: &Path) {
         .unwrap_or("?")
         .to_string();
     println!(
-        "shoal-bench swarm: {reps} repetitions, shoal daemon {} ({profile} build)",
+        "shoal-bench {what}, shoal daemon {} ({profile} build)",
         shoal.display()
     );
     println!(
@@ -764,6 +766,11 @@ fn bench_swarm(reps: usize, shoal: &Path) {
     if others > 0 {
         println!("note: {others} other containers are running on this engine; they may disturb the figures");
     }
+    (env, profile)
+}
+
+fn bench_swarm(reps: usize, shoal: &Path) {
+    let (env, profile) = header(&format!("swarm: {reps} repetitions"), shoal);
 
     let image = shoal_tests::images::web_image("v1");
     // Untimed warm-up, so that the first repetition does not pay for cold caches.
@@ -1213,28 +1220,10 @@ fn swarm_update_measure(v1: &str, v2: &str, grace: &str) -> Result<UpdRep, Strin
 }
 
 fn bench_update(reps: usize, grace: &str, shoal: &Path) {
-    let env = environment();
-    let profile = shoal
-        .parent()
-        .and_then(|p| p.file_name())
-        .and_then(|s| s.to_str())
-        .unwrap_or("?")
-        .to_string();
-    println!(
-        "shoal-bench update: {reps} repetitions, stop grace period {grace}, shoal daemon {} ({profile} build)",
-        shoal.display()
+    let (env, profile) = header(
+        &format!("update: {reps} repetitions, stop grace period {grace}"),
+        shoal,
     );
-    println!(
-        "machine: {} CPUs, {} MiB memory, Docker Engine {}, kernel {}",
-        env["nproc"], env["mem_mib"], env["docker_engine"], env["kernel"]
-    );
-    println!("load average (1 min) at start: {}", loadavg());
-    let others = try_run(&mut docker(&["ps", "-q"]), CMD_TIMEOUT)
-        .map(|o| o.stdout.lines().count())
-        .unwrap_or(0);
-    if others > 0 {
-        println!("note: {others} other containers are running on this engine; they may disturb the figures");
-    }
     let v1 = shoal_tests::images::web_image("v1");
     let v2 = shoal_tests::images::web_image("v2");
     for image in [&v1, &v2] {
