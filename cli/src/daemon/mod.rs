@@ -191,6 +191,7 @@ pub async fn run(run: DaemonRun) -> Result<()> {
             node_id: cfg.raft_id,
             data_dir: data_dir.clone(),
             advertise_addr: cfg.advertise_addr.clone(),
+            tls: None,
         },
         store.clone(),
     )
