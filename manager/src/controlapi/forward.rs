@@ -13,8 +13,9 @@
 //!   mutual TLS with this manager's certificate (one cached channel per
 //!   leader address). The leader therefore authorizes this *manager*, not
 //!   the original caller: on the cluster port put the
-//!   [`crate::ca::authz::AuthzLayer`] outside this layer (added after it)
-//!   so the caller is checked before anything is forwarded on its behalf.
+//!   [`crate::ca::authz::AuthzLayer`] outside this layer (tonic's first
+//!   `layer` is the outermost: add the authz layer before this one) so the
+//!   caller is checked before anything is forwarded on its behalf.
 //! - A forwarded request carries [`FORWARDED_HEADER`]; a manager that gets
 //!   one and is not the leader (leadership moved in between) answers
 //!   `Unavailable` instead of forwarding again, so requests never loop.

@@ -24,6 +24,10 @@ use super::RaftNode;
 /// one slow round trip does not flip it.
 pub const REACHABLE_WITHIN: Duration = Duration::from_millis(3 * RAFT_ELECTION_TIMEOUT_MIN_MS);
 
+/// How long removing a reachable follower waits for it to receive the
+/// configuration that demotes it, before dropping it anyway.
+const DEMOTION_NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long [`RaftNode::add_manager`] waits for a new manager to catch up
 /// (a snapshot install of a large store included) before giving up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -371,13 +375,13 @@ impl RaftNode {
                 unreachable.join(", ")
             )));
         }
+        if raft_id != self.inner.node_id {
+            self.remove_follower(raft_id, target.reachable).await?;
+            return Ok(Removal::Removed);
+        }
         raft.change_membership(ChangeMembers::RemoveVoters([raft_id].into()), false)
             .await
             .map_err(|e| MembershipError::from_write(self, e))?;
-        if raft_id != self.inner.node_id {
-            tracing::info!(raft_id, "raft: manager removed");
-            return Ok(Removal::Removed);
-        }
         tracing::info!(
             raft_id,
             "raft: this leader removed itself; stopping raft so the remaining managers elect a leader"
@@ -389,5 +393,44 @@ impl RaftNode {
                 .map(|m| (m.raft_id, m.addr.clone()))
                 .collect(),
         })
+    }
+
+    /// Removes voter `raft_id` (not this node) in two steps, so that it
+    /// learns of its removal: openraft stops replicating to a node as soon
+    /// as the leader appends a configuration without it, so a voter removed
+    /// outright never receives that configuration and goes on believing it
+    /// votes. Demoted to a learner first, it receives the configuration
+    /// that demotes it (its [`RaftNode::voter_watch`] turns false); then it
+    /// is dropped. An unreachable one is dropped without waiting.
+    async fn remove_follower(&self, raft_id: u64, reachable: bool) -> Result<(), MembershipError> {
+        let raft = &self.inner.raft;
+        let demoted = raft
+            .change_membership(ChangeMembers::RemoveVoters([raft_id].into()), true)
+            .await
+            .map_err(|e| MembershipError::from_write(self, e))?;
+        if reachable {
+            let since = demoted.log_id.index;
+            let noticed = raft
+                .wait(Some(DEMOTION_NOTICE_TIMEOUT))
+                .metrics(
+                    |m| {
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&raft_id))
+                            .and_then(|matched| *matched)
+                            .is_some_and(|l| l.index >= since)
+                    },
+                    "removed manager received its demotion",
+                )
+                .await;
+            if let Err(e) = noticed {
+                tracing::warn!(raft_id, error = %e, "raft: removed manager did not confirm its demotion; dropping it anyway");
+            }
+        }
+        raft.change_membership(ChangeMembers::RemoveNodes([raft_id].into()), false)
+            .await
+            .map_err(|e| MembershipError::from_write(self, e))?;
+        tracing::info!(raft_id, "raft: manager removed");
+        Ok(())
     }
 }
