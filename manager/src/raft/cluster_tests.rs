@@ -123,6 +123,20 @@ impl Cluster {
 
     /// Starts manager `id` (a fresh data dir) and serves it; not a member yet.
     async fn spawn(&mut self, id: u64) {
+        self.spawn_in(id, tempfile::tempdir().unwrap()).await;
+    }
+
+    /// Stops manager `id` and starts it again on the same data dir at a
+    /// new port, as a manager that moved to another address.
+    async fn restart_elsewhere(&mut self, id: u64) -> String {
+        let m = self.managers[id as usize - 1].take().expect("running");
+        m.raft.shutdown().await;
+        let Manager { _dir: dir, .. } = m;
+        self.spawn_in(id, dir).await;
+        self.get(id).addr.clone()
+    }
+
+    async fn spawn_in(&mut self, id: u64, dir: tempfile::TempDir) {
         let name = format!("m{id}");
         self.view
             .roles
@@ -133,7 +147,6 @@ impl Cluster {
         let client_tls = tls::client_config(&creds).unwrap();
         let listener = bind(id).await;
         let addr = listener.local_addr().unwrap().to_string();
-        let dir = tempfile::tempdir().unwrap();
         let store = Store::new();
         let raft = RaftNode::open(
             RaftConfig {
@@ -430,6 +443,18 @@ async fn a_new_manager_catches_up_from_a_snapshot_after_the_log_was_purged() {
     assert_eq!(c.get(3).node_ids().len(), 101);
     let voters = c.get(1).raft.managers();
     assert!(voters.iter().all(|m| !m.learner), "{voters:?}");
+
+    // It moves to another address (same data dir): adding it again
+    // updates the address, and it follows again from there.
+    let moved = c.restart_elsewhere(3).await;
+    assert_ne!(moved, addr);
+    assert_eq!(c.get(3).node_ids().len(), 101, "restored from its own disk");
+    c.get(1).raft.add_manager(3, &moved).await.unwrap();
+    let index = c.write(1, "after-move").await;
+    c.applied_everywhere(&[3], index).await;
+    let info = c.get(1).raft.managers();
+    let m3 = info.iter().find(|m| m.raft_id == 3).unwrap();
+    assert_eq!((m3.addr.as_str(), m3.learner), (moved.as_str(), false));
 
     // A follower refuses membership changes and names the leader.
     let err = c

@@ -207,11 +207,12 @@ impl RaftNode {
     }
 
     /// The leader's cluster gRPC address, as the membership records it;
-    /// `None` during an election.
+    /// `None` during an election and once this node's Raft stopped (the
+    /// leader watch, not the last metrics, which outlive a shutdown).
     pub fn leader_addr(&self) -> Option<String> {
+        let leader = (*self.inner.leader.borrow())?;
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow();
-        let leader = m.current_leader?;
         m.membership_config
             .membership()
             .get_node(&leader)
