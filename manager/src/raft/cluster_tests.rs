@@ -12,8 +12,8 @@ use openraft::ServerState;
 use shoal_proto::control_client::ControlClient;
 use shoal_proto::defaults::BATCH_FORMAT;
 use shoal_proto::{
-    mutation, object, Batch, InfoRequest, ListNodesRequest, LogLine, Mutation, MutationOutcome,
-    Node, Object,
+    mutation, object, Batch, CreateFileObjectRequest, FileObjectSpec, InfoRequest,
+    ListNodesRequest, LogLine, Mutation, MutationOutcome, Node, Object,
 };
 use tokio::sync::oneshot;
 
@@ -278,6 +278,49 @@ impl Cluster {
     }
 }
 
+/// Samples every manager's (term, state) until stopped, and fails if two
+/// managers ever led in the same term.
+struct LeaderSampler {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::collections::BTreeMap<u64, BTreeSet<u64>>>,
+}
+
+impl LeaderSampler {
+    fn start(c: &Cluster) -> LeaderSampler {
+        let nodes: Vec<RaftNode> = c.running().map(|m| m.raft.clone()).collect();
+        let (stop, mut stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut leaders = std::collections::BTreeMap::<u64, BTreeSet<u64>>::new();
+            loop {
+                for n in &nodes {
+                    let m = n.inner.raft.metrics().borrow().clone();
+                    if m.state == ServerState::Leader {
+                        leaders.entry(m.current_term).or_default().insert(m.id);
+                    }
+                }
+                tokio::select! {
+                    _ = &mut stopped => return leaders,
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+        });
+        LeaderSampler {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops sampling; returns how many terms had a leader.
+    async fn check(mut self) -> usize {
+        let _ = self.stop.take().unwrap().send(());
+        let leaders = (&mut self.task).await.unwrap();
+        for (term, ids) in &leaders {
+            assert_eq!(ids.len(), 1, "term {term} had leaders {ids:?}");
+        }
+        leaders.len()
+    }
+}
+
 #[tokio::test]
 async fn three_managers_elect_a_new_leader_when_the_leader_dies_and_keep_every_write() {
     let mut c = Cluster::start(3, false).await;
@@ -331,6 +374,7 @@ async fn a_minority_partition_cannot_commit_and_catches_up_after_healing() {
     let c = Cluster::start(5, false).await;
     let old = c.leader_among(&[1, 2, 3, 4, 5]).await;
     c.write(old, "before").await;
+    let sampler = LeaderSampler::start(&c);
     // Cut the leader and one follower off from the other three, both ways.
     let minority: Vec<u64> = vec![old, if old == 1 { 2 } else { 1 }];
     let majority: Vec<u64> = (1..=5).filter(|i| !minority.contains(i)).collect();
@@ -407,6 +451,8 @@ async fn a_minority_partition_cannot_commit_and_catches_up_after_healing() {
         assert!(!ids.contains("minority-write"), "{}", m.id);
     }
     c.assert_one_leader_per_term();
+    let terms = sampler.check().await;
+    assert!(terms >= 2, "the majority elected a leader in a new term");
 }
 
 #[tokio::test]
@@ -586,6 +632,20 @@ async fn followers_forward_control_calls_to_the_leader_but_serve_local_ones() {
     let nodes = follower.list_nodes(ListNodesRequest {}).await.unwrap();
     let ids: Vec<_> = nodes.into_inner().nodes.into_iter().map(|n| n.id).collect();
     assert_eq!(ids, vec!["seen-by-leader".to_string()]);
+    // A write on a follower is proposed by the leader.
+    let created = follower
+        .create_config(CreateFileObjectRequest {
+            spec: Some(FileObjectSpec {
+                name: "app.conf".into(),
+                data: b"x=1".to_vec(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let on_leader = c.get(1).store.read(|d| d.configs.contains_key(&created.id));
+    assert!(on_leader, "the config was written through the leader");
     // Info is about the manager called: answered by the follower itself.
     let info = follower.info(InfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.node_id, "m2");
