@@ -151,6 +151,13 @@ impl ForwardLayer {
     }
 
     fn no_leader(&self) -> Status {
+        if !self.raft.is_voter() {
+            return Status::unavailable(format!(
+                "manager {} is not a voting member of the Raft cluster (it was removed, or is \
+                 still joining) and knows no leader; call another manager",
+                self.raft.node_id()
+            ));
+        }
         let voters: Vec<_> = self
             .raft
             .managers()

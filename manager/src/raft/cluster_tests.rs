@@ -569,7 +569,7 @@ async fn removing_a_manager_is_refused_when_the_rest_would_lose_quorum() {
 
 #[tokio::test]
 async fn the_leader_removing_itself_steps_down_and_can_rejoin_as_a_new_manager() {
-    let mut c = Cluster::start(3, false).await;
+    let mut c = Cluster::start(3, true).await;
     assert_eq!(c.leader_among(&[1, 2, 3]).await, 1);
     let before = c.write(1, "before").await;
 
@@ -592,6 +592,14 @@ async fn the_leader_removing_itself_steps_down_and_can_rejoin_as_a_new_manager()
     c.applied_everywhere(&[2, 3], index).await;
     assert!(c.get(2).node_ids().contains("before") && before < index);
     c.assert_one_leader_per_term();
+    // The stepped-down manager says so instead of forwarding.
+    let err = control(&c, 1)
+        .await
+        .list_nodes(ListNodesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("not a voting member"), "{err:?}");
 
     // The old manager comes back with a wiped data dir, as a new raft id.
     c.kill(1).await;
