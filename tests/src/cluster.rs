@@ -102,6 +102,7 @@ impl SimCluster {
                 node_id: 1,
                 data_dir: dir.path().to_path_buf(),
                 advertise_addr: addr.to_string(),
+                tls: None,
             },
             store.clone(),
         )

@@ -3,6 +3,7 @@
 //! with optimistic version checks, retrying when a controller wrote first.
 
 pub mod external;
+pub mod forward;
 pub mod get;
 mod logs;
 pub mod rollout;

@@ -11,8 +11,12 @@
 //! are the two storage halves, `network` and [`service`] the two transport
 //! halves.
 
+#[cfg(test)]
+mod cluster_tests;
 mod codec;
+mod faults;
 mod log_store;
+mod membership;
 mod network;
 pub mod service;
 mod state_machine;
@@ -35,8 +39,10 @@ use shoal_proto::{Batch, BatchResult, RaftPeer};
 use tokio::sync::watch;
 
 use crate::store::Store;
+pub use faults::Faults;
 use log_store::LogStore;
-use network::NetworkFactory;
+pub use membership::{ManagerInfo, MembershipError, Removal};
+use network::{NetworkFactory, PeerContacts};
 use service::RaftService;
 use state_machine::StateMachine;
 use types::{NodeId, Raft};
@@ -65,6 +71,11 @@ pub struct RaftConfig {
     pub data_dir: PathBuf,
     /// host:port of this node's cluster gRPC, as peers reach it.
     pub advertise_addr: String,
+    /// Mutual TLS to the other managers (`ca::tls::client_config` of this
+    /// manager's credentials). `None` dials peers in plaintext, which only
+    /// storage-level unit tests do: managers refuse Raft RPCs without a
+    /// manager certificate.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why the Raft node could not start or do what was asked.
@@ -134,6 +145,11 @@ struct Inner {
     advertise_addr: String,
     applied_index: Arc<AtomicU64>,
     leader: watch::Receiver<Option<NodeId>>,
+    /// Whether this node is a voter of the current (effective) membership.
+    voter: watch::Receiver<bool>,
+    /// Last successful RPC to each peer, for reachability.
+    contacts: PeerContacts,
+    faults: Faults,
 }
 
 /// A running Raft node. Cheap to clone; every clone drives the same node.
@@ -185,10 +201,18 @@ impl RaftNode {
             store.clone(),
             applied_index.clone(),
         )?;
+        let contacts = PeerContacts::default();
+        let faults = Faults::default();
+        let network = NetworkFactory::new(
+            config.node_id,
+            config.tls.clone(),
+            contacts.clone(),
+            faults.clone(),
+        );
         let raft = Raft::new(
             config.node_id,
             Arc::new(openraft_config()?),
-            NetworkFactory::new(config.node_id),
+            network,
             log,
             sm,
         )
@@ -200,6 +224,7 @@ impl RaftNode {
             "raft node started"
         );
         let leader = spawn_leader_watch(&raft);
+        let voter = membership::spawn_voter_watch(&raft, config.node_id);
         Ok(RaftNode {
             inner: Arc::new(Inner {
                 raft,
@@ -207,6 +232,9 @@ impl RaftNode {
                 advertise_addr: config.advertise_addr,
                 applied_index,
                 leader,
+                voter,
+                contacts,
+                faults,
             }),
         })
     }
@@ -311,6 +339,14 @@ impl RaftNode {
         self.inner.node_id
     }
 
+    /// The switches that make this node's outgoing Raft RPCs fail, for
+    /// fault-injection tests (partitions without touching the OS network).
+    /// Nothing is blocked unless a test asks; an unused handle costs one
+    /// atomic load per RPC.
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
     /// Last log index applied to the store on this node.
     pub fn last_applied(&self) -> u64 {
         self.inner.applied_index.load(Ordering::Acquire)
@@ -409,6 +445,7 @@ mod tests {
             node_id,
             data_dir: dir.to_path_buf(),
             advertise_addr: addr.into(),
+            tls: None,
         }
     }
 

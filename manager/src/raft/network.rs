@@ -6,8 +6,16 @@
 //! `Unreachable` (openraft then backs off instead of hammering it), a call
 //! that outlives its deadline is a `Timeout`, anything else on the wire is a
 //! `NetworkError`.
+//!
+//! With a TLS client config every peer is dialled over mutual TLS (the
+//! server verified as a manager of our CA, our manager certificate shown
+//! to it); without one, plaintext (storage-level unit tests only). Each
+//! successful call is recorded in [`PeerContacts`], which is how the leader
+//! knows which managers it can reach; [`Faults`] can fail calls on purpose.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch,
@@ -20,8 +28,10 @@ use shoal_proto::RaftPeer;
 use tonic::transport::{Channel, Endpoint};
 
 use super::codec;
+use super::faults::{Faults, BLOCKED_CALL_DELAY};
 use super::types::{NodeId, TypeConfig};
 use super::MAX_MESSAGE_BYTES;
+use crate::ca::tls::TlsConnectorService;
 
 /// How long connecting to a peer may take before the call counts as
 /// unreachable; well under the election timeout, so a dead peer does not
@@ -32,16 +42,53 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// the one it has, so the sender restarts the stream from offset 0.
 pub(super) const SNAPSHOT_MISMATCH: &str = "snapshot segment mismatch";
 
+/// When this node last completed an RPC with each peer (any answer counts,
+/// a refused vote too: the peer is up and reachable). Shared by every
+/// [`PeerClient`] and the [`super::RaftNode`] that reports reachability.
+#[derive(Debug, Clone, Default)]
+pub struct PeerContacts {
+    last: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+impl PeerContacts {
+    fn record(&self, target: NodeId) {
+        self.lock().insert(target, Instant::now());
+    }
+
+    /// The time of the last successful RPC to `target`, if any.
+    pub fn last(&self, target: NodeId) -> Option<Instant> {
+        self.lock().get(&target).copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Creates a [`PeerClient`] for every peer openraft replicates to.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NetworkFactory {
     /// This node's id, for timeout errors.
     node_id: NodeId,
+    /// Mutual TLS to peers; `None` dials plaintext.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    contacts: PeerContacts,
+    faults: Faults,
 }
 
 impl NetworkFactory {
-    pub fn new(node_id: NodeId) -> NetworkFactory {
-        NetworkFactory { node_id }
+    pub fn new(
+        node_id: NodeId,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        contacts: PeerContacts,
+        faults: Faults,
+    ) -> NetworkFactory {
+        NetworkFactory {
+            node_id,
+            tls,
+            contacts,
+            faults,
+        }
     }
 }
 
@@ -49,7 +96,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &RaftPeer) -> PeerClient {
-        PeerClient::new(self.node_id, target, node)
+        PeerClient::new(self, target, node)
     }
 }
 
@@ -58,6 +105,8 @@ pub struct PeerClient {
     node_id: NodeId,
     target: NodeId,
     addr: String,
+    contacts: PeerContacts,
+    faults: Faults,
     /// The client, or why none could be made (an address that is not a
     /// valid URI); reported on every call as unreachable.
     client: Result<RaftClient<Channel>, String>,
@@ -73,23 +122,30 @@ struct PeerError {
 }
 
 impl PeerClient {
-    fn new(node_id: NodeId, target: NodeId, peer: &RaftPeer) -> PeerClient {
+    fn new(factory: &NetworkFactory, target: NodeId, peer: &RaftPeer) -> PeerClient {
         let client = Endpoint::from_shared(format!("http://{}", peer.addr))
             .map(|e| {
-                let channel = e
+                let e = e
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .connect_lazy();
+                    .http2_keep_alive_interval(Duration::from_secs(10));
+                let channel = match &factory.tls {
+                    Some(tls) => {
+                        e.connect_with_connector_lazy(TlsConnectorService::new(tls.clone()))
+                    }
+                    None => e.connect_lazy(),
+                };
                 RaftClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
             .map_err(|e| format!("invalid address {:?}: {e}", peer.addr));
         PeerClient {
-            node_id,
+            node_id: factory.node_id,
             target,
             addr: peer.addr.clone(),
+            contacts: factory.contacts.clone(),
+            faults: factory.faults.clone(),
             client,
         }
     }
@@ -102,11 +158,17 @@ impl PeerClient {
         }
     }
 
-    // openraft's error type, fixed by the trait this serves.
-    #[allow(clippy::result_large_err)]
-    fn client<E: std::error::Error>(
+    /// The client for one call; fails as unreachable when the address is
+    /// invalid or a test blocked this peer (after a short delay, as a dead
+    /// peer would).
+    async fn client<E: std::error::Error>(
         &self,
     ) -> Result<RaftClient<Channel>, RPCError<NodeId, RaftPeer, E>> {
+        if self.faults.is_blocked(self.target) {
+            tokio::time::sleep(BLOCKED_CALL_DELAY).await;
+            let err = self.error("blocked by fault injection");
+            return Err(RPCError::Unreachable(Unreachable::new(&err)));
+        }
         self.client
             .clone()
             .map_err(|m| RPCError::Unreachable(Unreachable::new(&self.error(m))))
@@ -131,7 +193,10 @@ impl PeerClient {
                 target: self.target,
                 timeout,
             })),
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Ok(resp)) => {
+                self.contacts.record(self.target);
+                Ok(resp.into_inner())
+            }
             Ok(Err(status)) => Err(self.status_error(status)),
         }
     }
@@ -165,7 +230,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         openraft::raft::AppendEntriesResponse<NodeId>,
         RPCError<NodeId, RaftPeer, RaftError<NodeId>>,
     > {
-        let mut client = self.client()?;
+        let mut client = self.client().await?;
         let req = codec::append_entries_request_to_proto(&rpc);
         let resp = self
             .call(RPCTypes::AppendEntries, &option, client.append_entries(req))
@@ -181,7 +246,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         openraft::raft::InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, RaftPeer, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        let mut client = self.client()?;
+        let mut client = self.client().await?;
         let snapshot_id = rpc.meta.snapshot_id.clone();
         let offset = rpc.offset;
         let req = codec::install_snapshot_request_to_proto(&rpc);
@@ -195,7 +260,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                     timeout,
                 }))
             }
-            Ok(Ok(resp)) => resp.into_inner(),
+            Ok(Ok(resp)) => {
+                self.contacts.record(self.target);
+                resp.into_inner()
+            }
             // The receiver lost track of this stream (it restarted, or saw
             // another snapshot): openraft resends from offset 0 on this error.
             Ok(Err(status))
@@ -228,7 +296,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<openraft::raft::VoteResponse<NodeId>, RPCError<NodeId, RaftPeer, RaftError<NodeId>>>
     {
-        let mut client = self.client()?;
+        let mut client = self.client().await?;
         let req = codec::vote_request_to_proto(&rpc);
         let resp = self
             .call(RPCTypes::Vote, &option, client.request_vote(req))
