@@ -22,28 +22,57 @@ use crate::store::{put, Store};
 pub struct StoreView {
     store: Arc<Store>,
     proposer: Arc<dyn Proposer>,
+    /// This manager's own cluster id and epoch (from its certificate), for
+    /// the time its store holds no cluster yet: a manager that just joined
+    /// must accept the leader's Raft calls before it has replicated
+    /// anything.
+    own: Option<(String, u64)>,
 }
 
 impl StoreView {
     pub fn new(store: Arc<Store>, proposer: Arc<dyn Proposer>) -> StoreView {
-        StoreView { store, proposer }
+        StoreView {
+            store,
+            proposer,
+            own: None,
+        }
+    }
+
+    /// Until the store holds the cluster object, answer from this manager's
+    /// own certificate: its cluster and epoch, and the role each caller's
+    /// certificate states (signed by our CA, which the TLS layer checked).
+    pub fn until_replicated(mut self, cluster_id: &str, epoch: u64) -> StoreView {
+        self.own = Some((cluster_id.to_string(), epoch));
+        self
+    }
+
+    /// Whether the store has the cluster object (replication has begun).
+    fn replicated(&self) -> bool {
+        self.store.read(|d| d.cluster().is_some())
     }
 }
 
 impl ClusterView for StoreView {
     fn cluster_id(&self) -> String {
-        self.store
-            .read(|d| d.cluster().map(|c| c.id.clone()))
-            .unwrap_or_default()
+        match self.store.read(|d| d.cluster().map(|c| c.id.clone())) {
+            Some(id) => id,
+            None => self.own.as_ref().map(|o| o.0.clone()).unwrap_or_default(),
+        }
     }
 
     fn epoch(&self) -> u64 {
-        self.store
-            .read(|d| d.cluster().map(|c| c.epoch))
-            .unwrap_or_default()
+        match self.store.read(|d| d.cluster().map(|c| c.epoch)) {
+            Some(e) => e,
+            None => self.own.as_ref().map(|o| o.1).unwrap_or_default(),
+        }
     }
 
     fn current_role(&self, node_id: &str) -> Option<Role> {
+        if self.own.is_some() && !self.replicated() {
+            // The authorization layer acts with the lower of this and the
+            // certificate's role: the certificate decides.
+            return Some(Role::Manager);
+        }
         self.store.read(|d| {
             d.nodes
                 .get(node_id)
@@ -161,5 +190,35 @@ mod tests {
         assert!(view.is_removed("gone"));
         assert!(!view.is_removed("n1"));
         assert_eq!(view.join_secrets().worker, "w".repeat(32));
+    }
+
+    #[test]
+    fn a_manager_with_an_empty_store_trusts_certificates_of_its_cluster_until_it_has_one() {
+        let store = Store::new();
+        let proposer = LocalProposer::new(store.clone());
+        let view = StoreView::new(store.clone(), proposer.clone()).until_replicated("c1", 2);
+        assert_eq!(view.cluster_id(), "c1");
+        assert_eq!(view.epoch(), 2);
+        assert_eq!(view.current_role("leader"), Some(Role::Manager));
+        // Without the fallback an empty store knows no one.
+        let strict = StoreView::new(store.clone(), proposer.clone());
+        assert_eq!(strict.current_role("leader"), None);
+        // Once the cluster is replicated, the store decides.
+        proposer.store.apply(
+            1,
+            &batch(
+                vec![put(
+                    Cluster {
+                        id: "c1".into(),
+                        epoch: 3,
+                        ..Default::default()
+                    },
+                    0,
+                )],
+                true,
+            ),
+        );
+        assert_eq!(view.epoch(), 3);
+        assert_eq!(view.current_role("leader"), None);
     }
 }

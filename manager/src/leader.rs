@@ -7,7 +7,7 @@ use crate::dispatcher::Dispatcher;
 use crate::proposer::Proposer;
 use crate::raft::RaftNode;
 use crate::store::Store;
-use crate::{orchestrator, scheduler};
+use crate::{orchestrator, rolemanager, scheduler};
 use tokio_util::sync::CancellationToken;
 
 /// Starts and stops the leader's controllers as leadership comes and goes.
@@ -33,6 +33,7 @@ pub async fn supervise(
                     token.clone(),
                 ));
                 tokio::spawn(scheduler::run(store.clone(), proposer, token.clone()));
+                tokio::spawn(rolemanager::run(raft.clone(), store.clone(), token.clone()));
                 let d = dispatcher.clone();
                 let t = token.clone();
                 tokio::spawn(async move { d.run_node_monitor(t).await });

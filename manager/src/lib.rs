@@ -15,6 +15,7 @@ pub mod objects;
 pub mod orchestrator;
 pub mod proposer;
 pub mod raft;
+pub mod rolemanager;
 pub mod scheduler;
 pub mod store;
 

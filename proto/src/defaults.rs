@@ -65,9 +65,9 @@ pub const STATUS_BATCH_MS: u64 = 50;
 pub const WORKER_RECONCILE_MS: u64 = 1_000;
 
 /// Raft timing: heartbeat and election timeout range.
-pub const RAFT_HEARTBEAT_MS: u64 = 150;
-pub const RAFT_ELECTION_TIMEOUT_MIN_MS: u64 = 500;
-pub const RAFT_ELECTION_TIMEOUT_MAX_MS: u64 = 1_000;
+pub const RAFT_HEARTBEAT_MS: u64 = 100;
+pub const RAFT_ELECTION_TIMEOUT_MIN_MS: u64 = 400;
+pub const RAFT_ELECTION_TIMEOUT_MAX_MS: u64 = 800;
 /// Log entries since the last snapshot that trigger a new one.
 pub const RAFT_SNAPSHOT_LOGS_SINCE_LAST: u64 = 5_000;
 

@@ -30,12 +30,13 @@ pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
         .await
         .map_err(|s| api_error(host, s))?
         .into_inner();
-    let mut nodes = client
+    let listed = client
         .list_nodes(ListNodesRequest {})
         .await
         .map_err(|s| api_error(host, s))?
-        .into_inner()
-        .nodes;
+        .into_inner();
+    let raft = listed.managers;
+    let mut nodes = listed.nodes;
     nodes.sort_by(|a, b| a.id.cmp(&b.id));
     if a.quiet {
         nodes.iter().for_each(|n| println!("{}", n.id));
@@ -46,10 +47,16 @@ pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
             .spec
             .as_ref()
             .is_some_and(|s| s.role() == NodeRole::Manager);
-        match (is_manager, n.id == me.node_id && me.is_leader) {
-            (true, true) => "Leader".into(),
-            (true, false) => "Reachable".into(),
-            _ => String::new(),
+        if !is_manager {
+            return String::new();
+        }
+        match raft.iter().find(|m| m.node_id == n.id) {
+            Some(m) if m.leader => "Leader".into(),
+            Some(m) if m.learner => "Joining".into(),
+            Some(m) if m.reachable => "Reachable".into(),
+            Some(_) => "Unreachable".into(),
+            // Promoted, not in Raft yet.
+            None => "Joining".into(),
         }
     };
     let hostname = |n: &shoal_proto::Node| {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use shoal_manager::ca::authz::{AuthzLayer, Policy};
 use shoal_manager::ca::{tls, JoinSecrets, NodeCaService, NodeCredentials};
+use shoal_manager::controlapi::forward::ForwardLayer;
 use shoal_manager::controlapi::{ControlApi, LeaveHook, LocalNode, LogSource};
 use shoal_manager::dispatcher::Dispatcher;
 use shoal_manager::enrollment::StoreView;
@@ -18,9 +19,11 @@ use shoal_manager::managers::ManagersService;
 use shoal_manager::proposer::{all_applied, batch, Proposer};
 use shoal_manager::raft::{RaftConfig, RaftNode};
 use shoal_manager::store::{put, Store};
+use shoal_proto::managers_client::ManagersClient;
 use shoal_proto::node_ca_server::NodeCaServer;
 use shoal_proto::{
-    now_ms, Cluster, Meta, Node, NodeAvailability, NodeRole, NodeSpec, NodeState, NodeStatus,
+    now_ms, Cluster, JoinRaftRequest, Meta, Node, NodeAvailability, NodeRole, NodeSpec, NodeState,
+    NodeStatus,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -44,6 +47,8 @@ pub struct Start<'a> {
 pub struct Manager {
     pub raft: RaftNode,
     pub control: ControlApi,
+    /// Forwards the Control API to the leader (on the Unix socket too).
+    pub forward: ForwardLayer,
     pub credentials: NodeCredentials,
     cluster_task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -171,12 +176,20 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
         pki::load(data_dir, cfg)?
     };
 
+    // Raft between managers is mutual TLS with this node's certificate; a
+    // data dir from before the PKI has no certificate yet, and is a
+    // one-manager cluster (no peers) until its next start.
+    let peer_tls = match &pki {
+        Some(pki) => Some(tls::client_config(&pki.credentials)?),
+        None => None,
+    };
     let store = Store::new();
     let raft = RaftNode::open(
         RaftConfig {
             node_id: cfg.raft_id,
             data_dir: data_dir.to_path_buf(),
             advertise_addr: cfg.advertise_addr.clone(),
+            tls: peer_tls,
         },
         store.clone(),
     )
@@ -198,7 +211,11 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
     );
     let ca = Arc::new(pki.ca);
     let proposer: Arc<dyn Proposer> = Arc::new(raft.clone());
-    let view = Arc::new(StoreView::new(store.clone(), proposer.clone()));
+    let own = pki.credentials.identity();
+    let view = Arc::new(
+        StoreView::new(store.clone(), proposer.clone())
+            .until_replicated(&own.cluster_id, own.epoch),
+    );
     let dispatcher = Dispatcher::new(store.clone(), proposer, key.clone(), shutdown.child_token());
     let control = ControlApi::new(
         store.clone(),
@@ -210,8 +227,12 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
         ca.digest().clone(),
     );
 
-    // Cluster gRPC: mutual TLS, every call authorized against the store.
+    // Cluster gRPC: mutual TLS, every call authorized against the store
+    // (first, so a caller is checked before anything is forwarded for it),
+    // Control API calls forwarded to the leader.
     let server_tls = tls::server_config(&pki.credentials)?;
+    let client_tls = tls::client_config(&pki.credentials)?;
+    let forward = ForwardLayer::new(raft.clone(), client_tls.clone());
     let node_ca = NodeCaService::new(
         ca.clone(),
         view.clone(),
@@ -219,10 +240,13 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
     );
     let cluster_server = tonic::transport::Server::builder()
         .layer(AuthzLayer::new(Policy::new(view)))
+        .layer(forward.clone())
         .add_service(raft.grpc_service())
         .add_service(dispatcher.clone().into_service())
         .add_service(NodeCaServer::new(node_ca))
-        .add_service(ManagersService::new(ca.clone(), key).into_service())
+        .add_service(
+            ManagersService::new(ca.clone(), key, raft.clone(), store.clone()).into_service(),
+        )
         .add_service(control.clone().into_service())
         .serve_with_incoming_shutdown(
             tls::incoming(tcp, server_tls),
@@ -230,6 +254,10 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
         );
     let cluster_task = tokio::spawn(cluster_server);
 
+    if !init && !raft.is_initialized().await {
+        // A manager that joined (or was promoted) and is not in Raft yet.
+        join_raft(cfg, client_tls).await?;
+    }
     raft.wait_for_leader(Duration::from_secs(30))
         .await
         .context("no Raft leader was elected")?;
@@ -247,7 +275,74 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
     Ok(Manager {
         raft,
         control,
+        forward,
         credentials: pki.credentials,
         cluster_task,
     })
+}
+
+/// How long a new manager keeps asking to be taken into Raft: catching up
+/// from a large snapshot takes a while.
+const JOIN_RAFT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Asks the managers this node knows, following the leader's address when
+/// one that does not lead names it, to take this node into Raft.
+async fn join_raft(cfg: &NodeConfig, client_tls: Arc<tls::ClientConfig>) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + JOIN_RAFT_TIMEOUT;
+    let mut candidates: Vec<String> = cfg
+        .managers
+        .iter()
+        .filter(|a| **a != cfg.advertise_addr)
+        .cloned()
+        .collect();
+    if candidates.is_empty() {
+        bail!("this manager knows no other manager to join Raft through (node.json lists none)");
+    }
+    let mut next = 0;
+    let mut hint: Option<String> = None;
+    let mut last_error = String::new();
+    while tokio::time::Instant::now() < deadline {
+        let addr = hint
+            .take()
+            .unwrap_or_else(|| candidates[next % candidates.len()].clone());
+        next += 1;
+        let channel = match tls::connect(&addr, client_tls.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                last_error = e.to_string();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+        };
+        let request = JoinRaftRequest {
+            raft_id: cfg.raft_id,
+            addr: cfg.advertise_addr.clone(),
+        };
+        match ManagersClient::new(channel).join_raft(request).await {
+            Ok(_) => {
+                tracing::info!(via = %addr, raft_id = cfg.raft_id, "taken into raft");
+                return Ok(());
+            }
+            Err(status) => {
+                last_error = format!("{addr}: {}", status.message());
+                if let Some(leader) = status
+                    .metadata()
+                    .get(shoal_proto::defaults::LEADER_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    if !candidates.iter().any(|c| c == leader) {
+                        candidates.push(leader.to_string());
+                    }
+                    hint = Some(leader.to_string());
+                } else {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                tracing::info!(error = %last_error, "not taken into raft yet; retrying");
+            }
+        }
+    }
+    bail!(
+        "this manager was not taken into Raft within {}s: {last_error}",
+        JOIN_RAFT_TIMEOUT.as_secs()
+    )
 }

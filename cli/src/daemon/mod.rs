@@ -218,6 +218,7 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     let control_task = match &manager {
         Some(m) => tokio::spawn(
             tonic::transport::Server::builder()
+                .layer(m.forward.clone())
                 .add_service(m.control.clone().into_service())
                 .serve_with_incoming_shutdown(incoming, stopped),
         ),

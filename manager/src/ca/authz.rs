@@ -50,6 +50,8 @@ pub const TABLE: &[(&str, Access)] = &[
     ("/shoal.v1.Control/ListPods", CONTROL),
     ("/shoal.v1.Control/ServiceLogs", CONTROL),
     ("/shoal.v1.Control/ListNodes", CONTROL),
+    ("/shoal.v1.Control/UpdateNode", CONTROL),
+    ("/shoal.v1.Control/RemoveNode", CONTROL),
     ("/shoal.v1.Control/Info", CONTROL),
     ("/shoal.v1.Control/Leave", CONTROL),
     ("/shoal.v1.Control/UpdateService", CONTROL),
@@ -83,6 +85,7 @@ pub const TABLE: &[(&str, Access)] = &[
         Access::Roles(&[Role::Worker, Role::Manager]),
     ),
     ("/shoal.v1.Managers/GetManagerKeys", RAFT),
+    ("/shoal.v1.Managers/JoinRaft", RAFT),
 ];
 
 /// What the manager knows right now, read from its store on every call.

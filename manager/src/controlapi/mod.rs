@@ -6,6 +6,7 @@ pub mod external;
 pub mod forward;
 pub mod get;
 mod logs;
+mod nodes;
 pub mod rollout;
 pub mod secrets;
 pub mod spec;
@@ -29,8 +30,9 @@ use shoal_proto::{
     RemoveFileObjectResponse, Secret, UpdateFileObjectRequest,
 };
 use shoal_proto::{
-    ListReplicaSetsRequest, ListReplicaSetsResponse, ReplicaSetView, RollbackServiceRequest,
-    RolloutControlRequest, UpdateServiceRequest, UpdateStatus,
+    ListReplicaSetsRequest, ListReplicaSetsResponse, Node, RemoveNodeRequest, RemoveNodeResponse,
+    ReplicaSetView, RollbackServiceRequest, RolloutControlRequest, UpdateNodeRequest,
+    UpdateServiceRequest, UpdateStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -495,8 +497,52 @@ impl control_server::Control for ControlApi {
         &self,
         _: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
-        let nodes = self.read(|d| d.nodes.values().cloned().collect()).await?;
-        Ok(Response::new(ListNodesResponse { nodes }))
+        let raft_view = self
+            .raft
+            .as_ref()
+            .map(RaftNode::managers)
+            .unwrap_or_default();
+        let (nodes, managers) = self
+            .read(|d| {
+                (
+                    d.nodes.values().cloned().collect(),
+                    nodes::manager_statuses(d, &raft_view),
+                )
+            })
+            .await?;
+        Ok(Response::new(ListNodesResponse { nodes, managers }))
+    }
+
+    async fn update_node(
+        &self,
+        request: Request<UpdateNodeRequest>,
+    ) -> Result<Response<Node>, Status> {
+        let req = request.into_inner();
+        self.read(|_| ()).await?;
+        let raft_view = self
+            .raft
+            .as_ref()
+            .map(RaftNode::managers)
+            .unwrap_or_default();
+        let id = self
+            .write(|d| nodes::update(d, &raft_view, &req, now_ms()))
+            .await?;
+        let node = self
+            .store
+            .read(|d| d.nodes.get(&id).cloned())
+            .ok_or_else(|| Status::not_found(format!("node {id} was removed meanwhile")))?;
+        Ok(Response::new(node))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let req = request.into_inner();
+        self.read(|_| ()).await?;
+        self.write(|d| Ok((nodes::remove(d, &req.node, req.force, now_ms())?, ())))
+            .await?;
+        Ok(Response::new(RemoveNodeResponse {}))
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {

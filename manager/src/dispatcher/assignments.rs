@@ -140,6 +140,11 @@ pub fn session_message(
         assignments,
         services,
         managers: manager_addrs(data),
+        role: data
+            .nodes
+            .get(node_id)
+            .and_then(|n| n.spec.as_ref())
+            .map_or(NodeRole::Unspecified, |s| s.role()) as i32,
     }
 }
 

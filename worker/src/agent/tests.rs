@@ -57,6 +57,7 @@ impl Dispatcher for FakeDispatcher {
                     assignments,
                     services: Vec::new(),
                     managers: Vec::new(),
+                    role: 0,
                 })
             })
         });
