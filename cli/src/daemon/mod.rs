@@ -323,7 +323,8 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         }),
         key,
         pki.ca.digest().clone(),
-    );
+    )
+    .with_ca(Arc::new(pki.ca.clone()));
     let unix = bind_socket(&socket)?;
     // Clients are served until cleanup is over, so `shoal leave` returns
     // only once the node is really gone.

@@ -4,6 +4,7 @@
 //! ever see the certificate, and pin it by its digest.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
@@ -20,10 +21,13 @@ use super::{CaDigest, CaError, JoinToken};
 const CERT_FILE: &str = "ca.crt";
 const KEY_FILE: &str = "ca.key";
 
-/// The root CA, able to sign: only managers hold one.
+/// The root CA, able to sign: only managers hold one. Cloning shares the
+/// key (behind an `Arc`) rather than copying it: the daemon hands the same
+/// CA to the node CA service and to the Control API (client certificates).
+#[derive(Clone)]
 pub struct Ca {
     cert: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Arc<Issuer<'static, KeyPair>>,
     cluster_id: String,
     digest: CaDigest,
 }
@@ -90,7 +94,7 @@ impl Ca {
         Ok(Ca {
             digest: CaDigest::of(&cert),
             cert,
-            issuer: Issuer::new(params, key),
+            issuer: Arc::new(Issuer::new(params, key)),
             cluster_id: cluster_id.to_string(),
         })
     }
@@ -140,7 +144,7 @@ impl Ca {
         Ok(Ca {
             digest: CaDigest::of(&cert),
             cert,
-            issuer,
+            issuer: Arc::new(issuer),
             cluster_id,
         })
     }
