@@ -33,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Create a cluster: start this node's daemon as its first manager
     Init(InitArgs),
+    /// Join a cluster as a worker or a manager (the token decides)
+    Join(JoinArgs),
     /// Resume a node from its data directory
     Daemon(DaemonArgs),
     /// Manage services
@@ -85,9 +87,9 @@ pub struct DaemonOpts {
 pub struct InitArgs {
     #[command(flatten)]
     pub daemon: DaemonOpts,
-    /// Address the cluster gRPC listens on (loopback only until multi-host support)
-    #[arg(long, default_value = d::LISTEN_ADDR)]
-    pub listen_addr: String,
+    /// Address the cluster gRPC listens on (default: 127.0.0.1:2377 for a loopback advertise address, else 0.0.0.0:2377)
+    #[arg(long)]
+    pub listen_addr: Option<String>,
     /// Address other nodes reach this node at
     #[arg(long, default_value = "127.0.0.1")]
     pub advertise_addr: String,
@@ -97,6 +99,29 @@ pub struct InitArgs {
     /// Create the pod network with --internal (no route out of the host)
     #[arg(long)]
     pub pod_network_internal: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    pub daemon: DaemonOpts,
+    /// Join token from `shoal join-token worker|manager` on a manager
+    #[arg(long)]
+    pub token: String,
+    /// Address other nodes reach this node at (default: the local address that routes to the manager)
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// Address the cluster gRPC listens on, when this node is or becomes a manager (default: 0.0.0.0:2377, or 127.0.0.1:2377 for a loopback advertise address)
+    #[arg(long)]
+    pub listen_addr: Option<String>,
+    /// Docker network pods attach to
+    #[arg(long, default_value = d::POD_NETWORK)]
+    pub pod_network: String,
+    /// Create the pod network with --internal (no route out of the host)
+    #[arg(long)]
+    pub pod_network_internal: bool,
+    /// A manager's address, HOST[:PORT] (port 2377 by default)
+    pub manager: String,
 }
 
 #[derive(Debug, Args, Clone)]

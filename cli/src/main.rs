@@ -14,7 +14,8 @@ use anyhow::{bail, Result};
 use clap::Parser;
 
 use args::{
-    CaCommand, Cli, Command, DaemonArgs, InitArgs, NodeCommand, RolloutCommand, ServiceCommand,
+    CaCommand, Cli, Command, DaemonArgs, InitArgs, JoinArgs, NodeCommand, RolloutCommand,
+    ServiceCommand,
 };
 use commands::{node, rollout, service, system};
 use daemon::config;
@@ -23,7 +24,9 @@ fn main() {
     let cli = Cli::parse();
     let is_daemon = matches!(
         &cli.command,
-        Command::Init(InitArgs { daemon: o, .. }) | Command::Daemon(DaemonArgs { daemon: o }) if o.foreground
+        Command::Init(InitArgs { daemon: o, .. })
+            | Command::Join(JoinArgs { daemon: o, .. })
+            | Command::Daemon(DaemonArgs { daemon: o }) if o.foreground
     );
     let runtime = if is_daemon {
         tokio::runtime::Builder::new_multi_thread()
@@ -63,6 +66,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     let host = client::Host::new(cli.host.as_deref(), cli.tls_dir.clone());
     match cli.command {
         Command::Init(a) => init(a).await,
+        Command::Join(a) => join(a).await,
         Command::Daemon(a) => resume(a).await,
         Command::Service(cmd) => match cmd {
             ServiceCommand::Create(a) => service::create(&host, &a).await,
@@ -119,8 +123,12 @@ async fn init(a: InitArgs) -> Result<()> {
         );
     }
     // Validate before detaching, so the error reaches the terminal.
+    let listen_addr = a
+        .listen_addr
+        .clone()
+        .unwrap_or_else(|| config::default_listen_addr(&a.advertise_addr));
     let cfg = daemon::new_node_config(
-        &a.listen_addr,
+        &listen_addr,
         &a.advertise_addr,
         &a.pod_network,
         a.pod_network_internal,
@@ -143,7 +151,7 @@ async fn init(a: InitArgs) -> Result<()> {
         "--socket".into(),
         a.daemon.socket.clone().into(),
         "--listen-addr".into(),
-        a.listen_addr.clone().into(),
+        listen_addr.into(),
         "--advertise-addr".into(),
         a.advertise_addr.clone().into(),
         "--pod-network".into(),
@@ -168,6 +176,58 @@ async fn init(a: InitArgs) -> Result<()> {
     print!("{}", system::join_instructions(&worker));
     println!();
     println!("To add a manager to this cluster, run 'shoal join-token manager' and follow the instructions.");
+    Ok(())
+}
+
+async fn join(a: JoinArgs) -> Result<()> {
+    let dir = config::data_dir(a.daemon.data_dir.as_deref());
+    if config::exists(&dir) {
+        bail!(
+            "this node is already part of a cluster (state in {d}): resume it with `shoal daemon --data-dir {d}`, or leave it with `shoal leave --force` first",
+            d = dir.display()
+        );
+    }
+    let cfg = daemon::join::join(
+        &dir,
+        daemon::join::JoinRequest {
+            token: &a.token,
+            manager: &a.manager,
+            advertise_addr: a.advertise_addr.as_deref(),
+            listen_addr: a.listen_addr.as_deref(),
+            pod_network: &a.pod_network,
+            pod_network_internal: a.pod_network_internal,
+        },
+    )
+    .await?;
+    let role = if cfg.raft_id == 0 {
+        "worker"
+    } else {
+        "manager"
+    };
+    if a.daemon.foreground {
+        init_tracing();
+        return daemon::run(daemon::DaemonRun {
+            data_dir: dir,
+            socket: a.daemon.socket.clone(),
+            config: cfg,
+            init: false,
+        })
+        .await;
+    }
+    let args: Vec<OsString> = vec![
+        "daemon".into(),
+        "--foreground".into(),
+        "--data-dir".into(),
+        dir.clone().into(),
+        "--socket".into(),
+        a.daemon.socket.clone().into(),
+    ];
+    let host = socket_host(&a.daemon.socket);
+    daemon::detach::spawn_and_wait(args, &dir, &host).await?;
+    println!(
+        "This node joined a cluster as a {role} (node {}).",
+        cfg.node_id
+    );
     Ok(())
 }
 

@@ -98,6 +98,20 @@ impl ClusterKey {
         Ok(ClusterKey { key })
     }
 
+    /// The raw key, only for handing it to a new manager over mutual TLS.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.key.to_vec()
+    }
+
+    /// A key received from another manager ([`ClusterKey::to_bytes`]).
+    pub fn from_bytes(bytes: &[u8]) -> Result<ClusterKey, KeyError> {
+        let key: [u8; KEY_LEN] = bytes.try_into().map_err(|_| KeyError::Malformed {
+            path: "the key received from the manager".into(),
+            reason: format!("{} bytes, expected {KEY_LEN}", bytes.len()),
+        })?;
+        Ok(ClusterKey { key })
+    }
+
     fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new(Key::from_slice(&self.key))
     }

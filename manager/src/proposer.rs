@@ -15,11 +15,31 @@ use crate::store::Store;
 /// Something that commits batches of mutations to the store.
 pub trait Proposer: Send + Sync + 'static {
     fn propose(&self, batch: Batch) -> BoxFuture<'_, Result<BatchResult, ProposeError>>;
+
+    /// Whether proposals made here can commit now (this manager leads).
+    /// Services that take writes from nodes (the dispatcher) send them to
+    /// the leader instead when it does not.
+    fn leads(&self) -> bool {
+        true
+    }
+
+    /// The Raft id of the current leader, if one is known.
+    fn leader_raft_id(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Proposer for RaftNode {
     fn propose(&self, batch: Batch) -> BoxFuture<'_, Result<BatchResult, ProposeError>> {
         Box::pin(RaftNode::propose(self, batch))
+    }
+
+    fn leads(&self) -> bool {
+        self.is_leader()
+    }
+
+    fn leader_raft_id(&self) -> Option<u64> {
+        *self.leader_watch().borrow()
     }
 }
 

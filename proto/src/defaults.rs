@@ -9,6 +9,9 @@ pub const DATA_DIR_ROOT: &str = "/var/lib/shoal";
 /// Cluster gRPC listen address. Loopback only until cluster traffic is
 /// mutually authenticated with TLS (multi-host support).
 pub const LISTEN_ADDR: &str = "127.0.0.1:2377";
+/// Response header naming the leader's cluster address when a manager that
+/// does not lead refuses a dispatcher call, so the node goes there directly.
+pub const LEADER_METADATA: &str = "shoal-leader";
 /// Cluster gRPC port, as Swarm's.
 pub const CLUSTER_PORT: u16 = 2377;
 /// Environment variable naming the daemon a client talks to.

@@ -5,25 +5,63 @@
 //! through the Control API and read the store directly.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use shoal_manager::ca::authz::{AuthzLayer, Policy};
+use shoal_manager::ca::{tls, Ca, PeerIdentity, Role};
 use shoal_manager::controlapi::{ControlApi, LocalNode, LogSource};
 use shoal_manager::dispatcher::Dispatcher;
+use shoal_manager::enrollment::StoreView;
+use shoal_manager::proposer::{all_applied, batch, Proposer};
 use shoal_manager::raft::{RaftConfig, RaftNode};
+use shoal_manager::store::put;
 use shoal_manager::store::{Store, StoreData};
 use shoal_proto::control_server::Control;
 use shoal_proto::{
-    CreateServiceRequest, GetServiceRequest, LogLine, NodeState, ServiceSpec, ServiceView,
-    UpdateServiceRequest,
+    Cluster, CreateServiceRequest, GetServiceRequest, LogLine, Node, NodeAvailability, NodeRole,
+    NodeSpec, NodeState, ServiceSpec, ServiceView, UpdateServiceRequest,
 };
-use shoal_worker::agent::{run_agent, AgentConfig};
+use shoal_worker::agent::{run_agent, AgentConfig, AgentLinks};
 use shoal_worker::exec::sim::SimExecutor;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Request;
+
+/// The sim cluster's id, in its CA and every certificate.
+const CLUSTER_ID: &str = "sim-cluster";
+
+/// Records the cluster and admits the sim workers, as `shoal init` and
+/// `shoal join` do, so their certificates are accepted.
+async fn admit(raft: &RaftNode, node_ids: &[String]) {
+    let cluster = Cluster {
+        id: CLUSTER_ID.into(),
+        name: "sim".into(),
+        epoch: 1,
+        ..Default::default()
+    };
+    let mut mutations = vec![put(cluster, 0)];
+    for id in node_ids {
+        mutations.push(put(
+            Node {
+                id: id.clone(),
+                spec: Some(NodeSpec {
+                    role: NodeRole::Worker as i32,
+                    availability: NodeAvailability::Active as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            0,
+        ));
+    }
+    let result = raft
+        .propose(batch(mutations, true))
+        .await
+        .expect("admit the sim nodes");
+    assert!(all_applied(&result), "{result:?}");
+}
 
 /// Sim pods have no output.
 struct NoLogs;
@@ -70,26 +108,44 @@ impl SimCluster {
         .await
         .expect("open raft");
         let shutdown = CancellationToken::new();
-        // One key for the control API (seals) and the dispatcher (opens).
-        let key = shoal_manager::keys::ClusterKey::generate();
-        let dispatcher = Dispatcher::new(
-            store.clone(),
-            Arc::new(raft.clone()),
-            key.clone(),
-            shutdown.child_token(),
-        );
-        let server = tonic::transport::Server::builder()
-            .add_service(raft.grpc_service())
-            .add_service(dispatcher.clone().into_service())
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(tcp),
-                shutdown.clone().cancelled_owned(),
-            );
-        tokio::spawn(server);
         raft.bootstrap_single().await.expect("bootstrap");
         raft.wait_for_leader(Duration::from_secs(10))
             .await
             .expect("leader");
+
+        // The cluster's PKI, as `shoal init` and `shoal join` make it: the
+        // workers are admitted nodes with their own certificates, and talk
+        // to the dispatcher over mutual TLS behind the authorization layer.
+        let ca = Arc::new(Ca::generate(CLUSTER_ID, SystemTime::now()).expect("a CA"));
+        let node_ids: Vec<String> = (0..workers).map(|i| format!("sim-node-{i}")).collect();
+        admit(&raft, &node_ids).await;
+        let validity = Duration::from_secs(3_600);
+        let manager_creds = ca
+            .issue_credentials(
+                &PeerIdentity::new("sim-manager", Role::Manager, CLUSTER_ID, 1).unwrap(),
+                validity,
+            )
+            .expect("manager certificate");
+
+        // One key for the control API (seals) and the dispatcher (opens).
+        let key = shoal_manager::keys::ClusterKey::generate();
+        let proposer: Arc<dyn Proposer> = Arc::new(raft.clone());
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            proposer.clone(),
+            key.clone(),
+            shutdown.child_token(),
+        );
+        let view = Arc::new(StoreView::new(store.clone(), proposer));
+        let server = tonic::transport::Server::builder()
+            .layer(AuthzLayer::new(Policy::new(view)))
+            .add_service(raft.grpc_service())
+            .add_service(dispatcher.clone().into_service())
+            .serve_with_incoming_shutdown(
+                tls::incoming(tcp, tls::server_config(&manager_creds).unwrap()),
+                shutdown.clone().cancelled_owned(),
+            );
+        tokio::spawn(server);
         tokio::spawn(shoal_manager::leader::supervise(
             raft.clone(),
             store.clone(),
@@ -97,16 +153,30 @@ impl SimCluster {
             shutdown.clone(),
         ));
         let mut execs = Vec::new();
-        for i in 0..workers {
+        for (i, node_id) in node_ids.iter().enumerate() {
             let exec = SimExecutor::new();
+            let creds = ca
+                .issue_credentials(
+                    &PeerIdentity::new(node_id, Role::Worker, CLUSTER_ID, 1).unwrap(),
+                    validity,
+                )
+                .expect("worker certificate");
+            let client_tls = tls::client_config(&creds).unwrap();
+            let links = AgentLinks {
+                connect: Arc::new(move |addr: &str| {
+                    tls::connect_lazy(addr, client_tls.clone()).map_err(|e| e.to_string())
+                }),
+                on_managers: None,
+            };
             let config = AgentConfig {
-                node_id: format!("sim-node-{i}"),
+                node_id: node_id.clone(),
                 hostname: format!("sim{i}"),
                 advertise_addr: format!("127.0.0.1:{}", 40000 + i),
-                dispatcher_endpoint: format!("http://{addr}"),
+                managers: vec![addr.to_string()],
             };
             tokio::spawn(run_agent(
                 config,
+                links,
                 Arc::new(exec.clone()),
                 None,
                 shutdown.child_token(),
@@ -120,10 +190,7 @@ impl SimCluster {
             LocalNode::default(),
             Arc::new(|_| {}),
             key,
-            shoal_manager::ca::Ca::generate("sim", std::time::SystemTime::now())
-                .expect("a CA")
-                .digest()
-                .clone(),
+            ca.digest().clone(),
         );
         let cluster = SimCluster {
             api,

@@ -67,6 +67,7 @@ pub async fn ls(host: &Host, a: &ListArgs) -> Result<()> {
                     "Self": n.id == me.node_id,
                     "Hostname": hostname(n),
                     "Status": state(n),
+                    "Addr": n.status.as_ref().map(|s| s.addr.clone()).unwrap_or_default(),
                     "Availability": availability(n),
                     "ManagerStatus": manager_status(n),
                     "EngineVersion": n.status.as_ref().map(|s| s.engine_version.clone()),

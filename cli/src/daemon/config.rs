@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use shoal_proto::defaults as d;
 
@@ -17,6 +17,10 @@ pub struct NodeConfig {
     pub advertise_addr: String,
     pub pod_network: String,
     pub pod_network_internal: bool,
+    /// The managers' cluster addresses, as this node last heard them (the
+    /// join address at first): where it reports after a restart.
+    #[serde(default)]
+    pub managers: Vec<String>,
 }
 
 const CONFIG_FILE: &str = "node.json";
@@ -86,21 +90,30 @@ pub fn wipe(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Cluster traffic has no mutual TLS yet, so it must stay on loopback.
+/// Parses the cluster gRPC listen address (IP:PORT). Any address is
+/// allowed: every connection to it is mutual TLS.
 pub fn check_listen_addr(addr: &str) -> Result<std::net::SocketAddr> {
-    let sa: std::net::SocketAddr = addr.parse().with_context(|| {
+    addr.parse().with_context(|| {
         format!(
             "invalid --listen-addr {addr:?}: expected IP:PORT, e.g. {}",
             d::LISTEN_ADDR
         )
-    })?;
-    if !sa.ip().is_loopback() {
-        bail!(
-            "invalid --listen-addr {addr}: cluster traffic is not protected by mutual TLS yet, so it is served on loopback only (e.g. {})",
-            d::LISTEN_ADDR
-        );
+    })
+}
+
+/// The listen address when none is given: loopback for a node that
+/// advertises a loopback address (the single-host default), every
+/// interface otherwise (as Swarm's 0.0.0.0:2377), so that other hosts can
+/// reach the address it advertises.
+pub fn default_listen_addr(advertise: &str) -> String {
+    let host = advertise
+        .parse::<std::net::SocketAddr>()
+        .map(|sa| sa.ip())
+        .or_else(|_| advertise.parse::<std::net::IpAddr>());
+    match host {
+        Ok(ip) if !ip.is_loopback() => format!("0.0.0.0:{}", d::CLUSTER_PORT),
+        _ => d::LISTEN_ADDR.to_string(),
     }
-    Ok(sa)
 }
 
 /// Joins an advertise address (IP or host, with or without port) with the
@@ -130,10 +143,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn listen_addr_must_be_loopback() {
+    fn listen_addr_is_any_ip_and_port_defaulting_by_the_advertise_address() {
         assert!(check_listen_addr("127.0.0.1:2377").is_ok());
-        let e = check_listen_addr("0.0.0.0:2377").unwrap_err().to_string();
-        assert!(e.contains("loopback only"), "{e}");
+        assert!(check_listen_addr("0.0.0.0:2377").is_ok());
+        assert_eq!(default_listen_addr("127.0.0.1"), "127.0.0.1:2377");
+        assert_eq!(default_listen_addr("10.213.0.11"), "0.0.0.0:2377");
+        assert_eq!(default_listen_addr("10.213.0.11:2377"), "0.0.0.0:2377");
         assert!(check_listen_addr("nonsense")
             .unwrap_err()
             .to_string()

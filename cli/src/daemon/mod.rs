@@ -4,8 +4,10 @@
 
 pub mod config;
 pub mod detach;
+pub mod join;
 mod logs;
-mod pki;
+mod manager;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,23 +15,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rand::Rng;
-use shoal_manager::ca::JoinSecrets;
+use shoal_manager::ca::tls;
+use shoal_manager::controlapi::worker_node::NotAManagerLayer;
 use shoal_manager::controlapi::{ControlApi, LocalNode};
-use shoal_manager::dispatcher::Dispatcher;
 use shoal_manager::ids::new_id;
-use shoal_manager::keys::ClusterKey;
-use shoal_manager::proposer::{all_applied, batch};
-use shoal_manager::raft::{RaftConfig, RaftNode};
-use shoal_manager::store::{put, Store};
-use shoal_proto::{
-    now_ms, Cluster, Meta, Node, NodeAvailability, NodeRole, NodeSpec, NodeState, NodeStatus,
-};
-use shoal_worker::agent::{run_agent, AgentConfig};
+use shoal_worker::agent::{run_agent, AgentConfig, AgentLinks};
 use shoal_worker::exec::docker::{DockerExecutor, PodNetwork};
 use shoal_worker::exec::Executor;
 use shoal_worker::ingress::IngressProxy;
-use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use config::NodeConfig;
@@ -59,6 +54,7 @@ pub fn new_node_config(
         advertise_addr: config::advertise_with_port(advertise_addr, &listen),
         pod_network: pod_network.to_string(),
         pod_network_internal,
+        managers: Vec::new(),
     })
 }
 
@@ -93,65 +89,6 @@ fn claim_pid_file(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The cluster key that seals secrets: made at init, read on restart. A
-/// node initialized before secrets existed gets one on its next start.
-fn cluster_key(data_dir: &Path, init: bool) -> Result<ClusterKey> {
-    let path = data_dir.join(shoal_proto::defaults::CLUSTER_KEY_FILE);
-    if !init && path.exists() {
-        return Ok(ClusterKey::load(&path)?);
-    }
-    if !init {
-        tracing::warn!(path = %path.display(), "no cluster key: creating one (secrets created before it, if any, cannot be decrypted)");
-    }
-    let key = ClusterKey::generate();
-    key.save(&path)?;
-    Ok(key)
-}
-
-/// Creates the Cluster and this node's Node object (init only).
-async fn create_cluster_objects(raft: &RaftNode, cfg: &NodeConfig) -> Result<()> {
-    let now = now_ms();
-    let meta = Some(Meta {
-        version: 0,
-        created_at: now,
-        updated_at: now,
-    });
-    // Checked by the token parser: 32 characters of a-z0-9 each.
-    let secrets = JoinSecrets::generate();
-    let cluster = Cluster {
-        id: cfg.cluster_id.clone(),
-        meta,
-        name: "default".into(),
-        worker_join_secret: secrets.worker,
-        manager_join_secret: secrets.manager,
-        epoch: shoal_proto::defaults::FIRST_CLUSTER_EPOCH,
-    };
-    let node = Node {
-        id: cfg.node_id.clone(),
-        meta,
-        spec: Some(NodeSpec {
-            role: NodeRole::Manager as i32,
-            availability: NodeAvailability::Active as i32,
-            ..Default::default()
-        }),
-        status: Some(NodeStatus {
-            state: NodeState::Unknown as i32,
-            hostname: config::hostname(),
-            addr: cfg.advertise_addr.clone(),
-            ..Default::default()
-        }),
-        raft_id: cfg.raft_id,
-    };
-    let result = raft
-        .propose(batch(vec![put(cluster, 0), put(node, 0)], true))
-        .await
-        .context("cannot record the new cluster")?;
-    if !all_applied(&result) {
-        bail!("cannot record the new cluster: it already exists in this data dir");
-    }
-    Ok(())
-}
-
 /// Binds the CLI socket: parent dir created, a stale socket file replaced,
 /// permissions like docker.sock's.
 fn bind_socket(path: &Path) -> Result<UnixListener> {
@@ -170,7 +107,8 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Runs the node until a signal or `shoal leave`.
+/// Runs the node until a signal or `shoal leave`: the worker role always
+/// (every node runs pods), the manager role when this node is a manager.
 pub async fn run(run: DaemonRun) -> Result<()> {
     let DaemonRun {
         data_dir,
@@ -181,98 +119,10 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let pid_file = claim_pid_file(&data_dir)?;
-    let key = cluster_key(&data_dir, init)?;
-    let listen = config::check_listen_addr(&cfg.listen_addr)?;
-
-    // Manager: Raft and the store it applies to.
-    let store = Store::new();
-    let raft = RaftNode::open(
-        RaftConfig {
-            node_id: cfg.raft_id,
-            data_dir: data_dir.clone(),
-            advertise_addr: cfg.advertise_addr.clone(),
-        },
-        store.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot open the Raft log in {}", data_dir.display()))?;
     let shutdown = CancellationToken::new();
 
-    // Cluster gRPC (Raft transport + dispatcher), loopback only for now.
-    let tcp = TcpListener::bind(listen).await.with_context(|| {
-        format!("cannot listen on {listen} (is another shoal daemon using it?)")
-    })?;
-    // The CA and this node's certificate exist before anything is served
-    // (made after the port is bound: a busy port leaves no CA behind).
-    let pki = if init {
-        Some(pki::create(
-            &data_dir,
-            &cfg,
-            shoal_proto::defaults::FIRST_CLUSTER_EPOCH,
-        )?)
-    } else {
-        pki::load(&data_dir, &cfg)?
-    };
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        Arc::new(raft.clone()),
-        key.clone(),
-        shutdown.child_token(),
-    );
-    let cluster_server = tonic::transport::Server::builder()
-        .add_service(raft.grpc_service())
-        .add_service(dispatcher.clone().into_service())
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(tcp),
-            shutdown.clone().cancelled_owned(),
-        );
-    let cluster_task = tokio::spawn(cluster_server);
-
-    if init {
-        raft.bootstrap_single()
-            .await
-            .context("cannot bootstrap Raft")?;
-    }
-    raft.wait_for_leader(Duration::from_secs(30))
-        .await
-        .context("no Raft leader was elected")?;
-    if init {
-        create_cluster_objects(&raft, &cfg).await?;
-        config::save(&data_dir, &cfg)?;
-        tracing::info!(cluster = %cfg.cluster_id, node = %cfg.node_id, "cluster created");
-    }
-    let pki = match pki {
-        Some(pki) => pki,
-        None => {
-            raft.linearizable_barrier()
-                .await
-                .context("cannot read the cluster's epoch from Raft")?;
-            let epoch = store
-                .read(|d| d.cluster().map(|c| c.epoch))
-                .with_context(|| {
-                    format!(
-                        "the Raft log in {} holds no cluster object, so this node cannot \
-                         make its CA: the data dir is incomplete; restore it from a backup, \
-                         or start over with `shoal leave --force` and `shoal init`",
-                        data_dir.display()
-                    )
-                })?;
-            pki::create_for_old_data_dir(&data_dir, &cfg, epoch)?
-        }
-    };
-    tracing::info!(
-        ca_digest = %pki.ca.digest(),
-        identity = %pki.credentials.identity(),
-        "cluster CA and node certificate loaded"
-    );
-    tokio::spawn(shoal_manager::leader::supervise(
-        raft.clone(),
-        store.clone(),
-        dispatcher.clone(),
-        shutdown.clone(),
-    ));
-
-    // Worker: the Docker executor, the ingress proxy and the agent.
+    // The worker's executor first: a node without a usable Docker Engine
+    // fails here, before it takes part in anything.
     let docker = DockerExecutor::new(
         cfg.node_id.clone(),
         PodNetwork {
@@ -290,53 +140,103 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         .map(|i| i.version)
         .unwrap_or_default();
     let executor: Arc<dyn Executor> = Arc::new(docker.clone());
+    let (leave_tx, mut leave_rx) = tokio::sync::mpsc::channel::<bool>(1);
+    let leave_hook: shoal_manager::controlapi::LeaveHook = Arc::new(move |force| {
+        let _ = leave_tx.try_send(force);
+    });
+    let local = LocalNode {
+        node_id: cfg.node_id.clone(),
+        cluster_id: cfg.cluster_id.clone(),
+        hostname: config::hostname(),
+        data_dir: data_dir.display().to_string(),
+        listen_addr: cfg.listen_addr.clone(),
+        advertise_addr: cfg.advertise_addr.clone(),
+        engine_version,
+    };
+    let logs = Arc::new(logs::DockerLogs(executor.clone()));
+
+    let manager = if init || pki::is_manager_dir(&data_dir) {
+        Some(
+            manager::start(
+                manager::Start {
+                    data_dir: &data_dir,
+                    cfg: &cfg,
+                    init,
+                    local: local.clone(),
+                    logs: logs.clone(),
+                    leave: leave_hook.clone(),
+                },
+                &shutdown,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let credentials = match &manager {
+        Some(m) => m.credentials.clone(),
+        None => pki::load_worker(&data_dir, &cfg)?,
+    };
+    tracing::info!(identity = %credentials.identity(), "node certificate loaded");
+    let client_tls = tls::client_config(&credentials)?;
+
+    // Worker: the ingress proxy and the agent, reporting to the managers
+    // over mutual TLS (to itself first, on a manager).
+    let mut managers = Vec::new();
+    if manager.is_some() {
+        managers.push(cfg.advertise_addr.clone());
+    }
+    managers.extend(cfg.managers.iter().cloned());
+    managers.dedup();
     let ingress = IngressProxy::new();
+    let links = AgentLinks {
+        connect: Arc::new(move |addr: &str| {
+            tls::connect_lazy(addr, client_tls.clone()).map_err(|e| e.to_string())
+        }),
+        on_managers: Some(remember_managers(&data_dir, &cfg)),
+    };
     let agent_task = tokio::spawn(run_agent(
         AgentConfig {
             node_id: cfg.node_id.clone(),
             hostname: config::hostname(),
             advertise_addr: cfg.advertise_addr.clone(),
-            dispatcher_endpoint: format!("http://{listen}"),
+            managers,
         },
+        links,
         executor.clone(),
         Some(ingress.clone()),
         shutdown.child_token(),
     ));
 
     // Control API on the Unix socket: bound last, so that a client that can
-    // connect finds everything running.
-    let (leave_tx, mut leave_rx) = tokio::sync::mpsc::channel::<bool>(1);
-    let control = ControlApi::new(
-        store.clone(),
-        raft.clone(),
-        Arc::new(logs::DockerLogs(executor.clone())),
-        LocalNode {
-            node_id: cfg.node_id.clone(),
-            hostname: config::hostname(),
-            data_dir: data_dir.display().to_string(),
-            listen_addr: cfg.listen_addr.clone(),
-            advertise_addr: cfg.advertise_addr.clone(),
-            engine_version,
-        },
-        Arc::new(move |force| {
-            let _ = leave_tx.try_send(force);
-        }),
-        key,
-        pki.ca.digest().clone(),
-    )
-    .with_ca(Arc::new(pki.ca.clone()));
+    // connect finds everything running. Clients are served until cleanup is
+    // over, so `shoal leave` returns only once the node is really gone.
     let unix = bind_socket(&socket)?;
-    // Clients are served until cleanup is over, so `shoal leave` returns
-    // only once the node is really gone.
     let control_stop = CancellationToken::new();
-    let control_server = tonic::transport::Server::builder()
-        .add_service(control.into_service())
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(unix),
-            control_stop.clone().cancelled_owned(),
-        );
-    let control_task = tokio::spawn(control_server);
-    tracing::info!(socket = %socket.display(), listen = %listen, "shoal daemon serving");
+    let incoming = UnixListenerStream::new(unix);
+    let stopped = control_stop.clone().cancelled_owned();
+    let control_task = match &manager {
+        Some(m) => tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(m.control.clone().into_service())
+                .serve_with_incoming_shutdown(incoming, stopped),
+        ),
+        None => {
+            let digest = shoal_manager::ca::CaDigest::of(credentials.ca_certificate_der());
+            let control = ControlApi::for_worker(logs, local, leave_hook, digest);
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .layer(NotAManagerLayer)
+                    .add_service(control.into_service())
+                    .serve_with_incoming_shutdown(incoming, stopped),
+            )
+        }
+    };
+    tracing::info!(
+        socket = %socket.display(),
+        role = if manager.is_some() { "manager" } else { "worker" },
+        "shoal daemon serving"
+    );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let leave = tokio::select! {
@@ -352,8 +252,9 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         ingress.update(&[]);
         remove_all_containers(executor.as_ref()).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), cluster_task).await;
-    raft.shutdown().await;
+    if let Some(m) = manager {
+        m.stop().await;
+    }
     if leave {
         config::wipe(&data_dir)?;
     }
@@ -363,6 +264,23 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Saves the managers' addresses in `node.json` whenever they change, so a
+/// restarted node finds a manager even if the one it joined is gone.
+fn remember_managers(data_dir: &Path, cfg: &NodeConfig) -> shoal_worker::agent::ManagersHook {
+    let data_dir = data_dir.to_path_buf();
+    let cfg = std::sync::Mutex::new(cfg.clone());
+    Arc::new(move |managers: &[String]| {
+        let mut cfg = cfg.lock().unwrap_or_else(|e| e.into_inner());
+        if cfg.managers == managers {
+            return;
+        }
+        cfg.managers = managers.to_vec();
+        if let Err(e) = config::save(&data_dir, &cfg) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot remember the managers' addresses");
+        }
+    })
 }
 
 async fn remove_all_containers(executor: &dyn Executor) {

@@ -5,8 +5,9 @@
 //! in place before the daemon serves anything, and checked on every start
 //! against `node.json`, so a daemon never runs with another cluster's CA.
 //!
-//! Nothing serves over mutual TLS yet: today the CA gives the join tokens
-//! their digest, and the credentials wait for the mutual-TLS transport.
+//! A worker has only `tls/`: its certificate, its key and the CA
+//! certificate it trusts. A manager also has `ca/` (from `shoal init`, or
+//! handed over by another manager when it joined or was promoted).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +22,35 @@ use super::config::NodeConfig;
 pub struct NodePki {
     pub ca: Ca,
     pub credentials: NodeCredentials,
+}
+
+/// A worker's credentials, checked against `node.json`.
+pub fn load_worker(data_dir: &Path, cfg: &NodeConfig) -> Result<NodeCredentials> {
+    let dir = tls_dir(data_dir);
+    let credentials = NodeCredentials::load(&dir).with_context(|| {
+        format!(
+            "cannot load this node's certificate from {}; restore it from a backup of the \
+             data dir, or leave (`shoal leave --force`) and join again",
+            dir.display()
+        )
+    })?;
+    let id = credentials.identity();
+    if id.node_id != cfg.node_id || id.cluster_id != cfg.cluster_id {
+        bail!(
+            "the certificate in {} is for {id}, but this node is {} in cluster {}: the data \
+             dir mixes files of different nodes or clusters; restore it whole from one backup",
+            dir.display(),
+            cfg.node_id,
+            cfg.cluster_id
+        );
+    }
+    Ok(credentials)
+}
+
+/// Whether the data dir holds a manager's share of the PKI (the CA), or a
+/// data dir from before the PKI existed (which only a manager made).
+pub fn is_manager_dir(data_dir: &Path) -> bool {
+    Ca::exists_in(&ca_dir(data_dir)) || !tls_dir(data_dir).exists()
 }
 
 pub fn ca_dir(data_dir: &Path) -> PathBuf {
@@ -157,6 +187,7 @@ mod tests {
             advertise_addr: "127.0.0.1:2377".into(),
             pod_network: "n".into(),
             pod_network_internal: false,
+            managers: Vec::new(),
         }
     }
 

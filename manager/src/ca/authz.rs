@@ -83,6 +83,7 @@ pub const TABLE: &[(&str, Access)] = &[
         "/shoal.v1.NodeCa/RenewNodeCertificate",
         Access::Roles(&[Role::Worker, Role::Manager]),
     ),
+    ("/shoal.v1.Managers/GetManagerKeys", RAFT),
 ];
 
 /// What the manager knows right now, read from its store on every call.

@@ -27,6 +27,17 @@ pub struct NodeCredentials {
     identity: PeerIdentity,
 }
 
+impl Clone for NodeCredentials {
+    fn clone(&self) -> Self {
+        NodeCredentials {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+            ca: self.ca.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for NodeCredentials {
     /// Never prints the key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

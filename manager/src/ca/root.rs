@@ -4,7 +4,6 @@
 //! ever see the certificate, and pin it by its digest.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
@@ -21,13 +20,10 @@ use super::{CaDigest, CaError, JoinToken};
 const CERT_FILE: &str = "ca.crt";
 const KEY_FILE: &str = "ca.key";
 
-/// The root CA, able to sign: only managers hold one. Cloning shares the
-/// key (behind an `Arc`) rather than copying it: the daemon hands the same
-/// CA to the node CA service and to the Control API (client certificates).
-#[derive(Clone)]
+/// The root CA, able to sign: only managers hold one.
 pub struct Ca {
     cert: CertificateDer<'static>,
-    issuer: Arc<Issuer<'static, KeyPair>>,
+    issuer: Issuer<'static, KeyPair>,
     cluster_id: String,
     digest: CaDigest,
 }
@@ -94,7 +90,7 @@ impl Ca {
         Ok(Ca {
             digest: CaDigest::of(&cert),
             cert,
-            issuer: Arc::new(Issuer::new(params, key)),
+            issuer: Issuer::new(params, key),
             cluster_id: cluster_id.to_string(),
         })
     }
@@ -105,13 +101,47 @@ impl Ca {
         let (cert_path, key_path) = paths(dir);
         let cert = files::read_certs(&cert_path)?.remove(0);
         let key_der = files::read_key(&key_path)?;
+        Ca::from_parts(cert, key_der, &cert_path, &key_path)
+    }
+
+    /// A CA handed over by another manager (its certificate and PKCS#8 key,
+    /// DER), checked as [`Ca::load`] checks files; `source` names where it
+    /// came from in errors.
+    pub fn from_der(cert: &[u8], key: &[u8], source: &str) -> Result<Ca, CaError> {
+        let name = Path::new(source);
+        Ca::from_parts(
+            CertificateDer::from(cert.to_vec()),
+            PrivatePkcs8KeyDer::from(key.to_vec()),
+            name,
+            name,
+        )
+    }
+
+    /// Stores a CA received from another manager in `dir`, as
+    /// [`Ca::create`] would (key mode 0600), refusing to overwrite.
+    pub fn save(&self, dir: &Path) -> Result<(), CaError> {
+        let (cert_path, key_path) = paths(dir);
+        if cert_path.exists() || key_path.exists() {
+            return Err(CaError::CaExists(dir.to_path_buf()));
+        }
+        files::create_private_dir(dir)?;
+        files::write_key(&key_path, &self.private_key_der())?;
+        files::write_certs(&cert_path, std::slice::from_ref(&self.cert))
+    }
+
+    fn from_parts(
+        cert: CertificateDer<'static>,
+        key_der: PrivatePkcs8KeyDer<'static>,
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<Ca, CaError> {
         let key = KeyPair::try_from(&key_der)
-            .map_err(|e| bad(&key_path, "CA private key", e.to_string()))?;
+            .map_err(|e| bad(key_path, "CA private key", e.to_string()))?;
         let (_, x509) = X509Certificate::from_der(&cert)
-            .map_err(|e| bad(&cert_path, "CA certificate", e.to_string()))?;
+            .map_err(|e| bad(cert_path, "CA certificate", e.to_string()))?;
         if x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(bad(
-                &key_path,
+                key_path,
                 "CA private key",
                 format!(
                     "it does not belong to the certificate in {}",
@@ -121,7 +151,7 @@ impl Ca {
         }
         if !x509.is_ca() {
             return Err(bad(
-                &cert_path,
+                cert_path,
                 "CA certificate",
                 "it is not a CA certificate".into(),
             ));
@@ -133,18 +163,18 @@ impl Ca {
             .and_then(|o| o.as_str().ok())
             .ok_or_else(|| {
                 bad(
-                    &cert_path,
+                    cert_path,
                     "CA certificate",
                     "it names no cluster (O=)".into(),
                 )
             })?
             .to_string();
         let issuer = Issuer::from_ca_cert_der(&cert, key)
-            .map_err(|e| bad(&cert_path, "CA certificate", e.to_string()))?;
+            .map_err(|e| bad(cert_path, "CA certificate", e.to_string()))?;
         Ok(Ca {
             digest: CaDigest::of(&cert),
             cert,
-            issuer: Arc::new(issuer),
+            issuer,
             cluster_id,
         })
     }
@@ -190,7 +220,9 @@ impl Ca {
         &self.issuer
     }
 
-    fn private_key_der(&self) -> PrivatePkcs8KeyDer<'static> {
+    /// The CA's private key (PKCS#8 DER): only for handing the CA to a new
+    /// manager over mutual TLS ([`Ca::from_der`] on the other side).
+    pub fn private_key_der(&self) -> PrivatePkcs8KeyDer<'static> {
         PrivatePkcs8KeyDer::from(self.issuer.key().serialize_der())
     }
 }

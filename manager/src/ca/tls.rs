@@ -324,6 +324,23 @@ pub async fn connect(addr: &str, config: Arc<ClientConfig>) -> Result<Channel, C
         })
 }
 
+/// A gRPC channel to the manager at `addr` (host:port) over TLS with
+/// `config` that connects on first use and reconnects by itself: for
+/// long-lived clients (a node's agent, Raft peers) that must ride out a
+/// manager being down.
+pub fn connect_lazy(addr: &str, config: Arc<ClientConfig>) -> Result<Channel, CaError> {
+    let endpoint =
+        Endpoint::from_shared(format!("http://{addr}")).map_err(|e| CaError::Connect {
+            addr: addr.to_string(),
+            reason: format!("not a host:port address: {e}"),
+        })?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(3))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_with_connector_lazy(TlsConnectorService::new(config)))
+}
+
 /// An error and its sources on one line: tonic's transport error alone
 /// says only "transport error", and rustls prints our own verifier's error
 /// (a CA that does not match the token) with `Debug`.

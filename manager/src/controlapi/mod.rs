@@ -10,6 +10,7 @@ pub mod rollout;
 pub mod secrets;
 pub mod spec;
 pub mod tokens;
+pub mod worker_node;
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ pub use logs::{LogSource, LogStream};
 #[derive(Debug, Clone, Default)]
 pub struct LocalNode {
     pub node_id: String,
+    pub cluster_id: String,
     pub hostname: String,
     pub data_dir: String,
     pub listen_addr: String,
@@ -62,7 +64,9 @@ pub type LeaveHook = Arc<dyn Fn(bool) + Send + Sync>;
 #[derive(Clone)]
 pub struct ControlApi {
     store: Arc<Store>,
-    raft: RaftNode,
+    /// None on a worker node, whose socket answers only Info and Leave
+    /// (see [`worker_node::NotAManagerLayer`]).
+    raft: Option<RaftNode>,
     proposer: Arc<dyn Proposer>,
     logs: Arc<dyn LogSource>,
     local: LocalNode,
@@ -103,11 +107,34 @@ impl ControlApi {
         ControlApi {
             store,
             proposer: Arc::new(raft.clone()),
-            raft,
+            raft: Some(raft),
             logs,
             local,
             leave,
             key,
+            ca_digest,
+            ca: None,
+        }
+    }
+
+    /// The Control API of a worker node's socket: it holds no cluster state,
+    /// so it answers Info (about this node) and Leave; serve it behind
+    /// [`worker_node::NotAManagerLayer`], which refuses everything else.
+    pub fn for_worker(
+        logs: Arc<dyn LogSource>,
+        local: LocalNode,
+        leave: LeaveHook,
+        ca_digest: CaDigest,
+    ) -> Self {
+        let store = Store::new();
+        ControlApi {
+            proposer: Arc::new(worker_node::NoProposer),
+            store,
+            raft: None,
+            logs,
+            local,
+            leave,
+            key: ClusterKey::generate(),
             ca_digest,
             ca: None,
         }
@@ -128,10 +155,10 @@ impl ControlApi {
 
     /// Reads after every write committed before the call (linearizable).
     async fn read<T>(&self, f: impl FnOnce(&StoreData) -> T) -> Result<T, Status> {
-        self.raft
-            .linearizable_barrier()
-            .await
-            .map_err(propose_error)?;
+        let Some(raft) = &self.raft else {
+            return Err(worker_node::not_a_manager());
+        };
+        raft.linearizable_barrier().await.map_err(propose_error)?;
         Ok(self.store.read(f))
     }
 
@@ -492,11 +519,15 @@ impl control_server::Control for ControlApi {
         let resp = self.store.read(|d| {
             let cluster = d.cluster().cloned().unwrap_or_default();
             InfoResponse {
-                cluster_id: cluster.id.clone(),
                 node_id: local.node_id.clone(),
                 node_hostname: local.hostname.clone(),
-                is_manager: true,
-                is_leader: self.raft.is_leader(),
+                cluster_id: if cluster.id.is_empty() {
+                    local.cluster_id.clone()
+                } else {
+                    cluster.id.clone()
+                },
+                is_manager: self.raft.is_some(),
+                is_leader: self.raft.as_ref().is_some_and(RaftNode::is_leader),
                 managers: d
                     .nodes
                     .values()
@@ -523,7 +554,7 @@ impl control_server::Control for ControlApi {
                     &self.ca_digest,
                     &local.advertise_addr,
                 ),
-                raft_last_applied: self.raft.last_applied(),
+                raft_last_applied: self.raft.as_ref().map_or(0, RaftNode::last_applied),
             }
         });
         Ok(Response::new(resp))
@@ -633,10 +664,22 @@ impl control_server::Control for ControlApi {
         request: Request<LeaveRequest>,
     ) -> Result<Response<LeaveResponse>, Status> {
         let force = request.into_inner().force;
-        if !force {
-            return Err(Status::failed_precondition(
-                "this node is the only manager: leaving loses the cluster's state. Use shoal leave --force to leave anyway",
-            ));
+        if !force && self.raft.is_some() {
+            let managers = self.store.read(|d| {
+                d.nodes
+                    .values()
+                    .filter(|n| {
+                        n.spec
+                            .as_ref()
+                            .is_some_and(|s| s.role() == NodeRole::Manager)
+                    })
+                    .count()
+            });
+            return Err(Status::failed_precondition(if managers > 1 {
+                "this node is a manager: demote it first (shoal node demote, on another manager), then leave; or leave --force (the other managers then count it as unreachable until it is removed with shoal node rm)"
+            } else {
+                "this node is the only manager: leaving loses the cluster's state. Use shoal leave --force to leave anyway"
+            }));
         }
         (self.leave)(force);
         Ok(Response::new(LeaveResponse {}))
@@ -759,11 +802,9 @@ impl control_server::Control for ControlApi {
         &self,
         request: Request<IssueClientCertificateRequest>,
     ) -> Result<Response<IssueClientCertificateResponse>, Status> {
-        // The cluster's epoch as of every committed write, as `read` gives.
-        self.raft
-            .linearizable_barrier()
-            .await
-            .map_err(propose_error)?;
+        // The cluster's epoch as of every committed write (and on a worker's
+        // socket, which has no store, not-a-manager).
+        self.read(|_| ()).await?;
         let resp = clientcerts::issue(
             self.ca.as_deref(),
             &self.store,

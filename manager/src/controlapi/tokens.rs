@@ -121,6 +121,7 @@ mod tests {
                 worker_join_secret: secrets.worker,
                 manager_join_secret: secrets.manager,
                 epoch: 1,
+                removed_nodes: Vec::new(),
             },
             0,
         )]);

@@ -3,8 +3,8 @@
 
 use shoal_proto::defaults::HEARTBEAT_PERIOD_MS;
 use shoal_proto::{
-    port_config::PublishMode, Assignment, Endpoint, FilePayload, PodTemplate, ServiceEndpoints,
-    SessionMessage,
+    port_config::PublishMode, Assignment, Endpoint, FilePayload, NodeRole, PodTemplate,
+    ServiceEndpoints, SessionMessage,
 };
 
 use crate::keys::ClusterKey;
@@ -139,7 +139,27 @@ pub fn session_message(
         heartbeat_period_ms: HEARTBEAT_PERIOD_MS,
         assignments,
         services,
+        managers: manager_addrs(data),
     }
+}
+
+/// The cluster gRPC address of every manager that has reported one, sorted,
+/// so the message changes only when the set does.
+pub fn manager_addrs(data: &StoreData) -> Vec<String> {
+    let mut addrs: Vec<String> = data
+        .nodes
+        .values()
+        .filter(|n| {
+            n.spec
+                .as_ref()
+                .is_some_and(|s| s.role() == NodeRole::Manager)
+        })
+        .filter_map(|n| n.status.as_ref().map(|s| s.addr.clone()))
+        .filter(|a| !a.is_empty())
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
 }
 
 #[cfg(test)]

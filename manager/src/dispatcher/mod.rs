@@ -24,13 +24,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::ca::authz;
 use crate::ids::new_id;
 use crate::keys::ClusterKey;
 use crate::objects::{touch, version};
 use crate::proposer::{all_applied, batch, Proposer};
 use crate::store::{put, Store};
 
-pub use assignments::session_message;
+pub use assignments::{manager_addrs, session_message};
+
+pub use shoal_proto::defaults::LEADER_METADATA;
 
 /// Last heartbeat per node id, on this manager.
 type Heartbeats = Arc<Mutex<HashMap<String, Instant>>>;
@@ -69,6 +72,34 @@ impl Dispatcher {
 
     pub fn into_service(self) -> DispatcherServer<Dispatcher> {
         DispatcherServer::new(self)
+    }
+
+    /// Refuses work when this manager does not lead: sessions, heartbeats
+    /// and status reports all end in Raft writes, which only the leader can
+    /// make. The answer names the leader's address (also in the
+    /// [`LEADER_METADATA`] header) so the node goes there directly.
+    fn ensure_leader(&self) -> Result<(), Status> {
+        if self.proposer.leads() {
+            return Ok(());
+        }
+        let leader = self.proposer.leader_raft_id().and_then(|id| {
+            self.store.read(|d| {
+                d.nodes
+                    .values()
+                    .find(|n| n.raft_id == id)
+                    .and_then(|n| n.status.as_ref())
+                    .map(|s| s.addr.clone())
+                    .filter(|a| !a.is_empty())
+            })
+        });
+        let mut status = Status::unavailable(match &leader {
+            Some(addr) => format!("this manager is not the leader; the leader is at {addr}"),
+            None => "this manager is not the leader and no leader is known (an election is running, or a quorum of managers is missing)".to_string(),
+        });
+        if let Some(value) = leader.and_then(|a| a.parse().ok()) {
+            status.metadata_mut().insert(LEADER_METADATA, value);
+        }
+        Err(status)
     }
 
     /// Records the node as Ready with a new session epoch (fencing pods from
@@ -184,6 +215,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         &self,
         request: Request<SessionRequest>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        authz::ensure_own_node(&request, &request.get_ref().node_id)?;
+        self.ensure_leader()?;
         let req = request.into_inner();
         if req.node_id.is_empty() {
             return Err(Status::invalid_argument("session: node_id is empty"));
@@ -198,9 +231,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let shutdown = self.shutdown.clone();
         let node_id = req.node_id.clone();
         let key = self.key.clone();
+        let this = self.clone();
         tokio::spawn(async move {
             let mut changes = store.subscribe();
             let mut last: Option<SessionMessage> = None;
+            let mut leadership = tokio::time::interval(Duration::from_millis(HEARTBEAT_PERIOD_MS));
             loop {
                 changes.borrow_and_update();
                 let msg = store.read(|d| session_message(d, &key, &node_id, &session_id, epoch));
@@ -214,6 +249,14 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     _ = shutdown.cancelled() => break,
                     _ = tx.closed() => break,
                     r = changes.changed() => if r.is_err() { break },
+                    _ = leadership.tick() => {
+                        // Leadership moved: the node must report to the new
+                        // leader, so end the stream with where it is.
+                        if let Err(status) = this.ensure_leader() {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
                 }
             }
             tracing::info!(node = %node_id, "worker session closed");
@@ -225,6 +268,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        authz::ensure_own_node(&request, &request.get_ref().node_id)?;
+        self.ensure_leader()?;
         let req = request.into_inner();
         self.beat(&req.node_id);
         Ok(Response::new(HeartbeatResponse {
@@ -236,6 +281,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         &self,
         request: Request<UpdatePodStatusRequest>,
     ) -> Result<Response<UpdatePodStatusResponse>, Status> {
+        authz::ensure_own_node(&request, &request.get_ref().node_id)?;
+        self.ensure_leader()?;
         let req = request.into_inner();
         self.beat(&req.node_id);
         self.status.submit(&req.node_id, req.updates);

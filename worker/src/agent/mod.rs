@@ -31,15 +31,90 @@ use backoff::Backoff;
 use pods::PodSet;
 use reporter::SessionHandle;
 
-/// Who this node is and where its dispatcher listens.
+/// Who this node is and which managers it may report to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     pub node_id: String,
     pub hostname: String,
     /// Address other nodes reach this node at.
     pub advertise_addr: String,
-    /// The dispatcher's gRPC endpoint, e.g. "http://127.0.0.1:2377".
-    pub dispatcher_endpoint: String,
+    /// Cluster gRPC addresses (host:port) of the managers to try, in order
+    /// until one leads; replaced by the list each session message carries.
+    pub managers: Vec<String>,
+}
+
+/// Opens a gRPC channel (lazily connecting) to a manager's cluster address,
+/// host:port. The daemon's dials mutual TLS with the node's certificate;
+/// the worker crate knows nothing of certificates.
+pub type Connector = Arc<dyn Fn(&str) -> Result<Channel, String> + Send + Sync>;
+
+/// Told the managers' addresses whenever the list changes, so the node can
+/// remember them across restarts (the manager it joined may be gone then).
+pub type ManagersHook = Arc<dyn Fn(&[String]) + Send + Sync>;
+
+/// How the agent reaches the managers.
+#[derive(Clone)]
+pub struct AgentLinks {
+    pub connect: Connector,
+    pub on_managers: Option<ManagersHook>,
+}
+
+impl AgentLinks {
+    /// Plain HTTP/2, for tests of the agent against a fake dispatcher.
+    pub fn plaintext() -> AgentLinks {
+        AgentLinks {
+            connect: Arc::new(|addr: &str| {
+                Endpoint::from_shared(format!("http://{addr}"))
+                    .map(|e| {
+                        e.connect_timeout(Duration::from_secs(3))
+                            .tcp_nodelay(true)
+                            .connect_lazy()
+                    })
+                    .map_err(|e| format!("invalid manager address {addr:?}: {e}"))
+            }),
+            on_managers: None,
+        }
+    }
+}
+
+/// Which manager the next session goes to: the leader a manager named when
+/// it refused us, else the next one in the list, round robin.
+struct ManagerCursor {
+    managers: Vec<String>,
+    next: usize,
+    hint: Option<String>,
+}
+
+impl ManagerCursor {
+    fn pick(&mut self) -> Option<String> {
+        if let Some(hint) = self.hint.take() {
+            return Some(hint);
+        }
+        if self.managers.is_empty() {
+            return None;
+        }
+        let addr = self.managers[self.next % self.managers.len()].clone();
+        self.next = self.next.wrapping_add(1);
+        Some(addr)
+    }
+
+    /// Takes the list a session message carries; true when it changed.
+    fn update(&mut self, managers: &[String]) -> bool {
+        if managers.is_empty() || managers == self.managers.as_slice() {
+            return false;
+        }
+        self.managers = managers.to_vec();
+        true
+    }
+}
+
+/// The leader address a refusing manager put in its answer, if any.
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get(defaults::LEADER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Runs the agent until `shutdown` is cancelled, then stops its tasks and
@@ -49,19 +124,17 @@ pub struct AgentConfig {
 /// dispatcher endpoint).
 pub async fn run_agent(
     config: AgentConfig,
+    links: AgentLinks,
     executor: Arc<dyn Executor>,
     ingress: Option<IngressProxy>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let endpoint = Endpoint::from_shared(config.dispatcher_endpoint.clone())
-        .with_context(|| {
-            format!(
-                "invalid dispatcher endpoint {:?} (expected e.g. http://127.0.0.1:2377)",
-                config.dispatcher_endpoint
-            )
-        })?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true);
+    if config.managers.is_empty() {
+        anyhow::bail!("no manager address to report to");
+    }
+    for addr in &config.managers {
+        (links.connect)(addr).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
 
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     let (session_tx, session_rx) = watch::channel(None);
@@ -73,6 +146,12 @@ pub async fn run_agent(
     ));
 
     let mut agent = Agent {
+        cursor: ManagerCursor {
+            managers: config.managers.clone(),
+            next: 0,
+            hint: None,
+        },
+        links,
         config,
         executor: executor.clone(),
         ingress,
@@ -82,7 +161,7 @@ pub async fn run_agent(
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !shutdown.is_cancelled() {
-        match agent.session(&endpoint, &session_tx, &shutdown).await {
+        match agent.session(&session_tx, &shutdown).await {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Closed { received }) => {
                 info!("dispatcher closed the session; reconnecting");
@@ -111,6 +190,8 @@ enum SessionEnd {
 
 struct Agent {
     config: AgentConfig,
+    links: AgentLinks,
+    cursor: ManagerCursor,
     executor: Arc<dyn Executor>,
     ingress: Option<IngressProxy>,
     pods: PodSet,
@@ -124,21 +205,28 @@ impl Agent {
     /// heartbeat and sweep until it ends.
     async fn session(
         &mut self,
-        endpoint: &Endpoint,
         session_tx: &watch::Sender<Option<SessionHandle>>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<SessionEnd> {
-        let channel = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            c = endpoint.connect() => c.with_context(|| format!("connecting to {}", self.config.dispatcher_endpoint))?,
+        let Some(addr) = self.cursor.pick() else {
+            anyhow::bail!("no manager address to report to");
         };
+        let channel = (self.links.connect)(&addr).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut client = DispatcherClient::new(channel);
         let request = self.session_request().await;
-        let mut stream = tokio::select! {
+        let opened = tokio::select! {
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            s = client.session(request) => s.context("opening the session")?.into_inner(),
+            s = client.session(request) => s,
         };
-        info!(dispatcher = %self.config.dispatcher_endpoint, "session opened");
+        let mut stream = match opened {
+            Ok(s) => s.into_inner(),
+            Err(status) => {
+                self.cursor.hint = leader_hint(&status);
+                return Err(anyhow::anyhow!("{}", status.message()))
+                    .with_context(|| format!("opening a session with the manager at {addr}"));
+            }
+        };
+        info!(manager = %addr, "session opened");
 
         let mut heartbeat = Heartbeat::new(client.clone(), self.config.node_id.clone());
         let mut sweep = tokio::time::interval(Duration::from_millis(defaults::WORKER_RECONCILE_MS));
@@ -148,10 +236,21 @@ impl Agent {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
                 message = stream.message() => {
-                    let Some(message) = message.context("session stream")? else {
-                        return Ok(SessionEnd::Closed { received });
+                    let message = match message {
+                        Ok(Some(m)) => m,
+                        Ok(None) => return Ok(SessionEnd::Closed { received }),
+                        Err(status) => {
+                            self.cursor.hint = leader_hint(&status);
+                            return Err(anyhow::anyhow!("{}", status.message()))
+                                .with_context(|| format!("session with the manager at {addr}"));
+                        }
                     };
                     received = true;
+                    if self.cursor.update(&message.managers) {
+                        if let Some(hook) = &self.links.on_managers {
+                            hook(&message.managers);
+                        }
+                    }
                     heartbeat.session(&message);
                     session_tx.send_replace(Some(SessionHandle {
                         client: client.clone(),
@@ -160,7 +259,12 @@ impl Agent {
                     self.apply(message);
                     self.sweep().await;
                 }
-                _ = heartbeat.due() => heartbeat.beat().await?,
+                _ = heartbeat.due() => {
+                    if let Err(e) = heartbeat.beat().await {
+                        self.cursor.hint = heartbeat.leader_hint.take();
+                        return Err(e);
+                    }
+                }
                 _ = sweep.tick() => self.sweep().await,
             }
         }
@@ -259,6 +363,9 @@ impl Sweeper {
 /// Heartbeats on the session's period (the dispatcher may change it).
 struct Heartbeat {
     client: DispatcherClient<Channel>,
+    /// Where the leader is, when the manager refused a heartbeat because
+    /// it no longer leads.
+    leader_hint: Option<String>,
     node_id: String,
     session_id: Option<String>,
     period: Duration,
@@ -270,6 +377,7 @@ impl Heartbeat {
         let period = Duration::from_millis(defaults::HEARTBEAT_PERIOD_MS);
         Self {
             client,
+            leader_hint: None,
             node_id,
             session_id: None,
             period,
@@ -321,6 +429,10 @@ impl Heartbeat {
                 ) =>
             {
                 anyhow::bail!("heartbeat rejected: {}", status.message())
+            }
+            Ok(Err(status)) if leader_hint(&status).is_some() => {
+                self.leader_hint = leader_hint(&status);
+                anyhow::bail!("heartbeat refused: {}", status.message())
             }
             Ok(Err(status)) => {
                 warn!(code = ?status.code(), message = status.message(), "heartbeat failed");

@@ -28,6 +28,9 @@ struct FakeDispatcher {
     assignments: watch::Sender<Option<Vec<Assignment>>>,
     reports: Arc<Mutex<Vec<(String, PodStatus)>>>,
     heartbeats: Arc<Mutex<usize>>,
+    /// When set, this dispatcher does not lead: it refuses sessions and
+    /// names this address as the leader's.
+    leader: Option<String>,
 }
 
 #[tonic::async_trait]
@@ -38,6 +41,13 @@ impl Dispatcher for FakeDispatcher {
         &self,
         _: Request<SessionRequest>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        if let Some(leader) = &self.leader {
+            let mut status = Status::unavailable("not the leader");
+            status
+                .metadata_mut()
+                .insert(defaults::LEADER_METADATA, leader.parse().unwrap());
+            return Err(status);
+        }
         let stream = WatchStream::new(self.assignments.subscribe()).filter_map(|set| {
             set.map(|assignments| {
                 Ok(SessionMessage {
@@ -46,6 +56,7 @@ impl Dispatcher for FakeDispatcher {
                     heartbeat_period_ms: 100,
                     assignments,
                     services: Vec::new(),
+                    managers: Vec::new(),
                 })
             })
         });
@@ -117,12 +128,16 @@ fn start_agent(
         node_id: "n1".into(),
         hostname: "host1".into(),
         advertise_addr: "127.0.0.1".into(),
-        dispatcher_endpoint: endpoint.into(),
+        managers: vec![endpoint.trim_start_matches("http://").into()],
     };
     let handle = tokio::spawn({
         let shutdown = shutdown.clone();
         let executor: Arc<dyn Executor> = Arc::new(sim.clone());
-        async move { run_agent(config, executor, None, shutdown).await.unwrap() }
+        async move {
+            run_agent(config, AgentLinks::plaintext(), executor, None, shutdown)
+                .await
+                .unwrap()
+        }
     });
     (shutdown, handle)
 }
@@ -141,6 +156,7 @@ async fn the_agent_runs_reports_sweeps_and_adopts() {
         assignments: watch::channel(None).0,
         reports: Arc::default(),
         heartbeats: Arc::default(),
+        leader: None,
     };
     let sim = SimExecutor::new();
     // A container left over from a pod that is no longer wanted.
@@ -239,16 +255,59 @@ async fn an_invalid_endpoint_is_a_clear_error() {
             node_id: "n".into(),
             hostname: "h".into(),
             advertise_addr: "a".into(),
-            dispatcher_endpoint: "not a uri".into(),
+            managers: vec!["not an address".into()],
         },
+        AgentLinks::plaintext(),
         Arc::new(SimExecutor::new()),
         None,
         CancellationToken::new(),
     )
     .await
     .unwrap_err();
-    assert!(
-        err.to_string().contains("invalid dispatcher endpoint"),
-        "{err}"
+    assert!(err.to_string().contains("invalid manager address"), "{err}");
+}
+
+async fn serve(fake: FakeDispatcher) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DispatcherServer::new(fake))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
     );
+    addr
+}
+
+#[tokio::test]
+async fn a_manager_that_does_not_lead_sends_the_agent_to_the_leader() {
+    let leader = FakeDispatcher {
+        assignments: watch::channel(None).0,
+        reports: Arc::default(),
+        heartbeats: Arc::default(),
+        leader: None,
+    };
+    let leader_addr = serve(leader.clone()).await;
+    let follower = FakeDispatcher {
+        leader: Some(leader_addr.clone()),
+        ..leader.clone()
+    };
+    // The follower shares nothing with the leader but its address.
+    let follower = FakeDispatcher {
+        assignments: watch::channel(None).0,
+        reports: Arc::default(),
+        heartbeats: Arc::default(),
+        ..follower
+    };
+    let follower_addr = serve(follower).await;
+    let sim = SimExecutor::new();
+    let (shutdown, handle) = start_agent(&follower_addr, &sim);
+    leader
+        .assignments
+        .send_replace(Some(vec![assignment("p1", "img", PodState::Assigned)]));
+    eventually("p1 running via the leader", || {
+        leader.state_of("p1") == Some(PodState::Running)
+    })
+    .await;
+    shutdown.cancel();
+    handle.await.unwrap();
 }

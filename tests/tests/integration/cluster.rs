@@ -1,0 +1,180 @@
+//! Several hosts (node containers, each with its own Docker Engine and
+//! address): `shoal init` on one, `shoal join` with tokens on the others,
+//! pods on every node's engine, workers restarting with their data dir.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_tests::hosts::Hosts;
+use shoal_tests::images::web_image;
+use shoal_tests::wait_for;
+
+/// `shoal node ls --format json` on `on`.
+fn nodes(hosts: &Hosts, on: &str) -> Vec<Value> {
+    let out = hosts.shoal(on, &["node", "ls", "--format", "json"]).ok();
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("node ls json: {e}\n{out}"))
+}
+
+fn ready_count(hosts: &Hosts, on: &str) -> usize {
+    nodes(hosts, on)
+        .iter()
+        .filter(|n| n["Status"] == "Ready")
+        .count()
+}
+
+/// Names of the running containers of `service` on `node`'s own engine.
+fn containers(hosts: &Hosts, node: &str, service: &str) -> Vec<String> {
+    let out = hosts
+        .docker(
+            node,
+            &[
+                "ps",
+                "--filter",
+                &format!("label=io.shoal.service.name={service}"),
+                "--format",
+                "{{.Names}}",
+            ],
+        )
+        .ok();
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn workers_join_with_a_token_run_pods_on_their_engines_and_rejoin_after_a_restart() {
+    let image = web_image("v1");
+    let hosts = Hosts::builder(3).image(&image).start();
+    let ip1 = hosts.ip("n1").to_string();
+
+    let init = hosts
+        .shoal(
+            "n1",
+            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
+        )
+        .ok();
+    assert!(
+        init.stdout.contains("shoal join --token SHOAL-1-"),
+        "{init}"
+    );
+    let token = hosts
+        .shoal("n1", &["join-token", "worker", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+
+    // A wrong secret with the right CA digest: refused by the manager, with
+    // a message that says what to do, and nothing left on the node.
+    let (prefix, _secret) = token.rsplit_once('-').unwrap();
+    let wrong = format!("{prefix}-{}", "a".repeat(32));
+    let refused = hosts
+        .shoal("n2", &["join", "--token", &wrong, &ip1])
+        .fails();
+    assert!(
+        refused.stderr.contains("refused to admit this node")
+            && refused.stderr.contains("rotated out"),
+        "{refused}"
+    );
+    let dir = hosts.exec("n2", &["ls", "-A", shoal_tests::hosts::SHOAL_DATA_DIR]);
+    assert!(
+        !dir.stdout.contains("node.json"),
+        "a refused join left state behind:\n{dir}"
+    );
+
+    // Two workers join; the advertise address defaults to the one that
+    // routes to the manager.
+    for n in ["n2", "n3"] {
+        let t = Instant::now();
+        let joined = hosts
+            .shoal(
+                n,
+                &["join", "--token", &token, "--pod-network-internal", &ip1],
+            )
+            .ok();
+        assert!(
+            joined.stdout.contains("joined a cluster as a worker"),
+            "{joined}"
+        );
+        eprintln!("{n} joined in {:?}", t.elapsed());
+    }
+    wait_for(
+        "3 Ready nodes",
+        Duration::from_secs(30),
+        || match ready_count(&hosts, "n1") {
+            3 => Ok(()),
+            n => Err(format!("{n} ready")),
+        },
+    );
+    let listed = nodes(&hosts, "n1");
+    let addrs: Vec<&str> = listed.iter().filter_map(|n| n["Addr"].as_str()).collect();
+    for n in ["n2", "n3"] {
+        let ip = hosts.ip(n).to_string();
+        assert!(
+            addrs.iter().any(|a| a.starts_with(&format!("{ip}:"))),
+            "{n} advertises {ip}: {listed:?}"
+        );
+    }
+
+    // A worker holds no cluster state: its socket refuses cluster commands.
+    let on_worker = hosts.shoal("n2", &["service", "ls"]).fails();
+    assert!(
+        on_worker.stderr.contains("this node is a worker"),
+        "{on_worker}"
+    );
+    let info = hosts.shoal("n2", &["info"]).ok();
+    assert!(info.stdout.contains("Is Manager:        false"), "{info}");
+
+    // Pods spread over the three engines.
+    hosts
+        .shoal(
+            "n1",
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "--replicas",
+                "6",
+                "--stop-grace-period",
+                "1s",
+                &image,
+            ],
+        )
+        .ok();
+    for n in ["n1", "n2", "n3"] {
+        let c = containers(&hosts, n, "web");
+        assert!(!c.is_empty(), "{n}'s engine runs none of web's pods");
+    }
+    let before = containers(&hosts, "n2", "web");
+
+    // A worker's daemon killed and resumed from its data dir rejoins by
+    // itself and keeps its containers (adopted, not duplicated).
+    hosts.exec("n2", &["pkill", "-9", "-x", "shoal"]).ok();
+    wait_for("n2 down", Duration::from_secs(30), || {
+        let down = nodes(&hosts, "n1").iter().any(|n| n["Status"] == "Down");
+        if down {
+            Ok(())
+        } else {
+            Err("no node down yet".to_string())
+        }
+    });
+    hosts.shoal("n2", &["daemon"]).ok();
+    wait_for(
+        "n2 ready again",
+        Duration::from_secs(30),
+        || match ready_count(&hosts, "n1") {
+            3 => Ok(()),
+            n => Err(format!("{n} ready")),
+        },
+    );
+    let ls = hosts.shoal("n1", &["service", "ls"]).ok();
+    assert!(ls.stdout.contains("6/6"), "{ls}");
+    let mut after = containers(&hosts, "n2", "web");
+    let mut before = before;
+    after.sort();
+    before.sort();
+    assert_eq!(after, before, "n2 kept exactly its containers");
+
+    // A worker leaves; its containers go with it.
+    hosts.shoal("n3", &["leave", "--force"]).ok();
+    assert!(containers(&hosts, "n3", "web").is_empty());
+}
