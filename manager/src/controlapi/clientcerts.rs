@@ -72,12 +72,20 @@ fn requested_name(name: &str) -> Result<ClientName, Status> {
 /// The identity the certificate asserts: the cluster's id and current epoch
 /// come from the store, never from the client. A name that is a node's id
 /// is refused: the authorization layer and audit logs tell callers apart by
-/// that name, and removing the node would lock the client out too.
+/// that name, and removing the node would lock the client out too. A
+/// removed (revoked) name is refused: its certificate would be refused on
+/// every call.
 fn identity(d: &StoreData, name: &ClientName) -> Result<PeerIdentity, Status> {
     let cluster = super::tokens::cluster(d)?;
     if d.nodes.contains_key(name.as_str()) {
         return Err(Status::already_exists(format!(
             "name: {name} is the id of a node of this cluster; choose another client name"
+        )));
+    }
+    if cluster.removed_nodes.iter().any(|r| r == name.as_str()) {
+        return Err(Status::failed_precondition(format!(
+            "name: {name} was removed from the cluster, and the managers refuse every \
+             certificate that carries it; choose another client name"
         )));
     }
     PeerIdentity::new(name.as_str(), Role::Client, &cluster.id, cluster.epoch)
@@ -108,6 +116,7 @@ mod tests {
                     meta: Some(Meta::default()),
                     name: "default".into(),
                     epoch: 3,
+                    removed_nodes: vec!["gone".into()],
                     ..Default::default()
                 },
                 0,
@@ -187,6 +196,9 @@ mod tests {
         let err = issue(Some(&ca), &fx.store, &request("n1", &keys), ADDR).unwrap_err();
         assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
         assert!(err.message().contains("n1 is the id of a node"), "{err:?}");
+        let err = issue(Some(&ca), &fx.store, &request("gone", &keys), ADDR).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("gone was removed"), "{err:?}");
     }
 
     #[test]
