@@ -199,8 +199,9 @@ fn connect_error(addr: &str, dir: &Path, err: CaError) -> anyhow::Error {
 fn refused(addr: &str, dir: &Path, reason: &str) -> anyhow::Error {
     anyhow!(
         "the manager at {addr} refused the client certificate in --tls-dir {} ({reason}): \
-         it takes only unexpired certificates of its own cluster's CA; get one with \
-         `shoal ca client-cert --out DIR` on a manager of that cluster",
+         it takes only certificates of its own cluster's CA that are valid by its clock \
+         (compare both machines' clocks); get a new one with `shoal ca client-cert --out \
+         DIR` on a manager of that cluster",
         dir.display()
     )
 }
@@ -209,24 +210,20 @@ fn refused(addr: &str, dir: &Path, reason: &str) -> anyhow::Error {
 /// unreachable-daemon hint when the connection itself failed.
 pub fn api_error(host: impl Into<Host>, status: tonic::Status) -> anyhow::Error {
     let host = host.into();
-    let broken = status.message().contains("transport")
-        || status.message().contains("connection")
+    // A status with a local cause (tonic's transport, hyper) never reached
+    // the server's handler: the connection broke or was cut.
+    let broken = std::error::Error::source(&status).is_some()
+        || status.message().contains("transport")
         || status.message().contains("h2 protocol error");
     match (&host.tls_dir, transport(&host.addr)) {
-        (Some(dir), Ok(Transport::Tls(addr))) => {
-            let detail = tls::error_chain(&status);
-            if broken && detail.contains("alert") {
-                return refused(addr, dir, &detail);
-            }
-            match status.code() {
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => anyhow!(
-                    "the manager at {addr} refused the call: {}",
-                    status.message()
-                ),
-                _ if broken => anyhow!("the connection to the manager at {addr} failed: {detail}"),
-                _ => anyhow!("{}", status.message()),
-            }
-        }
+        (Some(dir), Ok(Transport::Tls(addr))) => match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => anyhow!(
+                "the manager at {addr} refused the call: {}",
+                status.message()
+            ),
+            _ if broken => broken_connection(addr, dir, &status),
+            _ => anyhow!("{}", status.message()),
+        },
         _ if status.code() == tonic::Code::Unavailable
             && status.message().contains("transport") =>
         {
@@ -234,6 +231,28 @@ pub fn api_error(host: impl Into<Host>, status: tonic::Status) -> anyhow::Error 
         }
         _ => anyhow!("{}", status.message()),
     }
+}
+
+/// A TLS connection that broke during a call. A manager that rejects our
+/// certificate in its handshake sends an alert and closes; we often write
+/// the request before reading the alert, and then see only a broken pipe.
+/// So without the alert the certificate is named as the likely cause, not
+/// the certain one (a manager that stops mid-call breaks it too).
+fn broken_connection(addr: &str, dir: &Path, status: &tonic::Status) -> anyhow::Error {
+    // The causes only: a Status's own text repeats them in Debug form.
+    let detail = std::error::Error::source(status)
+        .map(tls::error_chain)
+        .unwrap_or_else(|| status.message().to_string());
+    if detail.contains("alert") {
+        return refused(addr, dir, &detail);
+    }
+    anyhow!(
+        "the manager at {addr} closed the connection ({detail}); if it does so on every \
+         command, it refused the client certificate in --tls-dir {}, most likely as not \
+         valid by its clock (compare both machines' clocks); get a new one with `shoal ca \
+         client-cert --out DIR` on a manager of that cluster",
+        dir.display()
+    )
 }
 
 #[cfg(test)]

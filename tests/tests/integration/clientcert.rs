@@ -2,8 +2,9 @@
 //! on a manager's socket, then `shoal -H tcp://HOST:PORT --tls-dir D ...`
 //! against the manager's cluster port (mutual TLS, authorized as role
 //! client). Refusals are checked for their message: no --tls-dir, another
-//! cluster's credentials, an expired certificate, a certificate the manager
-//! does not admit. No containers are started.
+//! cluster's credentials, an expired certificate, a certificate the
+//! manager's TLS handshake rejects, one its authorization layer refuses. No
+//! containers are started.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -203,6 +204,31 @@ fn credentials_of_another_cluster_an_expired_certificate_and_a_stranger_are_refu
         out.stderr.contains("shoal ca client-cert --out DIR"),
         "{out}"
     );
+
+    // Valid only from tomorrow (as a client whose clock is ahead would
+    // think fine): the manager's TLS handshake rejects it, and the client
+    // learns it on its first call. In TLS 1.3 the client may see the
+    // manager's alert, or only the closed connection if it wrote first: the
+    // message names the certificate either way.
+    let early_dir = node.data_dir().join("early-client");
+    let dave = PeerIdentity::new("dave", Role::Client, &cluster, 1).unwrap();
+    save_credentials(&ca, &dave, now + DAY, DAY, &early_dir);
+    for _ in 0..3 {
+        let out = remote(&node, Some(&early_dir), &["service", "ls"]).fails();
+        let err = &out.stderr;
+        assert!(
+            err.contains(&format!("the manager at 127.0.0.1:{}", node.listen_port)),
+            "{out}"
+        );
+        assert!(
+            err.contains(&format!(
+                "refused the client certificate in --tls-dir {}",
+                early_dir.display()
+            )),
+            "{out}"
+        );
+        assert!(err.contains("valid by its clock"), "{out}");
+    }
 
     // A certificate of this CA for a worker the cluster does not know: the
     // manager refuses the call and says why.
