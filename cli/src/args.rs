@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use shoal_manager::ca::ClientName;
 use shoal_proto::defaults as d;
 
 #[derive(Debug, Parser)]
@@ -14,9 +15,15 @@ use shoal_proto::defaults as d;
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Daemon to talk to: unix:///path/to/socket (default unix:///run/shoal/shoal.sock)
-    #[arg(short = 'H', long = "host", global = true, env = "SHOAL_HOST")]
+    /// Daemon to talk to: unix:///path/to/socket (default unix:///run/shoal/shoal.sock), or a
+    /// manager's cluster port tcp://HOST:PORT (needs --tls-dir)
+    #[arg(short = 'H', long = "host", global = true, env = d::HOST_ENV)]
     pub host: Option<String>,
+
+    /// Client certificate directory for a tcp:// host (cert.pem, key.pem, ca.pem), as
+    /// `shoal ca client-cert --out DIR` writes it; unused with a unix:// socket
+    #[arg(long = "tls-dir", global = true, env = d::TLS_DIR_ENV, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +59,9 @@ pub enum Command {
     Get(GetArgs),
     /// Show (or rotate) the command that adds a worker or a manager
     JoinToken(JoinTokenArgs),
+    /// Cluster certificate authority: client certificates for remote use
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Stop the local daemon and leave the cluster
     Leave(LeaveArgs),
     /// Show the client's and the daemon's versions
@@ -148,6 +158,42 @@ pub struct JoinTokenArgs {
     /// Replace the token with a new one: the old one no longer admits new nodes
     #[arg(long)]
     pub rotate: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Make a client certificate for remote use (`-H tcp://HOST:PORT --tls-dir DIR`)
+    #[command(long_about = client_cert_about())]
+    ClientCert(ClientCertArgs),
+}
+
+fn client_cert_about() -> String {
+    format!(
+        "Make a client certificate for remote use: the key pair is generated here (the private \
+         key never leaves this machine), a manager signs it as role client, valid for {} days. \
+         Then: shoal -H tcp://MANAGER:{} --tls-dir DIR <command>",
+        d::CLIENT_CERT_VALIDITY_MS / (24 * 3_600_000),
+        d::CLUSTER_PORT
+    )
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientCertArgs {
+    /// Directory to write cert.pem, key.pem (mode 0600) and ca.pem into (created mode 0700)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Name the certificate carries, 1 to 63 of a-z, 0-9 and '-' (default client-<random>)
+    #[arg(long, value_parser = parse_client_name)]
+    pub name: Option<ClientName>,
+    /// Overwrite credentials already in DIR
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Checked here so a bad name is refused before a key is made, with clap
+/// naming the flag; the manager checks it again.
+fn parse_client_name(name: &str) -> Result<ClientName, String> {
+    ClientName::parse(name).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

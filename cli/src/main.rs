@@ -14,7 +14,8 @@ use anyhow::{bail, Result};
 use clap::Parser;
 
 use args::{
-    Cli, Command, DaemonArgs, InitArgs, JoinArgs, NodeCommand, RolloutCommand, ServiceCommand,
+    CaCommand, Cli, Command, DaemonArgs, InitArgs, JoinArgs, NodeCommand, RolloutCommand,
+    ServiceCommand,
 };
 use commands::{node, rollout, service, system};
 use daemon::config;
@@ -62,7 +63,7 @@ fn init_tracing() {
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
-    let host = client::host_or_default(cli.host.as_deref());
+    let host = client::Host::new(cli.host.as_deref(), cli.tls_dir.clone());
     match cli.command {
         Command::Init(a) => init(a).await,
         Command::Join(a) => join(a).await,
@@ -102,6 +103,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Get(a) => commands::get::get(&host, &a).await,
         Command::Node(NodeCommand::Ls(a)) => node::ls(&host, &a).await,
         Command::JoinToken(a) => system::join_token(&host, &a).await,
+        Command::Ca(CaCommand::ClientCert(a)) => commands::ca::client_cert(&host, &a).await,
         Command::Leave(a) => system::leave(&host, &a).await,
         Command::Version => system::version(&host).await,
         Command::Info(a) => system::info(&host, &a).await,
@@ -160,13 +162,14 @@ async fn init(a: InitArgs) -> Result<()> {
     }
     let host = socket_host(&a.daemon.socket);
     daemon::detach::spawn_and_wait(args, &dir, &host).await?;
-    let mut client = client::connect(&host).await?;
+    let mut client = client::connect(host.as_str()).await?;
     let info = client
         .info(shoal_proto::InfoRequest {})
         .await
-        .map_err(|s| client::api_error(&host, s))?
+        .map_err(|s| client::api_error(host.as_str(), s))?
         .into_inner();
-    let worker = system::join_token_of(&host, args::JoinRole::Worker, false).await?;
+    let worker =
+        system::join_token_of(&host.as_str().into(), args::JoinRole::Worker, false).await?;
     println!("Cluster initialized: {}", info.cluster_id);
     println!("Current node ({}) is now a manager.", info.node_id);
     println!();

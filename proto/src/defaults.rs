@@ -16,6 +16,9 @@ pub const LEADER_METADATA: &str = "shoal-leader";
 pub const CLUSTER_PORT: u16 = 2377;
 /// Environment variable naming the daemon a client talks to.
 pub const HOST_ENV: &str = "SHOAL_HOST";
+/// Environment variable naming the client credentials directory a remote
+/// client (`-H tcp://HOST:PORT`) presents (`--tls-dir`).
+pub const TLS_DIR_ENV: &str = "SHOAL_TLS_DIR";
 
 /// Docker bridge network pods attach to when their template names none.
 pub const POD_NETWORK: &str = "shoal";
@@ -103,6 +106,10 @@ pub const CA_CERT_VALIDITY_MS: u64 = 20 * 365 * 24 * 3_600_000;
 /// renews its certificate when less than [`CERT_RENEW_FRACTION_LEFT`] of the
 /// validity is left.
 pub const NODE_CERT_VALIDITY_MS: u64 = 90 * 24 * 3_600_000;
+/// Validity of a client certificate (`shoal ca client-cert`): 90 days, as a
+/// node's. Clients do not renew: an operator issues a new one, so an
+/// unattended copy stops working by itself.
+pub const CLIENT_CERT_VALIDITY_MS: u64 = 90 * 24 * 3_600_000;
 /// Renew a certificate when less than 1/N of its validity is left (N = 3).
 pub const CERT_RENEW_FRACTION_LEFT: u32 = 3;
 /// Server name every manager certificate carries (as a DNS SAN) and every

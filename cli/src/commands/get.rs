@@ -15,12 +15,12 @@ use shoal_proto::{
 use tonic::Code;
 
 use crate::args::{GetArgs, GetOutput, Kind};
-use crate::client::{api_error, connect};
+use crate::client::{api_error, connect, Host};
 use crate::output::{ago, render_table, short_id};
 
 const NONE: &str = "<none>";
 
-pub async fn get(host: &str, a: &GetArgs) -> Result<()> {
+pub async fn get(host: &Host, a: &GetArgs) -> Result<()> {
     match a.kind {
         Kind::Deployments => deployments(host, a).await,
         Kind::Replicasets => replicasets(host, a).await,
@@ -59,7 +59,7 @@ fn or_none(s: &str) -> String {
     }
 }
 
-async fn deployments(host: &str, a: &GetArgs) -> Result<()> {
+async fn deployments(host: &Host, a: &GetArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let views = client
         .list_deployments(ListDeploymentsRequest {
@@ -112,7 +112,7 @@ fn deployments_table(views: &[DeploymentView], wide: bool) -> String {
     render_table(&header, &rows)
 }
 
-async fn replicasets(host: &str, a: &GetArgs) -> Result<()> {
+async fn replicasets(host: &Host, a: &GetArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let mut views = client
         .list_replica_sets(ListReplicaSetsRequest {
@@ -185,7 +185,7 @@ fn pod_matches(v: &PodView, name: &str) -> bool {
         || v.pod.as_ref().is_some_and(|p| p.id == name)
 }
 
-async fn pods(host: &str, a: &GetArgs) -> Result<()> {
+async fn pods(host: &Host, a: &GetArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let name = a.name.clone().unwrap_or_default();
     let list = |service: &str| ListPodsRequest {
@@ -261,7 +261,7 @@ fn pods_table(views: &[PodView], wide: bool) -> String {
     render_table(&header, &rows)
 }
 
-async fn services(host: &str, a: &GetArgs) -> Result<()> {
+async fn services(host: &Host, a: &GetArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let views = client
         .list_service_objects(ListServiceObjectsRequest {

@@ -1,5 +1,6 @@
 //! Client commands, one module per noun.
 
+pub mod ca;
 pub mod get;
 pub mod node;
 pub mod rollout;

@@ -4,7 +4,7 @@ use anyhow::Result;
 use shoal_proto::{InfoRequest, ListNodesRequest, NodeAvailability, NodeRole, NodeState};
 
 use crate::args::{Format, ListArgs};
-use crate::client::{api_error, connect};
+use crate::client::{api_error, connect, Host};
 use crate::output::table;
 
 fn state(n: &shoal_proto::Node) -> &'static str {
@@ -23,7 +23,7 @@ fn availability(n: &shoal_proto::Node) -> &'static str {
     }
 }
 
-pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
+pub async fn ls(host: &Host, a: &ListArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let me = client
         .info(InfoRequest {})

@@ -9,11 +9,11 @@ use shoal_proto::{
 };
 
 use crate::args::{RollbackArgs, RolloutTarget, UndoArgs, UpdateArgs};
-use crate::client::{api_error, connect, Client};
+use crate::client::{api_error, connect, Client, Host};
 use crate::output::{ago, table};
 use crate::parse;
 
-async fn get(host: &str, client: &mut Client, service: &str) -> Result<ServiceView> {
+async fn get(host: &Host, client: &mut Client, service: &str) -> Result<ServiceView> {
     Ok(client
         .get_service(GetServiceRequest {
             service: service.into(),
@@ -69,7 +69,7 @@ fn outcome(v: &ServiceView, rollback_requested: bool) -> Option<Outcome> {
 /// Shows progress until the rollout of `service` ends; errors name why it
 /// did not complete (paused, or rolled back after a failure).
 pub async fn wait_rollout(
-    host: &str,
+    host: &Host,
     client: &mut Client,
     service: &str,
     rollback_requested: bool,
@@ -107,7 +107,7 @@ pub async fn wait_rollout(
     }
 }
 
-pub async fn update(host: &str, a: &UpdateArgs) -> Result<()> {
+pub async fn update(host: &Host, a: &UpdateArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let before = get(host, &mut client, &a.service).await?;
     let mut spec = before.spec.clone().unwrap_or_default();
@@ -138,7 +138,7 @@ pub async fn update(host: &str, a: &UpdateArgs) -> Result<()> {
 }
 
 async fn rollback_to(
-    host: &str,
+    host: &Host,
     service: &str,
     to_revision: u64,
     detach: bool,
@@ -160,20 +160,20 @@ async fn rollback_to(
     wait_rollout(host, &mut client, &v.id, true, quiet).await
 }
 
-pub async fn rollback(host: &str, a: &RollbackArgs) -> Result<()> {
+pub async fn rollback(host: &Host, a: &RollbackArgs) -> Result<()> {
     rollback_to(host, &a.service, 0, a.detach, a.quiet).await
 }
 
-pub async fn undo(host: &str, a: &UndoArgs) -> Result<()> {
+pub async fn undo(host: &Host, a: &UndoArgs) -> Result<()> {
     rollback_to(host, &a.service, a.to_revision, a.detach, false).await
 }
 
-pub async fn status(host: &str, a: &RolloutTarget) -> Result<()> {
+pub async fn status(host: &Host, a: &RolloutTarget) -> Result<()> {
     let mut client = connect(host).await?;
     wait_rollout(host, &mut client, &a.service, false, false).await
 }
 
-pub async fn pause(host: &str, a: &RolloutTarget, pause: bool) -> Result<()> {
+pub async fn pause(host: &Host, a: &RolloutTarget, pause: bool) -> Result<()> {
     let mut client = connect(host).await?;
     let req = RolloutControlRequest {
         service: a.service.clone(),
@@ -192,7 +192,7 @@ pub async fn pause(host: &str, a: &RolloutTarget, pause: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn history(host: &str, a: &RolloutTarget) -> Result<()> {
+pub async fn history(host: &Host, a: &RolloutTarget) -> Result<()> {
     let mut client = connect(host).await?;
     let mut sets = client
         .list_replica_sets(ListReplicaSetsRequest {

@@ -12,7 +12,7 @@ use shoal_proto::{
 };
 
 use crate::args::{FileObjectCommand, FileObjectCreateArgs, FileObjectNamesArgs, Format, ListArgs};
-use crate::client::{api_error, connect, Client};
+use crate::client::{api_error, connect, Client, Host};
 use crate::output::{ago, short_id, table};
 use crate::parse::key_values;
 
@@ -65,7 +65,7 @@ impl FileObject {
     }
 }
 
-pub async fn run(host: &str, kind: Kind, cmd: &FileObjectCommand) -> Result<()> {
+pub async fn run(host: &Host, kind: Kind, cmd: &FileObjectCommand) -> Result<()> {
     match cmd {
         FileObjectCommand::Create(a) => create(host, kind, a).await,
         FileObjectCommand::Ls(a) => ls(host, kind, a).await,
@@ -89,7 +89,7 @@ fn read_data(kind: Kind, file: &Path) -> Result<Vec<u8>> {
 }
 
 pub async fn create_object(
-    host: &str,
+    host: &Host,
     client: &mut Client,
     kind: Kind,
     spec: FileObjectSpec,
@@ -110,7 +110,7 @@ pub async fn create_object(
 
 /// Updates labels; the daemon refuses a change of data.
 pub async fn update_object(
-    host: &str,
+    host: &Host,
     client: &mut Client,
     kind: Kind,
     spec: FileObjectSpec,
@@ -152,7 +152,7 @@ pub async fn get_object(
     }
 }
 
-pub async fn list_objects(host: &str, client: &mut Client, kind: Kind) -> Result<Vec<FileObject>> {
+pub async fn list_objects(host: &Host, client: &mut Client, kind: Kind) -> Result<Vec<FileObject>> {
     let r = match kind {
         Kind::Secret => client
             .list_secrets(ListFileObjectsRequest {})
@@ -193,7 +193,7 @@ pub async fn remove_object(
     .map(|r| r.into_inner().id)
 }
 
-async fn create(host: &str, kind: Kind, a: &FileObjectCreateArgs) -> Result<()> {
+async fn create(host: &Host, kind: Kind, a: &FileObjectCreateArgs) -> Result<()> {
     let data = read_data(kind, &a.file)?;
     if data.is_empty() {
         bail!(
@@ -219,7 +219,7 @@ async fn create(host: &str, kind: Kind, a: &FileObjectCreateArgs) -> Result<()> 
     Ok(())
 }
 
-async fn ls(host: &str, kind: Kind, a: &ListArgs) -> Result<()> {
+async fn ls(host: &Host, kind: Kind, a: &ListArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let all = list_objects(host, &mut client, kind).await?;
     if a.quiet {
@@ -261,7 +261,7 @@ async fn ls(host: &str, kind: Kind, a: &ListArgs) -> Result<()> {
     Ok(())
 }
 
-async fn inspect(host: &str, kind: Kind, a: &FileObjectNamesArgs) -> Result<()> {
+async fn inspect(host: &Host, kind: Kind, a: &FileObjectNamesArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let mut out = Vec::new();
     for name in &a.names {
@@ -274,7 +274,7 @@ async fn inspect(host: &str, kind: Kind, a: &FileObjectNamesArgs) -> Result<()> 
     Ok(())
 }
 
-async fn rm(host: &str, kind: Kind, a: &FileObjectNamesArgs) -> Result<()> {
+async fn rm(host: &Host, kind: Kind, a: &FileObjectNamesArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let mut failed = 0;
     for name in &a.names {

@@ -14,11 +14,11 @@ use shoal_proto::{
 };
 
 use crate::args::{CreateArgs, Format, InspectArgs, ListArgs, LogsArgs, PsArgs, RmArgs, ScaleArgs};
-use crate::client::{api_error, connect, Client};
+use crate::client::{api_error, connect, Client, Host};
 use crate::output::{ago, short_id, table, title};
 use crate::parse;
 
-pub async fn create(host: &str, a: &CreateArgs) -> Result<()> {
+pub async fn create(host: &Host, a: &CreateArgs) -> Result<()> {
     let spec = parse::service_spec(a)?;
     let mut client = connect(host).await?;
     let view = client
@@ -33,7 +33,7 @@ pub async fn create(host: &str, a: &CreateArgs) -> Result<()> {
     wait_converged(host, &mut client, &view.id, a.quiet).await
 }
 
-pub async fn scale(host: &str, a: &ScaleArgs) -> Result<()> {
+pub async fn scale(host: &Host, a: &ScaleArgs) -> Result<()> {
     let scales = a
         .scales
         .iter()
@@ -108,7 +108,7 @@ pub async fn observe(
 
 /// Waits until every desired pod runs (and is healthy, where a healthcheck
 /// exists), showing progress; fails when pods keep failing or time runs out.
-pub async fn wait_converged(host: &str, client: &mut Client, id: &str, quiet: bool) -> Result<()> {
+pub async fn wait_converged(host: &Host, client: &mut Client, id: &str, quiet: bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_millis(d::CONVERGE_TIMEOUT_MS);
     let mut last_line = String::new();
     let mut failures: BTreeMap<String, String> = BTreeMap::new();
@@ -204,7 +204,7 @@ fn mode_text(v: &ServiceView) -> &'static str {
 }
 
 /// Every service, sorted by name.
-pub async fn list(host: &str, client: &mut Client) -> Result<Vec<ServiceView>> {
+pub async fn list(host: &Host, client: &mut Client) -> Result<Vec<ServiceView>> {
     Ok(client
         .list_services(ListServicesRequest {})
         .await
@@ -213,7 +213,7 @@ pub async fn list(host: &str, client: &mut Client) -> Result<Vec<ServiceView>> {
         .services)
 }
 
-pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
+pub async fn ls(host: &Host, a: &ListArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let services = list(host, &mut client).await?;
     print_services(&services, a)
@@ -296,7 +296,7 @@ fn error_text(p: &PodView, no_trunc: bool) -> String {
     }
 }
 
-pub async fn ps(host: &str, a: &PsArgs) -> Result<()> {
+pub async fn ps(host: &Host, a: &PsArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let mut pods: Vec<PodView> = Vec::new();
     for svc in &a.services {
@@ -387,7 +387,7 @@ pub async fn ps(host: &str, a: &PsArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn inspect(host: &str, a: &InspectArgs) -> Result<()> {
+pub async fn inspect(host: &Host, a: &InspectArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let mut views = Vec::new();
     for s in &a.services {
@@ -402,7 +402,7 @@ pub async fn inspect(host: &str, a: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn logs(host: &str, a: &LogsArgs) -> Result<()> {
+pub async fn logs(host: &Host, a: &LogsArgs) -> Result<()> {
     let tail = match a.tail.as_deref() {
         None | Some("all") => 0,
         Some(t) => t
@@ -434,7 +434,7 @@ pub async fn logs(host: &str, a: &LogsArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn rm(host: &str, a: &RmArgs) -> Result<()> {
+pub async fn rm(host: &Host, a: &RmArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let mut failed = false;
     for s in &a.services {

@@ -10,7 +10,7 @@ use shoal_proto::{
 };
 
 use crate::args::{ListArgs, PsArgs, StackDeployArgs, StackNameArgs, StackRmArgs};
-use crate::client::{api_error, connect, Client};
+use crate::client::{api_error, connect, Client, Host};
 use crate::commands::secret::{self, Kind};
 use crate::commands::{rollout, service};
 use crate::output::table;
@@ -41,7 +41,7 @@ fn check_stack_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn deploy(host: &str, a: &StackDeployArgs) -> Result<()> {
+pub async fn deploy(host: &Host, a: &StackDeployArgs) -> Result<()> {
     check_stack_name(&a.name)?;
     let first = a.compose_file.first().cloned().unwrap_or_default();
     let env = stack::build_env(&first, std::env::vars())?;
@@ -131,7 +131,7 @@ pub async fn deploy(host: &str, a: &StackDeployArgs) -> Result<()> {
 /// pods started, ready (healthy where a healthcheck exists), or completed
 /// successfully. Fails at once when a pod of `dep` cannot run.
 async fn wait_dependency(
-    host: &str,
+    host: &Host,
     client: &mut Client,
     service: &str,
     dep: &str,
@@ -184,7 +184,7 @@ async fn wait_dependency(
 /// an existing one must have the same content (they are immutable), an
 /// external one must exist.
 async fn deploy_objects(
-    host: &str,
+    host: &Host,
     client: &mut Client,
     objects: Vec<stack::secrets::StackObject>,
 ) -> Result<()> {
@@ -219,7 +219,7 @@ async fn deploy_objects(
 
 /// Whether the stack still has secrets or configs (a stack whose services
 /// are gone can still be removed).
-async fn has_objects(host: &str, client: &mut Client, stack_name: &str) -> Result<bool> {
+async fn has_objects(host: &Host, client: &mut Client, stack_name: &str) -> Result<bool> {
     for kind in [Kind::Secret, Kind::Config] {
         let all = secret::list_objects(host, client, kind).await?;
         if all.iter().any(|o| o.spec().stack == stack_name) {
@@ -232,7 +232,7 @@ async fn has_objects(host: &str, client: &mut Client, stack_name: &str) -> Resul
 /// Removes the stack's own secrets and configs (never external ones). The
 /// services' pods may still be stopping and keep them in use for a while,
 /// so a removal refused as in use is retried for up to a minute.
-async fn remove_objects(host: &str, client: &mut Client, stack_name: &str) -> Result<bool> {
+async fn remove_objects(host: &Host, client: &mut Client, stack_name: &str) -> Result<bool> {
     let mut failed = false;
     for kind in [Kind::Secret, Kind::Config] {
         let mine: Vec<String> = secret::list_objects(host, client, kind)
@@ -266,7 +266,7 @@ async fn remove_objects(host: &str, client: &mut Client, stack_name: &str) -> Re
     Ok(!failed)
 }
 
-pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
+pub async fn ls(host: &Host, a: &ListArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let services = service::list(host, &mut client).await?;
     let mut stacks: std::collections::BTreeMap<String, usize> = Default::default();
@@ -296,7 +296,7 @@ pub async fn ls(host: &str, a: &ListArgs) -> Result<()> {
     Ok(())
 }
 
-async fn services_of(host: &str, name: &str) -> Result<Vec<ServiceView>> {
+async fn services_of(host: &Host, name: &str) -> Result<Vec<ServiceView>> {
     let mut client = connect(host).await?;
     let services: Vec<ServiceView> = service::list(host, &mut client)
         .await?
@@ -309,11 +309,11 @@ async fn services_of(host: &str, name: &str) -> Result<Vec<ServiceView>> {
     Ok(services)
 }
 
-pub async fn services(host: &str, a: &StackNameArgs) -> Result<()> {
+pub async fn services(host: &Host, a: &StackNameArgs) -> Result<()> {
     service::print_services(&services_of(host, &a.name).await?, &a.list)
 }
 
-pub async fn ps(host: &str, a: &StackNameArgs) -> Result<()> {
+pub async fn ps(host: &Host, a: &StackNameArgs) -> Result<()> {
     let names = services_of(host, &a.name)
         .await?
         .iter()
@@ -331,7 +331,7 @@ pub async fn ps(host: &str, a: &StackNameArgs) -> Result<()> {
     .await
 }
 
-pub async fn rm(host: &str, a: &StackRmArgs) -> Result<()> {
+pub async fn rm(host: &Host, a: &StackRmArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let services = service::list(host, &mut client).await?;
     let mut failed = false;

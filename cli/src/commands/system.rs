@@ -6,9 +6,9 @@ use anyhow::{bail, Result};
 use shoal_proto::{InfoRequest, JoinTokenRequest, JoinTokenResponse, LeaveRequest, NodeRole};
 
 use crate::args::{Format, FormatArgs, JoinRole, JoinTokenArgs, LeaveArgs};
-use crate::client::{api_error, connect};
+use crate::client::{api_error, connect, Host};
 
-pub async fn version(host: &str) -> Result<()> {
+pub async fn version(host: &Host) -> Result<()> {
     println!("Client:\n Version:    {}", env!("CARGO_PKG_VERSION"));
     let mut client = connect(host).await?;
     let info = client
@@ -21,7 +21,7 @@ pub async fn version(host: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn info(host: &str, a: &FormatArgs) -> Result<()> {
+pub async fn info(host: &Host, a: &FormatArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let i = client
         .info(InfoRequest {})
@@ -53,7 +53,7 @@ pub async fn info(host: &str, a: &FormatArgs) -> Result<()> {
 
 /// `shoal join-token worker|manager [-q] [--rotate]`, as Docker's
 /// `swarm join-token`.
-pub async fn join_token(host: &str, a: &JoinTokenArgs) -> Result<()> {
+pub async fn join_token(host: &Host, a: &JoinTokenArgs) -> Result<()> {
     let t = join_token_of(host, a.role, a.rotate).await?;
     if a.quiet {
         println!("{}", t.token);
@@ -68,7 +68,7 @@ pub async fn join_token(host: &str, a: &JoinTokenArgs) -> Result<()> {
 }
 
 /// Asks the manager for a role's token, rotating it first with `rotate`.
-pub async fn join_token_of(host: &str, role: JoinRole, rotate: bool) -> Result<JoinTokenResponse> {
+pub async fn join_token_of(host: &Host, role: JoinRole, rotate: bool) -> Result<JoinTokenResponse> {
     let mut client = connect(host).await?;
     let request = JoinTokenRequest {
         role: match role {
@@ -107,7 +107,7 @@ fn role_name(role: JoinRole) -> &'static str {
 }
 
 /// Asks the daemon to leave and waits until it has stopped.
-pub async fn leave(host: &str, a: &LeaveArgs) -> Result<()> {
+pub async fn leave(host: &Host, a: &LeaveArgs) -> Result<()> {
     let mut client = connect(host).await?;
     client
         .leave(LeaveRequest { force: a.force })

@@ -225,7 +225,8 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
         leave,
         key.clone(),
         ca.digest().clone(),
-    );
+    )
+    .with_ca(ca.clone());
 
     // Cluster gRPC: mutual TLS, every call authorized against the store
     // (first, so a caller is checked before anything is forwarded for it),

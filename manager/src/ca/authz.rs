@@ -73,6 +73,7 @@ pub const TABLE: &[(&str, Access)] = &[
     ("/shoal.v1.Control/RemoveConfig", CONTROL),
     ("/shoal.v1.Control/GetJoinToken", CONTROL),
     ("/shoal.v1.Control/RotateJoinToken", CONTROL),
+    ("/shoal.v1.Control/IssueClientCertificate", CONTROL),
     ("/shoal.v1.Raft/AppendEntries", RAFT),
     ("/shoal.v1.Raft/RequestVote", RAFT),
     ("/shoal.v1.Raft/InstallSnapshot", RAFT),

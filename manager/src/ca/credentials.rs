@@ -4,7 +4,7 @@
 //! `--tlsverify` directories, so `shoal -H tcp://HOST:2377 --tls-dir DIR`
 //! reads the same files `shoal ca client-cert --out DIR` writes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use rcgen::KeyPair;
@@ -89,6 +89,12 @@ impl NodeCredentials {
             ca,
             identity,
         })
+    }
+
+    /// The files [`NodeCredentials::save`] writes in `dir` (certificate,
+    /// key, CA certificate), so a caller can refuse to overwrite them.
+    pub fn paths_in(dir: &Path) -> [PathBuf; 3] {
+        [CERT_FILE, KEY_FILE, CA_FILE].map(|f| dir.join(f))
     }
 
     /// Writes the credentials into `dir` (created mode 0700 if missing).

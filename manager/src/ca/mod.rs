@@ -10,6 +10,7 @@
 //! behind [`authz::AuthzLayer`]).
 
 pub mod authz;
+mod client_name;
 mod credentials;
 mod digest;
 mod error;
@@ -22,6 +23,7 @@ mod service;
 pub mod tls;
 mod token;
 
+pub use client_name::ClientName;
 pub use credentials::NodeCredentials;
 pub use digest::CaDigest;
 pub use error::CaError;

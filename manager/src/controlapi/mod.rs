@@ -2,6 +2,7 @@
 //! input (errors name the field), reads the store, and writes through Raft
 //! with optimistic version checks, retrying when a controller wrote first.
 
+pub mod clientcerts;
 pub mod external;
 pub mod forward;
 pub mod get;
@@ -24,10 +25,11 @@ use shoal_proto::{
     ScaleServiceRequest, ServiceLogsRequest, ServiceView,
 };
 use shoal_proto::{
-    Config, CreateFileObjectRequest, FileObjectRequest, JoinTokenRequest, JoinTokenResponse,
-    ListConfigsResponse, ListDeploymentsRequest, ListDeploymentsResponse, ListFileObjectsRequest,
-    ListSecretsResponse, ListServiceObjectsRequest, ListServiceObjectsResponse,
-    RemoveFileObjectResponse, Secret, UpdateFileObjectRequest,
+    Config, CreateFileObjectRequest, FileObjectRequest, IssueClientCertificateRequest,
+    IssueClientCertificateResponse, JoinTokenRequest, JoinTokenResponse, ListConfigsResponse,
+    ListDeploymentsRequest, ListDeploymentsResponse, ListFileObjectsRequest, ListSecretsResponse,
+    ListServiceObjectsRequest, ListServiceObjectsResponse, RemoveFileObjectResponse, Secret,
+    UpdateFileObjectRequest,
 };
 use shoal_proto::{
     ListReplicaSetsRequest, ListReplicaSetsResponse, Node, RemoveNodeRequest, RemoveNodeResponse,
@@ -36,7 +38,7 @@ use shoal_proto::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::ca::CaDigest;
+use crate::ca::{Ca, CaDigest};
 use crate::ids::new_id;
 use crate::keys::ClusterKey;
 use crate::objects::{is_ready, observed, pod_name, touch, version, wanted};
@@ -74,9 +76,12 @@ pub struct ControlApi {
     leave: LeaveHook,
     /// Seals secrets before they go into Raft.
     key: ClusterKey,
-    /// The digest of the cluster's CA, for join tokens. Only the digest:
-    /// the CA's private key stays with the daemon, out of every answer.
+    /// The digest of the cluster's CA, for join tokens.
     ca_digest: CaDigest,
+    /// The CA with its key, on a manager that holds one: it signs client
+    /// certificates (IssueClientCertificate), and its key is never part of
+    /// an answer. `None` answers that RPC with failed_precondition.
+    ca: Option<Arc<Ca>>,
 }
 
 /// How many times a write is retried when a controller changed the same
@@ -111,6 +116,7 @@ impl ControlApi {
             leave,
             key,
             ca_digest,
+            ca: None,
         }
     }
 
@@ -133,7 +139,17 @@ impl ControlApi {
             leave,
             key: ClusterKey::generate(),
             ca_digest,
+            ca: None,
         }
+    }
+
+    /// Lets this API sign client certificates with `ca` (which must be the
+    /// CA whose digest [`ControlApi::new`] was given). A builder method
+    /// rather than an argument of `new`, because only a manager that holds
+    /// the CA's key has one to give.
+    pub fn with_ca(mut self, ca: Arc<Ca>) -> Self {
+        self.ca = Some(ca);
+        self
     }
 
     pub fn into_service(self) -> ControlServer<ControlApi> {
@@ -826,6 +842,22 @@ impl control_server::Control for ControlApi {
             .await?;
         tracing::info!(%role, "join token rotated: the previous one no longer admits new nodes");
         let resp = tokens::response(&cluster, &self.ca_digest, role, &self.local.advertise_addr)?;
+        Ok(Response::new(resp))
+    }
+
+    async fn issue_client_certificate(
+        &self,
+        request: Request<IssueClientCertificateRequest>,
+    ) -> Result<Response<IssueClientCertificateResponse>, Status> {
+        // The cluster's epoch as of every committed write (and on a worker's
+        // socket, which has no store, not-a-manager).
+        self.read(|_| ()).await?;
+        let resp = clientcerts::issue(
+            self.ca.as_deref(),
+            &self.store,
+            request.get_ref(),
+            &self.local.advertise_addr,
+        )?;
         Ok(Response::new(resp))
     }
 }

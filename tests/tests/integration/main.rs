@@ -5,6 +5,7 @@
 //! test first: `cargo build -p shoal-cli && cargo test --workspace`.
 
 mod cli;
+mod clientcert;
 mod cluster;
 mod examples;
 mod get;
