@@ -168,6 +168,7 @@ impl SimCluster {
                     tls::connect_lazy(addr, client_tls.clone()).map_err(|e| e.to_string())
                 }),
                 on_managers: None,
+                on_role: None,
             };
             let config = AgentConfig {
                 node_id: node_id.clone(),
