@@ -122,6 +122,21 @@ fn workers_join_with_a_token_run_pods_on_their_engines_and_rejoin_after_a_restar
     );
     let info = hosts.shoal("n2", &["info"]).ok();
     assert!(info.stdout.contains("Is Manager:        false"), "{info}");
+    // Nor may it use its certificate to call the Control API remotely.
+    let remote = format!("tcp://{ip1}:2377");
+    let tls_dir = format!("{}/tls", shoal_tests::hosts::SHOAL_DATA_DIR);
+    let refused = hosts
+        .shoal(
+            "n2",
+            &["-H", &remote, "--tls-dir", &tls_dir, "service", "ls"],
+        )
+        .fails();
+    assert!(
+        refused
+            .stderr
+            .contains("may not call /shoal.v1.Control/ListServices"),
+        "{refused}"
+    );
 
     // Pods spread over the three engines.
     hosts
@@ -177,4 +192,160 @@ fn workers_join_with_a_token_run_pods_on_their_engines_and_rejoin_after_a_restar
     // A worker leaves; its containers go with it.
     hosts.shoal("n3", &["leave", "--force"]).ok();
     assert!(containers(&hosts, "n3", "web").is_empty());
+}
+
+/// The Hostname of the node `node ls` (on `on`) marks with `status`.
+fn manager_with(hosts: &Hosts, on: &str, status: &str) -> Option<String> {
+    nodes(hosts, on)
+        .iter()
+        .find(|n| n["ManagerStatus"] == status)
+        .and_then(|n| n["Hostname"].as_str())
+        .map(str::to_string)
+}
+
+fn manager_statuses(hosts: &Hosts, on: &str) -> Vec<String> {
+    let mut s: Vec<String> = nodes(hosts, on)
+        .iter()
+        .filter_map(|n| n["ManagerStatus"].as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    s.sort();
+    s
+}
+
+#[test]
+fn three_managers_survive_the_leaders_loss_forward_commands_and_keep_their_quorum() {
+    let image = web_image("v1");
+    let hosts = Hosts::builder(3).image(&image).start();
+    let ip1 = hosts.ip("n1").to_string();
+    hosts
+        .shoal(
+            "n1",
+            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
+        )
+        .ok();
+    let token = hosts
+        .shoal("n1", &["join-token", "manager", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    for n in ["n2", "n3"] {
+        let joined = hosts
+            .shoal(
+                n,
+                &["join", "--token", &token, "--pod-network-internal", &ip1],
+            )
+            .ok();
+        assert!(joined.stdout.contains("as a manager"), "{joined}");
+    }
+    wait_for(
+        "a leader and two reachable managers",
+        Duration::from_secs(30),
+        || match manager_statuses(&hosts, "n1").as_slice() {
+            [a, b, c] if a == "Leader" && b == "Reachable" && c == "Reachable" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // Any manager takes commands: followers forward them to the leader.
+    let leader = manager_with(&hosts, "n1", "Leader").expect("a leader");
+    let follower = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+    hosts
+        .shoal(
+            follower,
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "--replicas",
+                "3",
+                "--stop-grace-period",
+                "1s",
+                &image,
+            ],
+        )
+        .ok();
+    for i in 0..5 {
+        hosts
+            .shoal(
+                follower,
+                &["config", "create", &format!("before-{i}"), "/etc/hostname"],
+            )
+            .ok();
+    }
+
+    // The leader's host dies: another manager leads, and writes through a
+    // survivor succeed again (print the time: the figure is in BENCHMARKS.md).
+    hosts.kill(&leader);
+    let survivor = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+    let killed = Instant::now();
+    let mut attempt = 0;
+    wait_for(
+        "a write after the leader's loss",
+        Duration::from_secs(30),
+        || {
+            attempt += 1;
+            let out = hosts.exec(
+                survivor,
+                &[
+                    "timeout",
+                    "3",
+                    "shoal",
+                    "config",
+                    "create",
+                    &format!("after-{attempt}"),
+                    "/etc/hostname",
+                ],
+            );
+            if out.success() {
+                Ok(())
+            } else {
+                Err(out.all())
+            }
+        },
+    );
+    eprintln!(
+        "leader {leader} killed: next write after {:?}",
+        killed.elapsed()
+    );
+    let new_leader = manager_with(&hosts, survivor, "Leader").expect("a new leader");
+    assert_ne!(new_leader, leader);
+    // Nothing committed is lost.
+    let configs = hosts.shoal(survivor, &["config", "ls"]).ok();
+    for i in 0..5 {
+        assert!(configs.stdout.contains(&format!("before-{i}")), "{configs}");
+    }
+    assert!(hosts
+        .shoal(survivor, &["service", "ls"])
+        .ok()
+        .stdout
+        .contains("web"));
+
+    // Two managers left, one of them reachable from the other: demoting a
+    // live one would cost the quorum and is refused; demoting the dead one
+    // is not.
+    let other = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader && *n != survivor)
+        .unwrap();
+    let refused = hosts.shoal(survivor, &["node", "demote", other]).fails();
+    assert!(refused.stderr.contains("lose its quorum"), "{refused}");
+    hosts.shoal(survivor, &["node", "demote", &leader]).ok();
+    wait_for(
+        "two managers",
+        Duration::from_secs(30),
+        || match manager_statuses(&hosts, survivor).as_slice() {
+            [a, b] if a == "Leader" && b == "Reachable" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
 }
