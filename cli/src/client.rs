@@ -224,11 +224,7 @@ pub fn api_error(host: impl Into<Host>, status: tonic::Status) -> anyhow::Error 
             _ if broken => broken_connection(addr, dir, &status),
             _ => anyhow!("{}", status.message()),
         },
-        _ if status.code() == tonic::Code::Unavailable
-            && status.message().contains("transport") =>
-        {
-            unreachable(&host.addr)
-        }
+        _ if status.code() == tonic::Code::Unavailable && broken => unreachable(&host.addr),
         _ => anyhow!("{}", status.message()),
     }
 }

@@ -11,8 +11,17 @@ use shoal_tests::wait_for;
 
 /// `shoal node ls --format json` on `on`.
 fn nodes(hosts: &Hosts, on: &str) -> Vec<Value> {
-    let out = hosts.shoal(on, &["node", "ls", "--format", "json"]).ok();
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("node ls json: {e}\n{out}"))
+    try_nodes(hosts, on).unwrap_or_else(|e| panic!("{e}\n{on}'s log:\n{}", hosts.shoal_log(on, 40)))
+}
+
+/// As [`nodes`], or why not: for waits that span a leadership change, when
+/// a command may fail until the managers agree on a leader.
+fn try_nodes(hosts: &Hosts, on: &str) -> Result<Vec<Value>, String> {
+    let out = hosts.shoal(on, &["node", "ls", "--format", "json"]);
+    if !out.success() {
+        return Err(format!("node ls on {on} failed:\n{out}"));
+    }
+    serde_json::from_str(&out.stdout).map_err(|e| format!("node ls json: {e}\n{out}"))
 }
 
 fn ready_count(hosts: &Hosts, on: &str) -> usize {
@@ -204,7 +213,10 @@ fn manager_with(hosts: &Hosts, on: &str, status: &str) -> Option<String> {
 }
 
 fn manager_statuses(hosts: &Hosts, on: &str) -> Vec<String> {
-    let mut s: Vec<String> = nodes(hosts, on)
+    let Ok(nodes) = try_nodes(hosts, on) else {
+        return vec!["(node ls failed)".to_string()];
+    };
+    let mut s: Vec<String> = nodes
         .iter()
         .filter_map(|n| n["ManagerStatus"].as_str())
         .filter(|s| !s.is_empty())
@@ -348,4 +360,131 @@ fn three_managers_survive_the_leaders_loss_forward_commands_and_keep_their_quoru
             other => Err(format!("{other:?}")),
         },
     );
+}
+
+#[test]
+fn promotion_and_demotion_while_serving_including_the_leader_and_a_manager_restart() {
+    let image = web_image("v1");
+    let hosts = Hosts::builder(3).image(&image).start();
+    let ip1 = hosts.ip("n1").to_string();
+    hosts
+        .shoal(
+            "n1",
+            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
+        )
+        .ok();
+    let token = hosts
+        .shoal("n1", &["join-token", "worker", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    for n in ["n2", "n3"] {
+        hosts
+            .shoal(
+                n,
+                &["join", "--token", &token, "--pod-network-internal", &ip1],
+            )
+            .ok();
+    }
+    wait_for(
+        "3 Ready nodes",
+        Duration::from_secs(30),
+        || match ready_count(&hosts, "n1") {
+            3 => Ok(()),
+            n => Err(format!("{n} ready")),
+        },
+    );
+    hosts
+        .shoal(
+            "n1",
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "--replicas",
+                "6",
+                "--stop-grace-period",
+                "1s",
+                &image,
+            ],
+        )
+        .ok();
+
+    // Two workers promoted: they restart as managers and join Raft.
+    hosts.shoal("n1", &["node", "promote", "n2", "n3"]).ok();
+    wait_for(
+        "three managers",
+        Duration::from_secs(60),
+        || match manager_statuses(&hosts, "n1").as_slice() {
+            [a, b, c] if a == "Leader" && b == "Reachable" && c == "Reachable" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let info = hosts.shoal("n2", &["info"]).ok();
+    assert!(info.stdout.contains("Is Manager:        true"), "{info}");
+    let on_n2 = containers(&hosts, "n2", "web");
+    assert!(!on_n2.is_empty());
+
+    // The leader demoted from another manager: leadership moves first, the
+    // old leader goes on as a worker with its containers.
+    let leader = manager_with(&hosts, "n1", "Leader").expect("a leader");
+    let other = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+    let before = containers(&hosts, &leader, "web");
+    let t = Instant::now();
+    hosts.shoal(other, &["node", "demote", &leader]).ok();
+    wait_for(
+        "two managers after the leader's demotion",
+        Duration::from_secs(60),
+        || match manager_statuses(&hosts, other).as_slice() {
+            [a, b] if a == "Leader" && b == "Reachable" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    eprintln!("leader demoted: two managers again after {:?}", t.elapsed());
+    wait_for(
+        "the old leader to run as a worker",
+        Duration::from_secs(30),
+        || {
+            let info = hosts.shoal(&leader, &["info"]);
+            if info.stdout.contains("Is Manager:        false") {
+                Ok(())
+            } else {
+                Err(info.all())
+            }
+        },
+    );
+    let mut after = containers(&hosts, &leader, "web");
+    let mut before = before;
+    after.sort();
+    before.sort();
+    assert_eq!(after, before, "the demoted leader kept its containers");
+    let ls = hosts.shoal(other, &["service", "ls"]).ok();
+    assert!(ls.stdout.contains("6/6"), "{ls}");
+
+    // A manager killed and resumed from its data dir rejoins by itself.
+    hosts.exec(other, &["pkill", "-9", "-x", "shoal"]).ok();
+    hosts.shoal(other, &["daemon"]).ok();
+    let third = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader && *n != other)
+        .unwrap();
+    wait_for(
+        "the restarted manager back",
+        Duration::from_secs(30),
+        || match manager_statuses(&hosts, third).as_slice() {
+            [a, b] if a == "Leader" && b == "Reachable" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    hosts
+        .shoal(
+            other,
+            &["config", "create", "after-restart", "/etc/hostname"],
+        )
+        .ok();
 }
