@@ -298,8 +298,15 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     Ok(())
 }
 
-/// How often a node checks whether its certificate is due for renewal.
-const RENEWAL_CHECK: Duration = Duration::from_secs(3_600);
+/// How often a node checks whether its certificate is due for renewal: a
+/// tenth of its lifetime, at most hourly.
+fn renewal_check(credentials: &shoal_manager::ca::NodeCredentials) -> Duration {
+    credentials
+        .validity()
+        .map(|v| v.lifetime() / 10)
+        .unwrap_or(Duration::from_secs(3_600))
+        .clamp(Duration::from_secs(1), Duration::from_secs(3_600))
+}
 
 /// Asks for a restart in the same role (a renewal) once the certificate
 /// has less than a third of its validity left.
@@ -320,7 +327,7 @@ async fn watch_expiry(
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(RENEWAL_CHECK) => {}
+            _ = tokio::time::sleep(renewal_check(&credentials)) => {}
         }
     }
 }

@@ -17,7 +17,6 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rand::Rng;
@@ -97,7 +96,7 @@ pub fn restart(data_dir: &Path, socket: &Path) -> anyhow::Error {
 
 fn issue_locally(ca: &Ca, me: &PeerIdentity, role: Role) -> Result<NodeCredentials> {
     let identity = PeerIdentity::new(&me.node_id, role, &me.cluster_id, me.epoch)?;
-    Ok(ca.issue_credentials(&identity, Duration::from_millis(d::NODE_CERT_VALIDITY_MS))?)
+    Ok(ca.issue_credentials(&identity, shoal_proto::defaults::node_cert_validity())?)
 }
 
 fn save_credentials(data_dir: &Path, creds: &NodeCredentials) -> Result<()> {

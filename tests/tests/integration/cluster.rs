@@ -488,3 +488,92 @@ fn promotion_and_demotion_while_serving_including_the_leader_and_a_manager_resta
         )
         .ok();
 }
+
+/// The node certificate a node holds now (PEM).
+fn certificate(hosts: &Hosts, node: &str) -> String {
+    let path = format!("{}/tls/cert.pem", shoal_tests::hosts::SHOAL_DATA_DIR);
+    hosts.exec(node, &["cat", &path]).ok().stdout
+}
+
+#[test]
+fn certificates_are_renewed_before_they_expire_without_disturbing_the_pods() {
+    let image = web_image("v1");
+    let hosts = Hosts::builder(2).image(&image).start();
+    let ip1 = hosts.ip("n1").to_string();
+    // 30-second certificates: each node renews with a third left, ~20 s in.
+    let validity = format!("{}=30", shoal_proto::defaults::NODE_CERT_VALIDITY_ENV);
+    hosts
+        .exec(
+            "n1",
+            &[
+                "env",
+                &validity,
+                "shoal",
+                "init",
+                "--advertise-addr",
+                &ip1,
+                "--pod-network-internal",
+            ],
+        )
+        .ok();
+    let token = hosts
+        .shoal("n1", &["join-token", "worker", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    hosts
+        .shoal(
+            "n2",
+            &["join", "--token", &token, "--pod-network-internal", &ip1],
+        )
+        .ok();
+    hosts
+        .shoal(
+            "n1",
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "--replicas",
+                "4",
+                "--stop-grace-period",
+                "1s",
+                &image,
+            ],
+        )
+        .ok();
+    let first = [certificate(&hosts, "n1"), certificate(&hosts, "n2")];
+    let pods = containers(&hosts, "n2", "web");
+    assert!(!pods.is_empty());
+    wait_for("both certificates renewed", Duration::from_secs(90), || {
+        let now = [certificate(&hosts, "n1"), certificate(&hosts, "n2")];
+        if now[0] != first[0] && now[1] != first[1] {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    });
+    wait_for(
+        "both nodes Ready with the service whole",
+        Duration::from_secs(30),
+        || {
+            let ls = hosts.shoal("n1", &["service", "ls"]);
+            match try_nodes(&hosts, "n1") {
+                Ok(n)
+                    if n.iter().filter(|n| n["Status"] == "Ready").count() == 2
+                        && ls.stdout.contains("4/4") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}\n{ls}")),
+            }
+        },
+    );
+    assert_eq!(
+        containers(&hosts, "n2", "web"),
+        pods,
+        "n2's pods were not disturbed"
+    );
+}
