@@ -146,6 +146,29 @@ fn workers_join_with_a_token_run_pods_on_their_engines_and_rejoin_after_a_restar
             .contains("may not call /shoal.v1.Control/ListServices"),
         "{refused}"
     );
+    // A client certificate from a manager does: the remote CLI from n2.
+    hosts
+        .shoal(
+            "n1",
+            &["ca", "client-cert", "--out", "/tmp/client", "--name", "ops"],
+        )
+        .ok();
+    hosts.exec("n2", &["mkdir", "-p", "/tmp/client"]).ok();
+    for file in ["ca.pem", "cert.pem", "key.pem"] {
+        let pem = hosts
+            .exec("n1", &["cat", &format!("/tmp/client/{file}")])
+            .ok()
+            .stdout;
+        let write = format!("umask 077 && cat > /tmp/client/{file} <<'EOF'\n{pem}EOF\n");
+        hosts.exec("n2", &["sh", "-c", &write]).ok();
+    }
+    let remote_ls = hosts
+        .shoal(
+            "n2",
+            &["-H", &remote, "--tls-dir", "/tmp/client", "node", "ls"],
+        )
+        .ok();
+    assert!(remote_ls.stdout.contains("Leader"), "{remote_ls}");
 
     // Pods spread over the three engines.
     hosts
