@@ -13,6 +13,7 @@ mod get;
 mod health;
 mod hosts;
 mod logs;
+mod nodeloss;
 mod ports;
 mod recovery;
 mod rollout;
