@@ -27,6 +27,13 @@ pub trait Proposer: Send + Sync + 'static {
     fn leader_raft_id(&self) -> Option<u64> {
         None
     }
+
+    /// Proves that this manager still leads (a round trip to a quorum), for
+    /// a leader cut off from the other managers believes it leads until it
+    /// hears of a newer term.
+    fn confirm_leadership(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { true })
+    }
 }
 
 impl Proposer for RaftNode {
@@ -40,6 +47,10 @@ impl Proposer for RaftNode {
 
     fn leader_raft_id(&self) -> Option<u64> {
         *self.leader_watch().borrow()
+    }
+
+    fn confirm_leadership(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { self.is_leader() && self.linearizable_barrier().await.is_ok() })
     }
 }
 

@@ -19,7 +19,7 @@ use shoal_proto::{
     NodeState, NodeStatus, SessionMessage, SessionRequest, UpdatePodStatusRequest,
     UpdatePodStatusResponse,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -47,6 +47,51 @@ pub struct Dispatcher {
     shutdown: CancellationToken,
     /// Opens the secrets handed to the nodes that run pods using them.
     key: ClusterKey,
+    /// Whether this manager proved its leadership lately (see
+    /// [`confirm_leadership`]): sessions end when it could not.
+    confirmed: watch::Receiver<bool>,
+}
+
+/// How many leadership proofs in a row may fail before sessions end.
+const UNCONFIRMED_TICKS: u32 = 2;
+
+/// Proves leadership to a quorum once per heartbeat period, for the
+/// sessions: a leader cut off from the other managers (but not from its
+/// workers) would otherwise keep their sessions while the new leader
+/// marks them Down and runs their pods elsewhere. One proof per manager,
+/// not per session, so the cost does not grow with the nodes.
+async fn confirm_leadership(
+    proposer: Arc<dyn Proposer>,
+    confirmed: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let period = Duration::from_millis(HEARTBEAT_PERIOD_MS);
+    let mut failures = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        if !proposer.leads() {
+            failures = 0;
+            continue;
+        }
+        let proved = tokio::time::timeout(period, proposer.confirm_leadership())
+            .await
+            .unwrap_or(false);
+        failures = if proved { 0 } else { failures + 1 };
+        let ok = failures < UNCONFIRMED_TICKS;
+        confirmed.send_if_modified(|c| {
+            let changed = *c != ok;
+            if changed && !ok {
+                tracing::warn!(
+                    "this leader cannot reach a quorum of managers: ending worker sessions"
+                );
+            }
+            *c = ok;
+            changed
+        });
+    }
 }
 
 impl Dispatcher {
@@ -60,6 +105,8 @@ impl Dispatcher {
     ) -> Self {
         let status =
             status::StatusBatcher::start(store.clone(), proposer.clone(), shutdown.clone());
+        let (tx, confirmed) = watch::channel(true);
+        tokio::spawn(confirm_leadership(proposer.clone(), tx, shutdown.clone()));
         Dispatcher {
             store,
             proposer,
@@ -67,6 +114,7 @@ impl Dispatcher {
             status,
             shutdown,
             key,
+            confirmed,
         }
     }
 
@@ -217,6 +265,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
     ) -> Result<Response<Self::SessionStream>, Status> {
         authz::ensure_own_node(&request, &request.get_ref().node_id)?;
         self.ensure_leader()?;
+        if !*self.confirmed.borrow() {
+            return Err(Status::unavailable(
+                "this manager lost its quorum: it may no longer lead; try another manager",
+            ));
+        }
         let req = request.into_inner();
         if req.node_id.is_empty() {
             return Err(Status::invalid_argument("session: node_id is empty"));
@@ -250,9 +303,19 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     _ = tx.closed() => break,
                     r = changes.changed() => if r.is_err() { break },
                     _ = leadership.tick() => {
-                        // Leadership moved: the node must report to the new
-                        // leader, so end the stream with where it is.
-                        if let Err(status) = this.ensure_leader() {
+                        // Leadership moved, or can no longer be proved: the
+                        // node must report to the (new) leader, so end the
+                        // stream with where it is.
+                        let unproved = !*this.confirmed.borrow();
+                        if let Err(status) = this.ensure_leader().and_then(|()| {
+                            if unproved {
+                                Err(Status::unavailable(
+                                    "this manager lost its quorum: it may no longer lead; reconnecting to another manager",
+                                ))
+                            } else {
+                                Ok(())
+                            }
+                        }) {
                             let _ = tx.send(Err(status)).await;
                             break;
                         }
@@ -287,5 +350,65 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         self.beat(&req.node_id);
         self.status.submit(&req.node_id, req.updates);
         Ok(Response::new(UpdatePodStatusResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod leadership_tests {
+    use super::*;
+    use crate::raft::ProposeError;
+    use futures::future::BoxFuture;
+    use shoal_proto::{Batch, BatchResult};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Leads by its own account; proves it only while `reachable`.
+    struct Isolated {
+        reachable: AtomicBool,
+    }
+
+    impl Proposer for Isolated {
+        fn propose(&self, _: Batch) -> BoxFuture<'_, Result<BatchResult, ProposeError>> {
+            Box::pin(async { Err(ProposeError::NoLeader) })
+        }
+        fn confirm_leadership(&self) -> BoxFuture<'_, bool> {
+            let ok = self.reachable.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if !ok {
+                    // As a barrier that never gets its quorum.
+                    std::future::pending::<()>().await;
+                }
+                true
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_cannot_prove_its_leadership_stops_confirming_and_recovers() {
+        let proposer = Arc::new(Isolated {
+            reachable: AtomicBool::new(true),
+        });
+        let (tx, mut rx) = watch::channel(true);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(confirm_leadership(proposer.clone(), tx, shutdown.clone()));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            *rx.borrow_and_update(),
+            "a reachable quorum keeps it confirmed"
+        );
+
+        proposer.reachable.store(false, Ordering::SeqCst);
+        let cut = tokio::time::Instant::now();
+        rx.changed().await.unwrap();
+        assert!(!*rx.borrow_and_update());
+        let took = cut.elapsed();
+        assert!(
+            took <= Duration::from_millis(HEARTBEAT_PERIOD_MS) * (UNCONFIRMED_TICKS * 2 + 1),
+            "{took:?}"
+        );
+
+        proposer.reachable.store(true, Ordering::SeqCst);
+        rx.changed().await.unwrap();
+        assert!(*rx.borrow());
+        shutdown.cancel();
     }
 }
