@@ -21,6 +21,10 @@
 //!   `Unavailable` instead of forwarding again, so requests never loop.
 //! - With no leader at all the caller gets `Unavailable` saying how many
 //!   managers this one can reach, out of how many.
+//! - A forwarded call is given up (`Unavailable`, outcome unknown, retry)
+//!   as soon as Raft here no longer names the leader it was sent to: a dead
+//!   leader's host sends no reset, so the call would otherwise wait until
+//!   the caller's deadline or the reconnect's [`CONNECT_TIMEOUT`].
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -205,7 +209,24 @@ where
             }
             Route::Leader { addr, channel } => {
                 let from = self.layer.raft.node_id();
-                Box::pin(async move { Ok(forward(request, from, &addr, channel).await) })
+                let mut leader = self.layer.raft.leader_watch();
+                let sent_to = *leader.borrow_and_update();
+                Box::pin(async move {
+                    // A call in flight to a leader that died would wait for
+                    // it (a dead peer sends no reset): give it up as soon as
+                    // Raft no longer names that leader, so the caller can
+                    // retry against the new one.
+                    let deposed = leader.wait_for(|now| *now != sent_to);
+                    tokio::select! {
+                        response = forward(request, from, &addr, channel) => Ok(response),
+                        _ = deposed => Ok(Status::unavailable(format!(
+                            "the call was forwarded to the Raft leader at {addr}, which is no \
+                             longer the leader (a new election began); its outcome is unknown: \
+                             retry"
+                        ))
+                        .into_http()),
+                    }
+                })
             }
             Route::Refuse(status) => Box::pin(async move { Ok(status.into_http()) }),
         }

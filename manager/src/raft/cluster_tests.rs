@@ -695,3 +695,57 @@ async fn followers_forward_control_calls_to_the_leader_but_serve_local_ones() {
         "m2"
     );
 }
+
+#[tokio::test]
+async fn a_call_forwarded_to_a_leader_that_loses_leadership_is_given_up() {
+    let c = Cluster::start(3, true).await;
+    assert_eq!(c.leader_among(&[1, 2, 3]).await, 1);
+    let index = c.write(1, "before").await;
+    c.applied_everywhere(&[2, 3], index).await;
+    let mut follower = control(&c, 2).await;
+
+    // The leader is cut off from Raft both ways (as when its host dies):
+    // a write forwarded to it cannot commit and gets no answer, while
+    // managers 2 and 3 elect a new leader.
+    c.get(1).raft.faults().block_all();
+    c.get(2).raft.faults().block(1);
+    c.get(3).raft.faults().block(1);
+    let t0 = Instant::now();
+    let err = tokio::time::timeout(
+        TIMEOUT,
+        follower.create_config(CreateFileObjectRequest {
+            spec: Some(FileObjectSpec {
+                name: "during-failover".into(),
+                data: b"x=1".to_vec(),
+                ..Default::default()
+            }),
+        }),
+    )
+    .await
+    .expect("the forwarded call is given up once manager 2 no longer follows 1")
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("no longer the leader") && err.message().contains("retry"),
+        "{err:?}"
+    );
+    eprintln!("given up after {:?}", t0.elapsed());
+
+    // A retry reaches the new leader.
+    let next = c.leader_among(&[2, 3]).await;
+    let created = follower
+        .create_config(CreateFileObjectRequest {
+            spec: Some(FileObjectSpec {
+                name: "after-failover".into(),
+                data: b"x=2".to_vec(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(c
+        .get(next)
+        .store
+        .read(|d| d.configs.contains_key(&created.id)));
+}

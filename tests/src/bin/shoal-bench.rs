@@ -39,8 +39,28 @@
 //!   stop-first, pause) until the state is rollback completed;
 //! - rm -> no container left.
 //!
+//! `shoal-bench cluster [--reps N]` compares the clusters of both systems in
+//! node containers (tests/src/hosts.rs: each its own Docker Engine and
+//! address on an `--internal` network), one system at a time, fresh
+//! containers for each system and repetition:
+//!
+//! - worker join / manager join: wall time, measured inside the node, of
+//!   `shoal join --token T IP1` / `docker swarm join --token T IP1:2377` in
+//!   n2 (worker token) and n3 (manager token), against n1;
+//! - failover -> first write: with three managers (n1, n3, n4; n4 joins
+//!   with the manager token too, as shoal has no `node promote`), kill the
+//!   leader's node container, and from another manager loop the cheap write
+//!   `CLI config create NAME /etc/hostname` (a fresh name each time, a
+//!   client time limit of 2 s per attempt, 50 ms apart) until one succeeds;
+//!   the figure runs from `docker kill`'s return to that write's end. The
+//!   new leader is recorded.
+//!
+//! Swarm is left (`docker swarm leave --force` in every node container that
+//! still runs) on success, error, panic or signal; the node containers are
+//! removed by [`Hosts`]' Drop (or the signal handler).
+//!
 //! The shoal daemon is the `shoal` binary next to this executable, so that a
-//! `--release` benchmark measures a release daemon.
+//! `--release` benchmark measures a release daemon (node containers mount it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,7 +70,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shoal_tests::cmd::{describe, try_run};
-use shoal_tests::Node;
+use shoal_tests::{Hosts, Node};
 
 /// The service both systems run.
 const SERVICE: &str = "benchweb";
@@ -84,76 +104,115 @@ static SHOAL_NODE: Mutex<Option<(PathBuf, PathBuf, String)>> = Mutex::new(None);
 fn usage() -> ! {
     eprintln!(
         "usage: shoal-bench swarm [--reps N]\n\
-         \x20      shoal-bench update [--reps N] [--grace DURATION]\n\n\
+         \x20      shoal-bench update [--reps N] [--grace DURATION]\n\
+         \x20      shoal-bench cluster [--reps N] [--attempt-timeout SECS]\n\n\
          swarm   shoal against Docker Swarm on the local engine: create -> 10/10 running,\n\
          \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions)\n\
          update  shoal against Docker Swarm: rolling update of 30 replicas v1 -> v2 (parallelism 5,\n\
          \x20       monitor 1s, stop-first) and its rollback with the rollback defaults, until each\n\
-         \x20       is completed (default 3 repetitions, stop grace period 10s)\n\n\
+         \x20       is completed (default 3 repetitions, stop grace period 10s)\n\
+         cluster shoal against Docker Swarm in node containers (each with its own engine): time\n\
+         \x20       for a worker and a manager to join, and leader failover with three managers (kill\n\
+         \x20       the leader's node -> first successful write; each write attempt with a client\n\
+         \x20       timeout, default 2 s) (default 3 repetitions)\n\n\
          Run it from a release build: cargo run --release -p shoal-tests --bin shoal-bench -- swarm"
     );
     std::process::exit(2)
 }
 
-/// A positive repetition count, or the usage.
-fn parse_reps(v: Option<&str>) -> usize {
-    v.and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| usage())
+/// Which benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bench {
+    Swarm,
+    Update,
+    Cluster,
+}
+
+/// The command line, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Opts {
+    bench: Bench,
+    reps: usize,
+    /// Only for `update`.
+    grace: String,
+    /// Only for `cluster`: each write attempt's client time limit, seconds.
+    attempt_timeout: u32,
+}
+
+/// A positive repetition count.
+fn parse_reps(v: Option<&str>) -> Option<usize> {
+    v.and_then(|v| v.parse().ok()).filter(|n| *n > 0)
 }
 
 /// A grace period as both CLIs take it: a whole number of seconds or
 /// milliseconds ("10s", "1s", "500ms").
-fn parse_grace(v: Option<&str>) -> String {
-    let Some(v) = v else { usage() };
+fn parse_grace(v: Option<&str>) -> Option<String> {
+    let v = v?;
     let ok = ["ms", "s"].iter().any(|unit| {
         v.strip_suffix(unit)
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     });
-    if !ok {
-        usage()
+    ok.then(|| v.to_string())
+}
+
+/// The arguments after the program's name; None means: show the usage.
+fn parse_args(args: &[String]) -> Option<Opts> {
+    let bench = match args.first().map(String::as_str) {
+        Some("swarm") => Bench::Swarm,
+        Some("update") => Bench::Update,
+        Some("cluster") => Bench::Cluster,
+        _ => return None,
+    };
+    let update = bench == Bench::Update;
+    let mut opts = Opts {
+        bench,
+        reps: 3,
+        grace: UPDATE_GRACE.to_string(),
+        attempt_timeout: ATTEMPT_TIMEOUT_S,
+    };
+    let cluster = bench == Bench::Cluster;
+    let secs = |v: Option<&str>| v.and_then(|v| v.parse::<u32>().ok()).filter(|n| *n > 0);
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--reps" => opts.reps = parse_reps(it.next().map(String::as_str))?,
+            _ if a.starts_with("--reps=") => opts.reps = parse_reps(Some(&a["--reps=".len()..]))?,
+            "--grace" if update => opts.grace = parse_grace(it.next().map(String::as_str))?,
+            _ if update && a.starts_with("--grace=") => {
+                opts.grace = parse_grace(Some(&a["--grace=".len()..]))?
+            }
+            "--attempt-timeout" if cluster => {
+                opts.attempt_timeout = secs(it.next().map(String::as_str))?
+            }
+            _ if cluster && a.starts_with("--attempt-timeout=") => {
+                opts.attempt_timeout = secs(Some(&a["--attempt-timeout=".len()..]))?
+            }
+            _ => return None,
+        }
     }
-    v.to_string()
+    Some(opts)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut reps = 3usize;
-    let mut grace = UPDATE_GRACE.to_string();
-    let update = match args.first().map(String::as_str) {
-        Some("swarm") => false,
-        Some("update") => true,
-        _ => usage(),
-    };
-    let mut it = args[1..].iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--reps" => reps = parse_reps(it.next().map(String::as_str)),
-            _ if a.starts_with("--reps=") => reps = parse_reps(Some(&a["--reps=".len()..])),
-            "--grace" if update => grace = parse_grace(it.next().map(String::as_str)),
-            _ if update && a.starts_with("--grace=") => {
-                grace = parse_grace(Some(&a["--grace=".len()..]))
-            }
-            _ => usage(),
-        }
-    }
+    let opts = parse_args(&args).unwrap_or_else(|| usage());
     let shoal = shoal_binary();
-    // Node::start runs shoal_tests::shoal_bin(), which honours SHOAL_BIN.
-    // Set before any thread starts.
+    // Node::start and Hosts::start run shoal_tests::shoal_bin(), which
+    // honours SHOAL_BIN. Set before any thread starts.
     std::env::set_var("SHOAL_BIN", &shoal);
     install_signal_cleanup();
-    let code = match std::panic::catch_unwind(|| {
-        if update {
-            bench_update(reps, &grace, &shoal)
-        } else {
-            bench_swarm(reps, &shoal)
-        }
+    let code = match std::panic::catch_unwind(|| match opts.bench {
+        Bench::Update => bench_update(opts.reps, &opts.grace, &shoal),
+        Bench::Swarm => bench_swarm(opts.reps, &shoal),
+        Bench::Cluster => bench_cluster(opts.reps, opts.attempt_timeout, &shoal),
     }) {
         Ok(()) => 0,
         Err(_) => 1,
     };
-    // Whatever happened, the engine leaves the swarm this program created.
+    // Whatever happened, the engine leaves the swarm this program created,
+    // and so do the node containers of a `cluster` run.
     swarm_leave();
+    cluster_emergency_cleanup();
     std::process::exit(code);
 }
 
@@ -221,6 +280,7 @@ fn install_signal_cleanup() {
         eprintln!("\nshoal-bench: {signal}: cleaning up");
         swarm_leave();
         shoal_emergency_stop();
+        cluster_emergency_cleanup();
         std::process::exit(130);
     });
 }
@@ -1345,4 +1405,847 @@ fn bench_update(reps: usize, grace: &str, shoal: &Path) {
         "swarm_error": swarm_error,
     });
     println!("\n{line}");
+}
+
+// ---------------------------------------------------------------- cluster
+
+/// Node containers per repetition: n1 initialises, n2 joins as a worker, n3
+/// and n4 join as managers, so that n1, n3 and n4 are the three managers.
+/// (shoal has no `node promote` yet, so a fourth container stands in for
+/// promoting the worker; Swarm is set up the same way.)
+const CLUSTER_NODES: usize = 4;
+const CLUSTER_MANAGERS: [&str; 3] = ["n1", "n3", "n4"];
+/// Default client time limit of each write attempt after the kill
+/// (`timeout 2 ...`; `--attempt-timeout SECS`).
+const ATTEMPT_TIMEOUT_S: u32 = 2;
+/// Pause between two write attempts (seconds, as `sleep` takes it).
+const ATTEMPT_PAUSE_S: &str = "0.05";
+/// Attempts before the write loop gives up.
+const MAX_ATTEMPTS: usize = 2000;
+/// Longest wait for the first successful write after the kill.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(180);
+/// Longest wait for three managers to be Leader/Reachable.
+const MANAGERS_TIMEOUT: Duration = Duration::from_secs(90);
+/// Time the three managers are left alone before the kill (heartbeats,
+/// connections, Swarm's first raft snapshot settle).
+const CLUSTER_SETTLE: Duration = Duration::from_secs(3);
+
+/// The node containers of the running `cluster` repetition, for cleanup on
+/// a signal or an error that skipped the guards: (containers, network,
+/// whether they were put into a swarm).
+static CLUSTER_HOSTS: Mutex<Option<(Vec<String>, String, bool)>> = Mutex::new(None);
+
+/// The two systems the `cluster` benchmark compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum System {
+    Shoal,
+    Swarm,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Shoal => "shoal",
+            System::Swarm => "Swarm",
+        }
+    }
+
+    /// The CLI in the node container that makes the cheap write
+    /// (`CLI config create NAME FILE`).
+    fn cli(self) -> &'static str {
+        match self {
+            System::Shoal => "shoal",
+            System::Swarm => "docker",
+        }
+    }
+}
+
+/// What one repetition of `cluster` measured for one system.
+#[derive(Debug, Clone, Default)]
+struct ClusterRep {
+    /// Wall time of the join command in the node (worker token; manager token).
+    worker_join: f64,
+    manager_join: f64,
+    /// From the killed leader's container being down (`docker kill`
+    /// returned) to the first write that completed.
+    failover: f64,
+    /// How long `docker kill` of the leader's container took.
+    kill: f64,
+    /// The successful attempt's own duration.
+    last_attempt: f64,
+    attempts: usize,
+    old_leader: String,
+    new_leader: String,
+    writer: String,
+    /// The errors of the first and the last failed attempt.
+    first_error: String,
+    last_error: String,
+    /// shoal: when the writer's daemon logged "raft leader changed" after
+    /// the kill (seconds after it), from its log.
+    leader_events: String,
+}
+
+impl ClusterRep {
+    fn line(&self) -> String {
+        let errors = if self.attempts > 1 {
+            format!(
+                "; first error: {}; last error: {}",
+                self.first_error, self.last_error
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "worker join {:.2} s, manager join {:.2} s, failover {:.2} s (leader {} killed, docker kill {:.2} s; \
+             {} write attempts from {}, the last took {:.2} s; new leader {}{errors})",
+            self.worker_join,
+            self.manager_join,
+            self.failover,
+            self.old_leader,
+            self.kill,
+            self.attempts,
+            self.writer,
+            self.last_attempt,
+            self.new_leader
+        ) + &if self.leader_events.is_empty() {
+            String::new()
+        } else {
+            format!("; the writer's daemon logged: {}", self.leader_events)
+        }
+    }
+}
+
+/// Runs ARGS in a node container with [`CMD_TIMEOUT`]; Err with everything
+/// it printed unless it exits 0.
+fn node_ok(hosts: &Hosts, name: &str, args: &[&str]) -> Result<String, String> {
+    must(&mut hosts.exec_command(name, args)).map_err(|e| format!("in {name}: {e}"))
+}
+
+/// The marker line [`timed_in_node`]'s wrapper prints.
+const TIMED_MARK: &str = "__shoal_bench_timed";
+
+/// Runs ARGS in a node container and returns its wall time measured inside
+/// the node (`date +%s%N` before and after), so `docker exec`'s own start-up
+/// is not counted. Err unless it exits 0.
+fn timed_in_node(hosts: &Hosts, name: &str, args: &[&str]) -> Result<f64, String> {
+    let script = format!(
+        r#"s=$(date +%s%N); "$@"; rc=$?; e=$(date +%s%N); echo "{TIMED_MARK} $rc $s $e"; exit $rc"#
+    );
+    let mut a = vec!["sh", "-c", script.as_str(), "timed"];
+    a.extend_from_slice(args);
+    let out = node_ok(hosts, name, &a)?;
+    parse_timed(&out).ok_or_else(|| format!("in {name}: no timing line in:\n{out}"))
+}
+
+/// The seconds between the two stamps of the wrapper's marker line.
+fn parse_timed(out: &str) -> Option<f64> {
+    let line = out.lines().rev().find(|l| l.starts_with(TIMED_MARK))?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (s, e): (u128, u128) = (f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?);
+    Some(e.checked_sub(s)? as f64 / 1e9)
+}
+
+/// The managers as `on` lists them: (hostname, manager status), status one
+/// of Leader, Reachable, Unreachable (or shoal's Joining).
+fn cluster_managers(
+    hosts: &Hosts,
+    system: System,
+    on: &str,
+) -> Result<Vec<(String, String)>, String> {
+    match system {
+        System::Shoal => {
+            let mut c = hosts.exec_command(on, &["shoal", "node", "ls", "--format", "json"]);
+            let out = poll_output(&mut c)?;
+            let rows: Value =
+                serde_json::from_str(&out).map_err(|e| format!("node ls JSON: {e}: {out}"))?;
+            Ok(rows
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| {
+                    let status = r["ManagerStatus"].as_str().unwrap_or_default();
+                    let host = r["Hostname"].as_str().unwrap_or_default();
+                    (!status.is_empty()).then(|| (host.to_string(), status.to_string()))
+                })
+                .collect())
+        }
+        System::Swarm => {
+            let mut c = hosts.exec_command(
+                on,
+                &[
+                    "docker",
+                    "node",
+                    "ls",
+                    "--format",
+                    "{{.Hostname}}\t{{.ManagerStatus}}",
+                ],
+            );
+            let out = poll_output(&mut c)?;
+            Ok(out
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .filter(|(_, s)| !s.trim().is_empty())
+                .map(|(h, s)| (h.trim().to_string(), s.trim().to_string()))
+                .collect())
+        }
+    }
+}
+
+/// Waits until `on` lists exactly `n` managers, one Leader and the others
+/// Reachable; returns the leader's hostname.
+fn wait_managers(hosts: &Hosts, system: System, on: &str, n: usize) -> Result<String, String> {
+    let t0 = Instant::now();
+    loop {
+        let last = match cluster_managers(hosts, system, on) {
+            Ok(m) => {
+                let leaders: Vec<&(String, String)> =
+                    m.iter().filter(|(_, s)| s == "Leader").collect();
+                let reachable = m.iter().filter(|(_, s)| s == "Reachable").count();
+                if m.len() == n && leaders.len() == 1 && reachable == n - 1 {
+                    return Ok(leaders[0].0.clone());
+                }
+                format!("{m:?}")
+            }
+            Err(e) => e,
+        };
+        if t0.elapsed() > MANAGERS_TIMEOUT {
+            return Err(format!(
+                "{}: {n} managers (1 Leader, {} Reachable) not listed on {on} after {MANAGERS_TIMEOUT:?}; last: {last}",
+                system.name(),
+                n - 1
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (briefly) until `on` names a leader; its hostname, or why not.
+fn current_leader(hosts: &Hosts, system: System, on: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        let last = match cluster_managers(hosts, system, on) {
+            Ok(m) => match m.iter().find(|(_, s)| s == "Leader") {
+                Some((h, _)) => return h.clone(),
+                None => format!("{m:?}"),
+            },
+            Err(e) => e,
+        };
+        if t0.elapsed() > Duration::from_secs(20) {
+            return format!("none listed ({last})");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One write attempt's line from the loop in the node:
+/// `ok|fail I START_NS END_NS [RC ERROR...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Attempt {
+    ok: bool,
+    n: usize,
+    start_ns: u128,
+    end_ns: u128,
+    /// For a failure: the exit code (124: the client timeout) and stderr.
+    error: String,
+}
+
+fn parse_attempt(line: &str) -> Option<Attempt> {
+    let mut f = line.splitn(5, ' ');
+    let ok = match f.next()? {
+        "ok" => true,
+        "fail" => false,
+        _ => return None,
+    };
+    let n = f.next()?.parse().ok()?;
+    let start_ns = f.next()?.parse().ok()?;
+    let end_ns = f.next()?.parse().ok()?;
+    let error = match f.next().map(str::trim) {
+        None => String::new(),
+        Some(rest) => {
+            let (rc, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+            if rc == "124" {
+                "no answer within the client timeout (exit 124)".to_string()
+            } else {
+                format!("exit {rc}: {}", msg.trim())
+            }
+        }
+    };
+    Some(Attempt {
+        ok,
+        n,
+        start_ns,
+        end_ns,
+        error,
+    })
+}
+
+/// The write loop run in the surviving manager: it starts at once (so
+/// `docker exec` is not counted), says `ready`, waits for a line on stdin,
+/// then tries `CLI config create PREFIX-I /etc/hostname` with a client time
+/// limit until one attempt succeeds, printing one line per attempt.
+const WRITE_LOOP: &str = r#"T=$1; P=$2; CLI=$3; PAUSE=$4; MAX=$5
+echo ready
+read go || exit 3
+i=0
+while [ "$i" -lt "$MAX" ]; do
+  i=$((i+1))
+  s=$(date +%s%N)
+  timeout "$T" "$CLI" config create "$P-$i" /etc/hostname >/dev/null 2>/tmp/shoal-bench-write.err
+  rc=$?
+  e=$(date +%s%N)
+  if [ "$rc" -eq 0 ]; then echo "ok $i $s $e"; exit 0; fi
+  echo "fail $i $s $e $rc $(head -c 240 /tmp/shoal-bench-write.err | tr '\n' ' ')"
+  sleep "$PAUSE"
+done
+exit 4"#;
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// Kills `leader`'s node container and times, from `writer`, the first
+/// write that succeeds afterwards. Node containers share the host's kernel
+/// and so its clock: the loop's stamps and this process's compare.
+fn failover(
+    hosts: &Hosts,
+    system: System,
+    leader: &str,
+    writer: &str,
+    prefix: &str,
+    attempt_timeout: u32,
+    rep: &mut ClusterRep,
+) -> Result<u128, String> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let max = MAX_ATTEMPTS.to_string();
+    let timeout = attempt_timeout.to_string();
+    let mut child = Command::new("docker")
+        .args(["exec", "-i", &hosts.node(writer).container])
+        .args(["sh", "-c", WRITE_LOOP, "write-loop"])
+        .args([&timeout, prefix, system.cli(), ATTEMPT_PAUSE_S, &max])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run docker exec in {writer}: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let result = (|| {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) if l == "ready" => {}
+            other => {
+                return Err(format!(
+                    "the write loop in {writer} did not start: {other:?}"
+                ))
+            }
+        }
+        let k0 = Instant::now();
+        must(&mut docker(&["kill", &hosts.node(leader).container]))
+            .map_err(|e| format!("docker kill of the leader {leader}: {e}"))?;
+        let t0 = unix_nanos();
+        rep.kill = secs(k0.elapsed());
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "go").map_err(|e| format!("starting the write loop: {e}"))?;
+        drop(stdin);
+        let deadline = Instant::now() + FAILOVER_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "no write succeeded within {FAILOVER_TIMEOUT:?} of the kill ({} attempts; last error: {})",
+                        rep.attempts, rep.last_error
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "the write loop ended without a success after {} attempts; last error: {}",
+                        rep.attempts, rep.last_error
+                    ))
+                }
+            };
+            let Some(a) = parse_attempt(&line) else {
+                eprintln!("shoal-bench: write loop in {writer}: {line}");
+                continue;
+            };
+            rep.attempts = a.n;
+            let took = a.end_ns.saturating_sub(a.start_ns) as f64 / 1e9;
+            if a.ok {
+                rep.failover = a.end_ns.saturating_sub(t0) as f64 / 1e9;
+                rep.last_attempt = took;
+                return Ok(t0);
+            }
+            let error = format!("{} ({took:.2} s)", a.error);
+            if rep.first_error.is_empty() {
+                rep.first_error = error.clone();
+            }
+            rep.last_error = error;
+        }
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// Unix time in nanoseconds of an RFC 3339 UTC stamp as tracing's fmt
+/// layer writes it (`2026-12-02T09:30:01.123456Z`).
+fn parse_utc_nanos(stamp: &str) -> Option<u128> {
+    let stamp = stamp.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = u128::try_from(days * 86400 + hh * 3600 + mm * 60 + ss).ok()?;
+    let frac: String = frac.chars().take(9).collect();
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<u128>().ok()? * 10u128.pow(9 - frac.len() as u32)
+    };
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+/// The "raft leader changed" lines of a shoal log after `t0` (unix ns), as
+/// "leader=L at S s" (S: seconds after t0).
+fn leader_events(log: &str, t0: u128) -> String {
+    let events: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("raft leader changed"))
+        .filter_map(|l| {
+            let at = parse_utc_nanos(l.split_whitespace().next()?)?;
+            let leader = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("leader="))
+                .unwrap_or("?");
+            (at >= t0).then(|| format!("leader={leader} at {:.2} s", (at - t0) as f64 / 1e9))
+        })
+        .collect();
+    if events.is_empty() {
+        "no leader change after the kill".into()
+    } else {
+        events.join(", ")
+    }
+}
+
+/// Puts the cluster together, times the joins, then the failover.
+fn cluster_measure(
+    hosts: &Hosts,
+    system: System,
+    i: usize,
+    attempt_timeout: u32,
+) -> Result<ClusterRep, String> {
+    let mut rep = ClusterRep::default();
+    let ip1 = hosts.ip("n1").to_string();
+    let manager_addr = format!("{ip1}:2377");
+    let (worker_token, manager_token) = match system {
+        System::Shoal => {
+            node_ok(
+                hosts,
+                "n1",
+                &[
+                    "shoal",
+                    "init",
+                    "--advertise-addr",
+                    &ip1,
+                    "--pod-network-internal",
+                ],
+            )?;
+            (
+                node_ok(hosts, "n1", &["shoal", "join-token", "worker", "-q"])?,
+                node_ok(hosts, "n1", &["shoal", "join-token", "manager", "-q"])?,
+            )
+        }
+        System::Swarm => {
+            node_ok(
+                hosts,
+                "n1",
+                &["docker", "swarm", "init", "--advertise-addr", &ip1],
+            )?;
+            (
+                node_ok(
+                    hosts,
+                    "n1",
+                    &["docker", "swarm", "join-token", "-q", "worker"],
+                )?,
+                node_ok(
+                    hosts,
+                    "n1",
+                    &["docker", "swarm", "join-token", "-q", "manager"],
+                )?,
+            )
+        }
+    };
+    let (worker_token, manager_token) = (worker_token.trim(), manager_token.trim());
+    let join = |token: &'static str| -> Vec<&str> {
+        let token = if token == "worker" {
+            worker_token
+        } else {
+            manager_token
+        };
+        match system {
+            System::Shoal => vec![
+                "shoal",
+                "join",
+                "--token",
+                token,
+                "--pod-network-internal",
+                &ip1,
+            ],
+            System::Swarm => vec!["docker", "swarm", "join", "--token", token, &manager_addr],
+        }
+    };
+    rep.worker_join = timed_in_node(hosts, "n2", &join("worker"))?;
+    rep.manager_join = timed_in_node(hosts, "n3", &join("manager"))?;
+    node_ok(hosts, "n4", &join("manager"))?;
+    wait_managers(hosts, system, "n1", CLUSTER_MANAGERS.len())?;
+    std::thread::sleep(CLUSTER_SETTLE);
+    let leader = wait_managers(hosts, system, "n1", CLUSTER_MANAGERS.len())?;
+    let writer = *CLUSTER_MANAGERS
+        .iter()
+        .find(|m| **m != leader)
+        .ok_or_else(|| format!("the leader {leader:?} is not a node of this run"))?;
+    if !CLUSTER_MANAGERS.contains(&leader.as_str()) {
+        return Err(format!(
+            "the leader {leader:?} is not one of {CLUSTER_MANAGERS:?}"
+        ));
+    }
+    // An untimed write from the writer first: the path to the leader is warm,
+    // as on a cluster in use.
+    let warm = format!("warm-{i}");
+    node_ok(
+        hosts,
+        writer,
+        &[system.cli(), "config", "create", &warm, "/etc/hostname"],
+    )?;
+    rep.old_leader = leader.clone();
+    rep.writer = writer.to_string();
+    let t0 = failover(
+        hosts,
+        system,
+        &leader,
+        writer,
+        &format!("failover-{i}"),
+        attempt_timeout,
+        &mut rep,
+    )?;
+    rep.new_leader = current_leader(hosts, system, writer);
+    if system == System::Shoal {
+        rep.leader_events = leader_events(&hosts.shoal_log(writer, 400), t0);
+    }
+    Ok(rep)
+}
+
+/// Leaves Swarm (`docker swarm leave --force`) in every running node
+/// container of a repetition; when dropped, so also on an error or a panic.
+struct SwarmNodes<'a>(&'a Hosts);
+
+impl Drop for SwarmNodes<'_> {
+    fn drop(&mut self) {
+        for node in self.0.nodes() {
+            if self.0.state(&node.name).running {
+                swarm_leave_in(&node.container);
+            }
+        }
+    }
+}
+
+/// `docker swarm leave --force` in one node container (quiet when it is in
+/// no swarm).
+fn swarm_leave_in(container: &str) {
+    let out = try_run(
+        Command::new("docker").args(["exec", container, "docker", "swarm", "leave", "--force"]),
+        CMD_TIMEOUT,
+    );
+    match out {
+        Ok(o) if o.success() || o.stderr.contains("not part of a swarm") => {}
+        Ok(o) => eprintln!("shoal-bench: docker swarm leave --force in {container} failed:\n{o}"),
+        Err(e) => eprintln!("shoal-bench: docker swarm leave --force in {container} failed: {e}"),
+    }
+}
+
+/// On a signal (Drop does not run on exit): leave Swarm in the node
+/// containers of the running repetition, remove them and their network.
+fn cluster_emergency_cleanup() {
+    let hosts = CLUSTER_HOSTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let Some((containers, network, swarm)) = hosts else {
+        return;
+    };
+    if swarm {
+        for c in &containers {
+            swarm_leave_in(c);
+        }
+    }
+    eprintln!(
+        "shoal-bench: removing node containers {}",
+        containers.join(" ")
+    );
+    let _ = try_run(
+        Command::new("docker").args(["rm", "-fv"]).args(&containers),
+        CMD_TIMEOUT,
+    );
+    let _ = try_run(
+        Command::new("docker").args(["network", "rm", &network]),
+        CMD_TIMEOUT,
+    );
+}
+
+/// One repetition of one system, in fresh node containers (removed by
+/// Hosts' Drop, Swarm left first by SwarmNodes' Drop).
+fn cluster_rep(system: System, i: usize, attempt_timeout: u32) -> Result<ClusterRep, String> {
+    let hosts = Hosts::builder(CLUSTER_NODES).start();
+    *CLUSTER_HOSTS.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+        hosts.nodes().iter().map(|n| n.container.clone()).collect(),
+        hosts.network.clone(),
+        system == System::Swarm,
+    ));
+    let result = {
+        let _swarm = (system == System::Swarm).then(|| SwarmNodes(&hosts));
+        let result = cluster_measure(&hosts, system, i, attempt_timeout);
+        if result.is_err() {
+            for node in hosts.nodes() {
+                if !hosts.state(&node.name).running {
+                    continue;
+                }
+                let log = match system {
+                    System::Shoal => hosts.shoal_log(&node.name, 30),
+                    System::Swarm => hosts.engine_log(&node.name, 30),
+                };
+                eprintln!(
+                    "--- {} {} log (tail)\n{}",
+                    node.name,
+                    system.name(),
+                    log.trim_end()
+                );
+            }
+        }
+        result
+    };
+    CLUSTER_HOSTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    drop(hosts);
+    result
+}
+
+fn bench_cluster(reps: usize, attempt_timeout: u32, shoal: &Path) {
+    let (env, profile) = header(&format!("cluster: {reps} repetitions"), shoal);
+    let image = shoal_tests::hosts::node_image();
+    let inner = try_run(
+        &mut docker(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "dockerd",
+            &image,
+            "--version",
+        ]),
+        CMD_TIMEOUT,
+    )
+    .map(|o| o.stdout.trim().to_string())
+    .unwrap_or_default();
+    println!("node containers: {CLUSTER_NODES} of {image} per system and repetition ({inner})");
+    println!(
+        "join: wall time of the join command inside the node (shoal join / docker swarm join), n2 with the\n\
+         worker token, n3 with the manager token, against n1; n4 joins as a manager too (managers n1 n3 n4)"
+    );
+    println!(
+        "failover: docker kill of the leader's node container, then from another manager `CLI config create`\n\
+         with a fresh name (timeout {attempt_timeout} s each, {ATTEMPT_PAUSE_S} s apart) until one succeeds;\n\
+         the figure runs from docker kill's return to that write's completion\n"
+    );
+
+    let mut done: [Vec<ClusterRep>; 2] = [Vec::new(), Vec::new()];
+    let mut errors: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    for i in 1..=reps {
+        // Alternate the order: neither system always runs on a warmer machine.
+        let order = if i % 2 == 1 {
+            [System::Shoal, System::Swarm]
+        } else {
+            [System::Swarm, System::Shoal]
+        };
+        for system in order {
+            let k = (system == System::Swarm) as usize;
+            match guarded(move || cluster_rep(system, i, attempt_timeout)) {
+                Ok(r) => {
+                    println!(
+                        "rep {i} {}: {} [load {}]",
+                        system.name(),
+                        r.line(),
+                        loadavg()
+                    );
+                    done[k].push(r);
+                }
+                Err(e) => {
+                    println!("rep {i} {}: FAILED: {e}", system.name());
+                    errors[k].push(e);
+                }
+            }
+        }
+    }
+
+    type ClusterField = fn(&ClusterRep) -> f64;
+    let rows: [(&str, &str, ClusterField); 3] = [
+        ("worker_join_s", "worker join", |r| r.worker_join),
+        ("manager_join_s", "manager join", |r| r.manager_join),
+        ("failover_s", "failover -> first write", |r| r.failover),
+    ];
+    let [shoal_reps, swarm_reps] = &done;
+    println!(
+        "\nmedians of {} shoal and {} Swarm repetitions (of {reps}):\n",
+        shoal_reps.len(),
+        swarm_reps.len()
+    );
+    println!(
+        "{:<26} {:>11} {:>11} {:>12}",
+        "FIGURE", "SHOAL", "SWARM", "SHOAL/SWARM"
+    );
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} s"));
+    let med =
+        |reps: &[ClusterRep], f: ClusterField| median(&reps.iter().map(f).collect::<Vec<_>>());
+    let list = |reps: &[ClusterRep], f: ClusterField| -> Vec<f64> {
+        reps.iter().map(|r| round(f(r))).collect()
+    };
+    let mut j_shoal = serde_json::Map::new();
+    let mut j_swarm = serde_json::Map::new();
+    let mut j_ratio = serde_json::Map::new();
+    let mut j_reps = serde_json::Map::new();
+    for (key, name, f) in rows {
+        let a = med(shoal_reps, f);
+        let b = med(swarm_reps, f);
+        let ratio = match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        let r = ratio.map_or("-".to_string(), |r| format!("{r:.2}"));
+        println!("{name:<26} {:>11} {:>11} {r:>12}", show(a), show(b));
+        j_shoal.insert(key.into(), a.map(round).into());
+        j_swarm.insert(key.into(), b.map(round).into());
+        j_ratio.insert(key.into(), ratio.map(round).into());
+        j_reps.insert(format!("shoal_{key}"), list(shoal_reps, f).into());
+        j_reps.insert(format!("swarm_{key}"), list(swarm_reps, f).into());
+    }
+    let leaders = |reps: &[ClusterRep]| -> Vec<String> {
+        reps.iter()
+            .map(|r| format!("{}->{}", r.old_leader, r.new_leader))
+            .collect()
+    };
+    for (k, system) in [System::Shoal, System::Swarm].into_iter().enumerate() {
+        for e in &errors[k] {
+            println!("\n{}: {e}", system.name());
+        }
+    }
+    let line = json!({
+        "bench": "cluster",
+        "reps": reps,
+        "load_end": loadavg(),
+        "shoal_profile": profile,
+        "machine": env,
+        "node_engine": inner,
+        "attempt_timeout_s": attempt_timeout,
+        "shoal": if shoal_reps.is_empty() { Value::Null } else { Value::Object(j_shoal) },
+        "swarm": if swarm_reps.is_empty() { Value::Null } else { Value::Object(j_swarm) },
+        "ratio_shoal_over_swarm": Value::Object(j_ratio),
+        "repetitions": Value::Object(j_reps),
+        "shoal_leaders": leaders(shoal_reps),
+        "swarm_leaders": leaders(swarm_reps),
+        "shoal_errors": errors[0],
+        "swarm_errors": errors[1],
+    });
+    println!("\n{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_cluster_subcommand_parses_its_arguments() {
+        let o = parse_args(&args(&["cluster", "--reps", "5"])).unwrap();
+        assert_eq!((o.bench, o.reps), (Bench::Cluster, 5));
+        let o = parse_args(&args(&["cluster", "--reps=2"])).unwrap();
+        assert_eq!((o.bench, o.reps), (Bench::Cluster, 2));
+        assert_eq!(parse_args(&args(&["cluster"])).unwrap().reps, 3);
+        // --grace belongs to update only; a bad count is the usage.
+        assert!(parse_args(&args(&["cluster", "--grace", "1s"])).is_none());
+        assert!(parse_args(&args(&["cluster", "--reps", "0"])).is_none());
+        assert!(parse_args(&args(&["cluster", "--reps"])).is_none());
+        assert!(parse_args(&args(&["clusters"])).is_none());
+        let o = parse_args(&args(&["cluster", "--attempt-timeout", "30"])).unwrap();
+        assert_eq!((o.attempt_timeout, o.reps), (30, 3));
+        assert_eq!(parse_args(&args(&["cluster"])).unwrap().attempt_timeout, 2);
+        assert!(parse_args(&args(&["cluster", "--attempt-timeout=0"])).is_none());
+        assert!(parse_args(&args(&["swarm", "--attempt-timeout", "3"])).is_none());
+        let o = parse_args(&args(&["update", "--grace=500ms", "--reps", "1"])).unwrap();
+        assert_eq!(
+            (o.bench, o.reps, o.grace.as_str()),
+            (Bench::Update, 1, "500ms")
+        );
+        assert!(parse_args(&args(&["update", "--grace", "1m"])).is_none());
+        assert_eq!(parse_args(&args(&["swarm"])).unwrap().bench, Bench::Swarm);
+    }
+
+    #[test]
+    fn timings_from_inside_a_node_are_parsed() {
+        let out = "joined a cluster as a worker\n__shoal_bench_timed 0 1000000000 1350000000\n";
+        assert_eq!(parse_timed(out), Some(0.35));
+        assert_eq!(parse_timed("no marker\n"), None);
+
+        let ok = parse_attempt("ok 3 100 400").unwrap();
+        assert!(ok.ok && ok.n == 3 && ok.end_ns - ok.start_ns == 300);
+        let t = parse_attempt("fail 1 100 2100 124 ").unwrap();
+        assert!(!t.ok && t.error.contains("timeout"), "{t:?}");
+        let e =
+            parse_attempt("fail 2 100 200 1 Error: no leader: the cluster has no quorum ").unwrap();
+        assert_eq!(
+            e.error,
+            "exit 1: Error: no leader: the cluster has no quorum"
+        );
+        assert!(parse_attempt("ready").is_none());
+    }
+
+    #[test]
+    fn leader_changes_are_read_from_a_shoal_log() {
+        // 2026-12-02T09:30:01Z is 1796203801 s after the epoch.
+        let t0 = parse_utc_nanos("2026-12-02T09:30:01Z").unwrap();
+        assert_eq!(t0, 1_796_203_801_000_000_000);
+        let log = "2026-12-02T09:30:00.900000Z  INFO shoal_manager::raft: raft leader changed leader=Some(1)\n\
+                   2026-12-02T09:30:01.500000Z  INFO shoal_manager::raft: raft leader changed leader=None\n\
+                   2026-12-02T09:30:01.750000Z  INFO shoal_manager::raft: raft leader changed leader=Some(3)\n";
+        assert_eq!(
+            leader_events(log, t0),
+            "leader=None at 0.50 s, leader=Some(3) at 0.75 s"
+        );
+    }
 }
