@@ -14,6 +14,7 @@ pub mod managers;
 pub mod objects;
 pub mod orchestrator;
 pub mod proposer;
+pub mod quorum;
 pub mod raft;
 pub mod rolemanager;
 pub mod scheduler;
