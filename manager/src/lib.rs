@@ -16,6 +16,7 @@ pub mod orchestrator;
 pub mod proposer;
 pub mod quorum;
 pub mod raft;
+pub mod recovery;
 pub mod rolemanager;
 pub mod scheduler;
 pub mod store;
