@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod detach;
+pub mod force_new;
 pub mod join;
 mod logs;
 mod manager;
@@ -58,16 +59,29 @@ pub fn new_node_config(
     })
 }
 
-/// A live shoal process with this pid: not a zombie left by `kill -9`
+/// A live shoal daemon with this pid: not a zombie left by `kill -9`
 /// waiting to be reaped, and not another program that reused the pid.
-fn is_live_shoal(pid: i32) -> bool {
+/// Only a daemon (`--foreground`) writes the pid file: after a reboot the
+/// same sequence of commands hands out the same pids, and the `shoal
+/// daemon` that spawns the daemon may get the old daemon's pid, or a thread
+/// of the new daemon its id (/proc answers for thread ids too).
+pub(crate) fn is_live_shoal(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|t| t.trim().parse::<i32>().ok());
+    if tgid != Some(pid) {
+        return false;
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The state follows the parenthesised command name.
     let state = stat
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.trim_start().chars().next());
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let is_shoal = String::from_utf8_lossy(&cmdline).contains("shoal");
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let is_shoal = cmdline.contains("shoal") && cmdline.contains("--foreground");
     pid > 0 && is_shoal && !matches!(state, None | Some('Z') | Some('X'))
 }
 

@@ -13,6 +13,7 @@ mod health;
 mod hosts;
 mod logs;
 mod ports;
+mod quorum;
 mod recovery;
 mod rollout;
 mod secrets;

@@ -1,0 +1,141 @@
+//! `shoal init --force-new-cluster`: on a surviving manager, after the
+//! others were lost for good, stop the local daemon if it runs, make a new
+//! one-manager cluster from this node's state (see
+//! `shoal_manager::recovery`), issue this node a manager certificate at the
+//! new epoch, and start the daemon again.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use shoal_manager::recovery::{self, NewCluster, Survivor};
+
+use super::config::{self, NodeConfig};
+use super::{detach, is_live_shoal, pki};
+
+/// How long a running daemon may take to stop after SIGTERM (it stops its
+/// agent, its servers and Raft, a few seconds each at most).
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the command did, for the caller to print.
+pub struct Recovered {
+    pub cfg: NodeConfig,
+    pub new: NewCluster,
+    /// The pid of the daemon that was stopped, if one ran.
+    pub stopped: Option<i32>,
+}
+
+/// Runs the whole procedure on `data_dir` and leaves the daemon serving on
+/// `socket`.
+pub async fn run(data_dir: &Path, socket: &Path) -> Result<Recovered> {
+    if !config::exists(data_dir) {
+        bail!(
+            "{} holds no node (no node.json): --force-new-cluster recovers a cluster from a \
+             surviving manager's state; run it on that manager, with its --data-dir",
+            data_dir.display()
+        );
+    }
+    let cfg = config::load(data_dir)?;
+    if cfg.raft_id == 0 || !pki::is_manager_dir(data_dir) {
+        bail!(
+            "the node in {} is a worker: it holds no copy of the cluster's state; run \
+             --force-new-cluster on a surviving manager",
+            data_dir.display()
+        );
+    }
+    let stopped = stop_running_daemon(data_dir).await?;
+    // Checked before anything changes: the CA must be usable to issue this
+    // node's certificate at the new epoch.
+    let pki = pki::load(data_dir, &cfg)?.with_context(|| {
+        format!(
+            "{} has no cluster CA ({}): this data dir is from before shoal had one; start it \
+             once with `shoal daemon` (which makes it), then retry",
+            data_dir.display(),
+            pki::ca_dir(data_dir).display()
+        )
+    })?;
+    let new = recovery::force_new_cluster(Survivor {
+        data_dir,
+        node_id: &cfg.node_id,
+        raft_id: cfg.raft_id,
+        advertise_addr: &cfg.advertise_addr,
+    })
+    .await
+    .context("--force-new-cluster failed")?;
+    pki::issue_own(data_dir, &pki.ca, &cfg, new.epoch).with_context(|| {
+        format!(
+            "the new cluster (epoch {}) is committed in {}, but this node's certificate at that \
+             epoch could not be issued; fix the cause and run `shoal init --force-new-cluster \
+             --data-dir {}` again",
+            new.epoch,
+            data_dir.join("raft").display(),
+            data_dir.display()
+        )
+    })?;
+    start_daemon(data_dir, socket).await?;
+    Ok(Recovered { cfg, new, stopped })
+}
+
+/// Stops the daemon named by the data dir's pid file, if it is a live shoal
+/// process, and waits until it is gone: the recovery must not share the
+/// Raft files with it.
+async fn stop_running_daemon(data_dir: &Path) -> Result<Option<i32>> {
+    let pid_file = data_dir.join(config::PID_FILE);
+    let Some(pid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+    else {
+        return Ok(None);
+    };
+    if !is_live_shoal(pid) {
+        return Ok(None);
+    }
+    // SAFETY: kill(2) with a pid read from our own pid file, checked above
+    // to be a live shoal process.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        let e = std::io::Error::last_os_error();
+        bail!(
+            "cannot stop the shoal daemon (pid {pid}, from {}): {e}; stop it yourself and retry",
+            pid_file.display()
+        );
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while is_live_shoal(pid) {
+        if Instant::now() > deadline {
+            bail!(
+                "the shoal daemon (pid {pid}, from {}) did not stop within {}s of SIGTERM; \
+                 stop it (kill {pid}) and retry",
+                pid_file.display(),
+                STOP_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Some(pid))
+}
+
+/// Starts the daemon detached, as `shoal daemon` does, and waits until it
+/// serves.
+async fn start_daemon(data_dir: &Path, socket: &Path) -> Result<()> {
+    let args: Vec<OsString> = vec![
+        "daemon".into(),
+        "--foreground".into(),
+        "--data-dir".into(),
+        data_dir.into(),
+        "--socket".into(),
+        socket.into(),
+    ];
+    let host = format!("unix://{}", socket.display());
+    detach::spawn_and_wait(args, data_dir, &host)
+        .await
+        .with_context(|| {
+            format!(
+                "the new cluster is committed in {}, but its daemon did not start; see {} and \
+                 start it with `shoal daemon --data-dir {}`",
+                data_dir.display(),
+                data_dir.join(config::LOG_FILE).display(),
+                data_dir.display()
+            )
+        })
+}

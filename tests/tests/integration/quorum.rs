@@ -1,0 +1,192 @@
+//! Losing the quorum and recovering from it on several hosts: with 2 of 3
+//! managers gone writes fail with "no quorum" in bounded time; `shoal init
+//! --force-new-cluster` on the survivor makes a one-manager cluster with the
+//! old state; an old manager that comes back is fenced out until it leaves
+//! and rejoins with a manager token.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_tests::hosts::Hosts;
+use shoal_tests::images::web_image;
+use shoal_tests::wait_for;
+
+/// `shoal node ls --format json` on `on`.
+fn nodes(hosts: &Hosts, on: &str) -> Vec<Value> {
+    let out = hosts.shoal(on, &["node", "ls", "--format", "json"]).ok();
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("node ls json: {e}\n{out}"))
+}
+
+/// The manager statuses `node ls` on `on` shows, sorted ("Leader",
+/// "Reachable", ...), workers left out.
+fn manager_statuses(hosts: &Hosts, on: &str) -> Vec<String> {
+    let mut s: Vec<String> = nodes(hosts, on)
+        .iter()
+        .filter_map(|n| n["ManagerStatus"].as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    s.sort();
+    s
+}
+
+fn manager_token(hosts: &Hosts, on: &str) -> String {
+    hosts
+        .shoal(on, &["join-token", "manager", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn losing_two_of_three_managers_fails_writes_and_force_new_cluster_recovers_the_survivor() {
+    let image = web_image("v1");
+    let hosts = Hosts::builder(3).image(&image).start();
+    let ip1 = hosts.ip("n1").to_string();
+    let started = Instant::now();
+
+    hosts
+        .shoal(
+            "n1",
+            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
+        )
+        .ok();
+    let token = manager_token(&hosts, "n1");
+    for n in ["n2", "n3"] {
+        let joined = hosts
+            .shoal(
+                n,
+                &["join", "--token", &token, "--pod-network-internal", &ip1],
+            )
+            .ok();
+        assert!(
+            joined.stdout.contains("joined a cluster as a manager"),
+            "{joined}"
+        );
+    }
+    wait_for(
+        "3 managers",
+        Duration::from_secs(30),
+        || match manager_statuses(&hosts, "n1").as_slice() {
+            [a, b, c] if [a, b, c] == ["Leader", "Reachable", "Reachable"] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    hosts
+        .shoal(
+            "n1",
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "--replicas",
+                "3",
+                "--stop-grace-period",
+                "1s",
+                &image,
+            ],
+        )
+        .ok();
+    eprintln!("3 managers and a service in {:?}", started.elapsed());
+
+    // Two managers lost: a write fails in bounded time, saying why and
+    // what to do.
+    hosts.kill("n2");
+    hosts.kill("n3");
+    let t = Instant::now();
+    let refused = hosts
+        .shoal("n1", &["service", "scale", "--detach", "web=4"])
+        .fails();
+    let took = t.elapsed();
+    assert!(
+        refused
+            .stderr
+            .contains("no quorum: 1 of 3 managers reachable from this one"),
+        "{refused}"
+    );
+    assert!(
+        refused.stderr.contains("shoal init --force-new-cluster"),
+        "{refused}"
+    );
+    assert!(took < Duration::from_secs(15), "the write took {took:?}");
+
+    // The survivor makes a new cluster of itself, with the old state.
+    let forced = hosts.shoal("n1", &["init", "--force-new-cluster"]).ok();
+    for expected in [
+        "Stopped the running shoal daemon",
+        "epoch 2 (was 1)",
+        "Removed managers",
+        "n2",
+        "n3",
+        "shoal leave --force",
+        "shoal join --token SHOAL-1-",
+    ] {
+        assert!(forced.stdout.contains(expected), "{expected:?}: {forced}");
+    }
+    let ls = hosts.shoal("n1", &["service", "ls"]).ok();
+    assert!(ls.stdout.contains("web"), "{ls}");
+    hosts
+        .shoal("n1", &["service", "scale", "--detach", "web=2"])
+        .ok();
+    assert_eq!(manager_statuses(&hosts, "n1"), ["Leader"]);
+    let old_dirs = hosts
+        .exec("n1", &["ls", shoal_tests::hosts::SHOAL_DATA_DIR])
+        .ok();
+    assert!(old_dirs.stdout.contains("raft.old-"), "{old_dirs}");
+    eprintln!("recovered on n1 at {:?}", started.elapsed());
+
+    // An old manager that comes back is refused: it cannot form the old
+    // quorum with the survivor, nor act in the new cluster.
+    hosts.start_node("n2");
+    hosts.shoal("n2", &["daemon"]).ok();
+    let fenced = hosts
+        .shoal("n2", &["service", "scale", "--detach", "web=3"])
+        .fails();
+    // Either it still takes n1 for its leader (the vote it restored) and n1
+    // refuses its certificate, or it runs an election nobody answers.
+    assert!(
+        fenced.stderr.contains("predates cluster epoch")
+            || fenced.stderr.contains("no quorum: 1 of 3"),
+        "{fenced}"
+    );
+    assert_eq!(manager_statuses(&hosts, "n1"), ["Leader"]);
+    wait_for(
+        "n2's log shows the refusal",
+        Duration::from_secs(20),
+        || {
+            let log = hosts.shoal_log("n2", 400);
+            if log.contains("predates cluster epoch")
+                || log.contains("was removed from the cluster")
+            {
+                Ok(())
+            } else {
+                Err(log.lines().rev().take(15).collect::<Vec<_>>().join("\n"))
+            }
+        },
+    );
+
+    // It rejoins as a new manager.
+    hosts.shoal("n2", &["leave", "--force"]).ok();
+    let token = manager_token(&hosts, "n1");
+    let joined = hosts
+        .shoal(
+            "n2",
+            &["join", "--token", &token, "--pod-network-internal", &ip1],
+        )
+        .ok();
+    assert!(
+        joined.stdout.contains("joined a cluster as a manager"),
+        "{joined}"
+    );
+    wait_for(
+        "2 managers",
+        Duration::from_secs(30),
+        || match manager_statuses(&hosts, "n1").as_slice() {
+            [a, b] if [a, b] == ["Leader", "Reachable"] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    eprintln!("done in {:?}", started.elapsed());
+}
