@@ -111,9 +111,11 @@ fn losing_two_of_three_managers_fails_writes_and_force_new_cluster_recovers_the_
         "{refused}"
     );
     assert!(took < Duration::from_secs(15), "the write took {took:?}");
+    eprintln!("refused in {took:?}: {}", refused.stderr.trim());
 
     // The survivor makes a new cluster of itself, with the old state.
     let forced = hosts.shoal("n1", &["init", "--force-new-cluster"]).ok();
+    eprintln!("{}", forced.stdout);
     for expected in [
         "Stopped the running shoal daemon",
         "epoch 2 (was 1)",
@@ -131,6 +133,15 @@ fn losing_two_of_three_managers_fails_writes_and_force_new_cluster_recovers_the_
         .shoal("n1", &["service", "scale", "--detach", "web=2"])
         .ok();
     assert_eq!(manager_statuses(&hosts, "n1"), ["Leader"]);
+    // The pods that ran on the removed managers are replaced on n1.
+    wait_for("web 2/2 on n1", Duration::from_secs(30), || {
+        let ls = hosts.shoal("n1", &["service", "ls"]).ok();
+        if ls.stdout.contains("2/2") {
+            Ok(())
+        } else {
+            Err(ls.stdout)
+        }
+    });
     let old_dirs = hosts
         .exec("n1", &["ls", shoal_tests::hosts::SHOAL_DATA_DIR])
         .ok();
