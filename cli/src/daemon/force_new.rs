@@ -139,3 +139,61 @@ async fn start_daemon(data_dir: &Path, socket: &Path) -> Result<()> {
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(raft_id: u64) -> NodeConfig {
+        NodeConfig {
+            node_id: "n1".into(),
+            raft_id,
+            cluster_id: "c1".into(),
+            listen_addr: "127.0.0.1:2377".into(),
+            advertise_addr: "127.0.0.1:2377".into(),
+            pod_network: "n".into(),
+            pod_network_internal: false,
+            managers: Vec::new(),
+        }
+    }
+
+    async fn error_of(dir: &Path) -> String {
+        let socket = dir.join("shoal.sock");
+        match run(dir, &socket).await {
+            Ok(_) => panic!("--force-new-cluster succeeded on {}", dir.display()),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_data_dir_or_a_worker_is_refused_naming_the_dir_and_nothing_is_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = error_of(dir.path()).await;
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(err.contains("no node.json"), "{err}");
+
+        config::save(dir.path(), &cfg(0)).unwrap();
+        std::fs::create_dir_all(pki::tls_dir(dir.path())).unwrap();
+        let err = error_of(dir.path()).await;
+        assert!(err.contains("is a worker"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_manager_without_raft_state_is_refused_before_anything_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(7);
+        config::save(dir.path(), &c).unwrap();
+        pki::create(dir.path(), &c, 1).unwrap();
+        let err = error_of(dir.path()).await;
+        assert!(err.contains("holds no Raft state"), "{err}");
+        let entries: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !entries.iter().any(|e| e.starts_with("raft")),
+            "{entries:?}"
+        );
+    }
+}
