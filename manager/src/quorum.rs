@@ -63,12 +63,19 @@ pub fn no_quorum(reach: Reach, what: Waited, waited: Duration) -> Status {
     ))
 }
 
-/// `Unavailable` for a call that found no leader at all (an election that
-/// cannot be won without a majority).
+/// `Unavailable` for a call that found no leader at all: an election is
+/// running, which a majority of reachable managers soon ends, or one that
+/// cannot be won without a majority.
 pub fn no_leader(reach: Reach) -> Status {
+    if reach.reachable * 2 > reach.voters {
+        return Status::unavailable(format!(
+            "no Raft leader at the moment: an election is running ({} of {} managers \
+             reachable from this one); retry in a few seconds",
+            reach.reachable, reach.voters
+        ));
+    }
     Status::unavailable(format!(
-        "no quorum: {} of {} managers reachable from this one and no leader elected (if an \
-         election is running, retry in a few seconds). {WAY_OUT}",
+        "no quorum: {} of {} managers reachable from this one and no leader elected. {WAY_OUT}",
         reach.reachable, reach.voters
     ))
 }
@@ -102,6 +109,29 @@ mod tests {
                 voters: 3
             }
         );
+    }
+
+    #[test]
+    fn no_leader_says_no_quorum_only_without_a_reachable_majority() {
+        let reach = |reachable| Reach {
+            reachable,
+            voters: 3,
+        };
+        let election = no_leader(reach(2));
+        assert!(
+            election
+                .message()
+                .starts_with("no Raft leader at the moment"),
+            "{}",
+            election.message()
+        );
+        let lost = no_leader(reach(1));
+        assert!(
+            lost.message().starts_with("no quorum: 1 of 3 managers"),
+            "{}",
+            lost.message()
+        );
+        assert!(lost.message().ends_with(WAY_OUT), "{}", lost.message());
     }
 
     #[test]

@@ -11,23 +11,47 @@ use shoal_tests::hosts::Hosts;
 use shoal_tests::images::web_image;
 use shoal_tests::wait_for;
 
-/// `shoal node ls --format json` on `on`.
+/// `shoal node ls --format json` on `on`; an error (an election running
+/// on a loaded machine) as a string, for `wait_for` to retry.
+fn try_nodes(hosts: &Hosts, on: &str) -> Result<Vec<Value>, String> {
+    let out = hosts.shoal(on, &["node", "ls", "--format", "json"]);
+    if !out.success() {
+        return Err(out.to_string());
+    }
+    serde_json::from_str(&out.stdout).map_err(|e| format!("node ls json: {e}\n{out}"))
+}
+
 fn nodes(hosts: &Hosts, on: &str) -> Vec<Value> {
-    let out = hosts.shoal(on, &["node", "ls", "--format", "json"]).ok();
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("node ls json: {e}\n{out}"))
+    try_nodes(hosts, on).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The manager statuses `node ls` on `on` shows, sorted ("Leader",
 /// "Reachable", ...), workers left out.
-fn manager_statuses(hosts: &Hosts, on: &str) -> Vec<String> {
-    let mut s: Vec<String> = nodes(hosts, on)
+fn try_manager_statuses(hosts: &Hosts, on: &str) -> Result<Vec<String>, String> {
+    let mut s: Vec<String> = try_nodes(hosts, on)?
         .iter()
         .filter_map(|n| n["ManagerStatus"].as_str())
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
     s.sort();
-    s
+    Ok(s)
+}
+
+fn manager_statuses(hosts: &Hosts, on: &str) -> Vec<String> {
+    try_manager_statuses(hosts, on).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until `service ls` on `on` shows `replicas` (e.g. "3/3").
+fn wait_replicas(hosts: &Hosts, on: &str, replicas: &str) {
+    wait_for(&format!("web {replicas}"), Duration::from_secs(30), || {
+        let ls = hosts.shoal(on, &["service", "ls"]);
+        if ls.success() && ls.stdout.contains(replicas) {
+            Ok(())
+        } else {
+            Err(ls.to_string())
+        }
+    });
 }
 
 fn manager_token(hosts: &Hosts, on: &str) -> String {
@@ -42,7 +66,7 @@ fn manager_token(hosts: &Hosts, on: &str) -> String {
 #[test]
 fn losing_two_of_three_managers_fails_writes_and_force_new_cluster_recovers_the_survivor() {
     let image = web_image("v1");
-    let hosts = Hosts::builder(3).image(&image).start();
+    let hosts = Hosts::builder(4).image(&image).start();
     let ip1 = hosts.ip("n1").to_string();
     let started = Instant::now();
 
@@ -65,10 +89,28 @@ fn losing_two_of_three_managers_fails_writes_and_force_new_cluster_recovers_the_
             "{joined}"
         );
     }
+    let worker_token = hosts
+        .shoal("n1", &["join-token", "worker", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    hosts
+        .shoal(
+            "n4",
+            &[
+                "join",
+                "--token",
+                &worker_token,
+                "--pod-network-internal",
+                &ip1,
+            ],
+        )
+        .ok();
     wait_for(
         "3 managers",
         Duration::from_secs(30),
-        || match manager_statuses(&hosts, "n1").as_slice() {
+        || match try_manager_statuses(&hosts, "n1")?.as_slice() {
             [a, b, c] if [a, b, c] == ["Leader", "Reachable", "Reachable"] => Ok(()),
             other => Err(format!("{other:?}")),
         },
@@ -79,6 +121,7 @@ fn losing_two_of_three_managers_fails_writes_and_force_new_cluster_recovers_the_
             &[
                 "service",
                 "create",
+                "--detach",
                 "--name",
                 "web",
                 "--replicas",
@@ -89,6 +132,7 @@ fn losing_two_of_three_managers_fails_writes_and_force_new_cluster_recovers_the_
             ],
         )
         .ok();
+    wait_replicas(&hosts, "n1", "3/3");
     eprintln!("3 managers and a service in {:?}", started.elapsed());
 
     // Two managers lost: a write fails in bounded time, saying why and
@@ -113,6 +157,9 @@ fn losing_two_of_three_managers_fails_writes_and_force_new_cluster_recovers_the_
     assert!(took < Duration::from_secs(15), "the write took {took:?}");
     eprintln!("refused in {took:?}: {}", refused.stderr.trim());
 
+    let sessions = |log: &str| log.matches("session opened").count();
+    let worker_sessions = sessions(&hosts.shoal_log("n4", 1000));
+
     // The survivor makes a new cluster of itself, with the old state.
     let forced = hosts.shoal("n1", &["init", "--force-new-cluster"]).ok();
     eprintln!("{}", forced.stdout);
@@ -133,15 +180,23 @@ fn losing_two_of_three_managers_fails_writes_and_force_new_cluster_recovers_the_
         .shoal("n1", &["service", "scale", "--detach", "web=2"])
         .ok();
     assert_eq!(manager_statuses(&hosts, "n1"), ["Leader"]);
-    // The pods that ran on the removed managers are replaced on n1.
-    wait_for("web 2/2 on n1", Duration::from_secs(30), || {
-        let ls = hosts.shoal("n1", &["service", "ls"]).ok();
-        if ls.stdout.contains("2/2") {
+    // The pods that ran on the removed managers are replaced.
+    wait_replicas(&hosts, "n1", "2/2");
+    // The worker is not fenced: it opens a new session with the restarted
+    // survivor with the certificate it has.
+    wait_for("n4 back in session", Duration::from_secs(30), || {
+        let log = hosts.shoal_log("n4", 1000);
+        if sessions(&log) > worker_sessions {
             Ok(())
         } else {
-            Err(ls.stdout)
+            Err(log.lines().rev().take(10).collect::<Vec<_>>().join("\n"))
         }
     });
+    let ready: Vec<Value> = nodes(&hosts, "n1")
+        .into_iter()
+        .filter(|n| n["Status"] == "Ready")
+        .collect();
+    assert_eq!(ready.len(), 2, "n1 and the worker n4: {ready:?}");
     let old_dirs = hosts
         .exec("n1", &["ls", shoal_tests::hosts::SHOAL_DATA_DIR])
         .ok();
@@ -194,7 +249,7 @@ fn losing_two_of_three_managers_fails_writes_and_force_new_cluster_recovers_the_
     wait_for(
         "2 managers",
         Duration::from_secs(30),
-        || match manager_statuses(&hosts, "n1").as_slice() {
+        || match try_manager_statuses(&hosts, "n1")?.as_slice() {
             [a, b] if [a, b] == ["Leader", "Reachable"] => Ok(()),
             other => Err(format!("{other:?}")),
         },
