@@ -128,6 +128,15 @@ impl Managers for ManagersService {
     ) -> Result<Response<JoinRaftResponse>, Status> {
         let identity = manager_caller(&request)?;
         self.ensure_leader()?;
+        // A leader without a majority keeps leading (openraft 0.9) but
+        // commits nothing: adding a manager would wait for the others.
+        let reach = crate::quorum::Reach::of(&self.raft.managers());
+        if !reach.has_majority() {
+            return Err(crate::quorum::refuse_without_majority(
+                reach,
+                "add a manager",
+            ));
+        }
         let req = request.into_inner();
         if req.raft_id == 0 || req.addr.is_empty() {
             return Err(Status::invalid_argument(

@@ -63,11 +63,27 @@ pub fn no_quorum(reach: Reach, what: Waited, waited: Duration) -> Status {
     ))
 }
 
+impl Reach {
+    /// Whether the reachable voters are a majority (this one included).
+    pub fn has_majority(&self) -> bool {
+        self.reachable * 2 > self.voters
+    }
+}
+
+/// `Unavailable` for a change refused up front because the leader reaches
+/// no majority (it could not commit, and would wait for one).
+pub fn refuse_without_majority(reach: Reach, what: &str) -> Status {
+    Status::unavailable(format!(
+        "no quorum: {} of {} managers reachable from this one, so it cannot {what}. {WAY_OUT}",
+        reach.reachable, reach.voters
+    ))
+}
+
 /// `Unavailable` for a call that found no leader at all: an election is
 /// running, which a majority of reachable managers soon ends, or one that
 /// cannot be won without a majority.
 pub fn no_leader(reach: Reach) -> Status {
-    if reach.reachable * 2 > reach.voters {
+    if reach.has_majority() {
         return Status::unavailable(format!(
             "no Raft leader at the moment: an election is running ({} of {} managers \
              reachable from this one); retry in a few seconds",

@@ -759,3 +759,47 @@ async fn without_a_quorum_control_api_writes_and_reads_fail_with_no_quorum_in_ti
         "{err:?}"
     );
 }
+
+/// Adding a manager needs a committed membership change: a leader that
+/// reaches no majority refuses at once instead of waiting for one.
+#[tokio::test]
+async fn a_leader_without_a_majority_refuses_to_add_a_manager_saying_no_quorum() {
+    use crate::ca::authz::Caller;
+    use crate::ca::PeerIdentity;
+    use crate::managers::ManagersService;
+    use shoal_proto::managers_server::Managers;
+    use shoal_proto::JoinRaftRequest;
+
+    let mut c = Cluster::start(3, false).await;
+    let leader = c.leader_among(&[1, 2, 3]).await;
+    for id in [1, 2, 3].into_iter().filter(|&id| id != leader) {
+        c.kill(id).await;
+    }
+    tokio::time::sleep(super::membership::REACHABLE_WITHIN + Duration::from_millis(200)).await;
+    let m = c.get(leader);
+    let service = ManagersService::new(
+        Arc::new(ca("c1")),
+        crate::keys::ClusterKey::generate(),
+        m.raft.clone(),
+        m.store.clone(),
+    );
+    let mut request = tonic::Request::new(JoinRaftRequest {
+        raft_id: 9,
+        addr: "127.0.0.1:9".into(),
+    });
+    request.extensions_mut().insert(Caller::Peer {
+        identity: PeerIdentity::new("m9", Role::Manager, "c1", 1).unwrap(),
+        role: Role::Manager,
+    });
+    let started = Instant::now();
+    let err = service.join_raft(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().starts_with(
+            "no quorum: 1 of 3 managers reachable from this one, so it cannot add a manager"
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(m.raft.managers().len(), 3, "nothing was added");
+}
