@@ -617,6 +617,63 @@ pub enum NodeCommand {
     /// List nodes
     #[command(alias = "list")]
     Ls(ListArgs),
+    /// Display a node's details as JSON
+    Inspect(NodeArgs),
+    /// Make workers managers
+    Promote(NodesArgs),
+    /// Make managers workers (refused when it would cost the managers their quorum)
+    Demote(NodesArgs),
+    /// Change a node's availability or labels
+    Update(NodeUpdateArgs),
+    /// Remove nodes from the cluster (they are refused from then on)
+    #[command(alias = "remove")]
+    Rm(NodeRmArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
+    /// Node id, id prefix or hostname
+    pub node: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct NodesArgs {
+    /// Node ids, id prefixes or hostnames
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+/// Node availability, as Swarm's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Availability {
+    Active,
+    Pause,
+    Drain,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct NodeUpdateArgs {
+    /// active, pause (no new pods) or drain (its pods move elsewhere)
+    #[arg(long, value_enum)]
+    pub availability: Option<Availability>,
+    /// Add or update a node label (key=value)
+    #[arg(long = "label-add")]
+    pub label_add: Vec<String>,
+    /// Remove a node label
+    #[arg(long = "label-rm")]
+    pub label_rm: Vec<String>,
+    /// Node id, id prefix or hostname
+    pub node: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct NodeRmArgs {
+    /// Remove a node that still looks alive
+    #[arg(short, long)]
+    pub force: bool,
+    /// Node ids, id prefixes or hostnames
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -213,8 +213,8 @@ pub fn api_error(host: impl Into<Host>, status: tonic::Status) -> anyhow::Error 
     // A status with a local cause (tonic's transport, hyper) never reached
     // the server's handler: the connection broke or was cut.
     let broken = std::error::Error::source(&status).is_some()
-        || status.message().contains("transport")
-        || status.message().contains("h2 protocol error");
+        || status.message().starts_with("transport error")
+        || status.message().starts_with("h2 protocol error");
     match (&host.tls_dir, transport(&host.addr)) {
         (Some(dir), Ok(Transport::Tls(addr))) => match status.code() {
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => anyhow!(
@@ -224,11 +224,7 @@ pub fn api_error(host: impl Into<Host>, status: tonic::Status) -> anyhow::Error 
             _ if broken => broken_connection(addr, dir, &status),
             _ => anyhow!("{}", status.message()),
         },
-        _ if status.code() == tonic::Code::Unavailable
-            && status.message().contains("transport") =>
-        {
-            unreachable(&host.addr)
-        }
+        _ if status.code() == tonic::Code::Unavailable && broken => unreachable(&host.addr),
         _ => anyhow!("{}", status.message()),
     }
 }

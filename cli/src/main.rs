@@ -102,6 +102,15 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Get(a) => commands::get::get(&host, &a).await,
         Command::Node(NodeCommand::Ls(a)) => node::ls(&host, &a).await,
+        Command::Node(NodeCommand::Inspect(a)) => node::inspect(&host, &a).await,
+        Command::Node(NodeCommand::Promote(a)) => {
+            node::set_role(&host, &a, shoal_proto::NodeRole::Manager).await
+        }
+        Command::Node(NodeCommand::Demote(a)) => {
+            node::set_role(&host, &a, shoal_proto::NodeRole::Worker).await
+        }
+        Command::Node(NodeCommand::Update(a)) => node::update(&host, &a).await,
+        Command::Node(NodeCommand::Rm(a)) => node::rm(&host, &a).await,
         Command::JoinToken(a) => system::join_token(&host, &a).await,
         Command::Ca(CaCommand::ClientCert(a)) => commands::ca::client_cert(&host, &a).await,
         Command::Leave(a) => system::leave(&host, &a).await,

@@ -57,12 +57,15 @@ impl ManagersService {
         if self.raft.is_leader() {
             return Ok(());
         }
-        let leader = self.raft.leader_addr();
-        let mut status = Status::unavailable(match &leader {
-            Some(addr) => format!("this manager is not the leader; the leader is at {addr}"),
-            None => "no leader: the managers have no quorum".to_string(),
-        });
-        if let Some(value) = leader.and_then(|a| a.parse().ok()) {
+        let Some(leader) = self.raft.leader_addr() else {
+            return Err(crate::quorum::no_leader(crate::quorum::Reach::of(
+                &self.raft.managers(),
+            )));
+        };
+        let mut status = Status::unavailable(format!(
+            "this manager is not the leader; the leader is at {leader}"
+        ));
+        if let Ok(value) = leader.parse() {
             status.metadata_mut().insert(LEADER_METADATA, value);
         }
         Err(status)

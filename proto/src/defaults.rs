@@ -116,6 +116,20 @@ pub const CA_CERT_VALIDITY_MS: u64 = 20 * 365 * 24 * 3_600_000;
 /// renews its certificate when less than [`CERT_RENEW_FRACTION_LEFT`] of the
 /// validity is left.
 pub const NODE_CERT_VALIDITY_MS: u64 = 90 * 24 * 3_600_000;
+/// Environment variable that shortens the node certificates a manager
+/// issues (seconds), for tests and for operators who want short-lived
+/// certificates; unset, [`NODE_CERT_VALIDITY_MS`] holds.
+pub const NODE_CERT_VALIDITY_ENV: &str = "SHOAL_NODE_CERT_VALIDITY_SECS";
+
+/// The validity of the node certificates this process issues.
+pub fn node_cert_validity() -> std::time::Duration {
+    std::env::var(NODE_CERT_VALIDITY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|secs| *secs > 0)
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(std::time::Duration::from_millis(NODE_CERT_VALIDITY_MS))
+}
 /// Validity of a client certificate (`shoal ca client-cert`): 90 days, as a
 /// node's. Clients do not renew: an operator issues a new one, so an
 /// unattended copy stops working by itself.

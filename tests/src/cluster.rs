@@ -82,6 +82,10 @@ pub struct SimCluster {
     pub api: ControlApi,
     pub store: Arc<Store>,
     pub workers: Vec<SimExecutor>,
+    /// The manager's cluster gRPC address (mutual TLS).
+    pub addr: String,
+    /// The cluster's CA, to issue test certificates.
+    pub ca: Arc<Ca>,
     raft: RaftNode,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
@@ -168,6 +172,7 @@ impl SimCluster {
                     tls::connect_lazy(addr, client_tls.clone()).map_err(|e| e.to_string())
                 }),
                 on_managers: None,
+                on_role: None,
             };
             let config = AgentConfig {
                 node_id: node_id.clone(),
@@ -197,6 +202,8 @@ impl SimCluster {
             api,
             store,
             workers: execs,
+            addr: addr.to_string(),
+            ca,
             raft,
             shutdown,
             _dir: dir,
@@ -249,6 +256,16 @@ impl SimCluster {
             .await
             .expect("update service")
             .into_inner()
+    }
+
+    /// Credentials for `node_id` with `role`, from this cluster's CA.
+    pub fn credentials(&self, node_id: &str, role: Role) -> shoal_manager::ca::NodeCredentials {
+        self.ca
+            .issue_credentials(
+                &PeerIdentity::new(node_id, role, CLUSTER_ID, 1).unwrap(),
+                Duration::from_secs(3_600),
+            )
+            .expect("certificate")
     }
 
     /// Polls the store every 10 ms until `cond` holds; panics after `timeout`.

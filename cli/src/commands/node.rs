@@ -1,9 +1,14 @@
 //! `shoal node ...`
 
 use anyhow::Result;
-use shoal_proto::{InfoRequest, ListNodesRequest, NodeAvailability, NodeRole, NodeState};
+use shoal_proto::{
+    InfoRequest, ListNodesRequest, NodeAvailability, NodeRole, NodeState, RemoveNodeRequest,
+    UpdateNodeRequest,
+};
 
-use crate::args::{Format, ListArgs};
+use crate::args::{
+    Availability, Format, ListArgs, NodeArgs, NodeRmArgs, NodeUpdateArgs, NodesArgs,
+};
 use crate::client::{api_error, connect, Host};
 use crate::output::table;
 
@@ -101,5 +106,101 @@ pub async fn ls(host: &Host, a: &ListArgs) -> Result<()> {
         &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
         &rows,
     );
+    Ok(())
+}
+
+/// `shoal node inspect`: the node object and, for a manager, its Raft view.
+pub async fn inspect(host: &Host, a: &NodeArgs) -> Result<()> {
+    let mut client = connect(host).await?;
+    let listed = client
+        .list_nodes(ListNodesRequest {})
+        .await
+        .map_err(|s| api_error(host, s))?
+        .into_inner();
+    let wanted = |n: &&shoal_proto::Node| {
+        n.id == a.node
+            || n.status.as_ref().is_some_and(|s| s.hostname == a.node)
+            || n.id.starts_with(&a.node)
+    };
+    let found: Vec<&shoal_proto::Node> = listed.nodes.iter().filter(wanted).collect();
+    let node = match found.as_slice() {
+        [one] => *one,
+        [] => anyhow::bail!("node {} not found", a.node),
+        _ => anyhow::bail!(
+            "node {} is ambiguous: use its full id (shoal node ls)",
+            a.node
+        ),
+    };
+    let manager = listed.managers.iter().find(|m| m.node_id == node.id);
+    let out = serde_json::json!({
+        "Node": node,
+        "ManagerStatus": manager,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `shoal node promote|demote`: one request per node, stopping at the
+/// first refusal (which says why, e.g. a demotion that would lose quorum).
+pub async fn set_role(host: &Host, a: &NodesArgs, role: NodeRole) -> Result<()> {
+    let mut client = connect(host).await?;
+    for node in &a.nodes {
+        let updated = client
+            .update_node(UpdateNodeRequest {
+                node: node.clone(),
+                role: role as i32,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| api_error(host, s))?
+            .into_inner();
+        let what = if role == NodeRole::Manager {
+            "promoted to a manager"
+        } else {
+            "demoted to a worker"
+        };
+        println!("Node {} {what}.", updated.id);
+    }
+    Ok(())
+}
+
+/// `shoal node update --availability --label-add --label-rm`.
+pub async fn update(host: &Host, a: &NodeUpdateArgs) -> Result<()> {
+    let labels_add = crate::parse::key_values("--label-add", &a.label_add)?;
+    let availability = match a.availability {
+        None => NodeAvailability::Unspecified,
+        Some(Availability::Active) => NodeAvailability::Active,
+        Some(Availability::Pause) => NodeAvailability::Pause,
+        Some(Availability::Drain) => NodeAvailability::Drain,
+    };
+    let mut client = connect(host).await?;
+    let updated = client
+        .update_node(UpdateNodeRequest {
+            node: a.node.clone(),
+            availability: availability as i32,
+            labels_add,
+            labels_rm: a.label_rm.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| api_error(host, s))?
+        .into_inner();
+    println!("{}", updated.id);
+    Ok(())
+}
+
+/// `shoal node rm [--force]`.
+pub async fn rm(host: &Host, a: &NodeRmArgs) -> Result<()> {
+    let mut client = connect(host).await?;
+    for node in &a.nodes {
+        client
+            .remove_node(RemoveNodeRequest {
+                node: node.clone(),
+                force: a.force,
+            })
+            .await
+            .map_err(|s| api_error(host, s))?;
+        println!("{node}");
+    }
     Ok(())
 }

@@ -238,7 +238,7 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
     let node_ca = NodeCaService::new(
         ca.clone(),
         view.clone(),
-        Duration::from_millis(shoal_proto::defaults::NODE_CERT_VALIDITY_MS),
+        shoal_proto::defaults::node_cert_validity(),
     );
     let cluster_server = tonic::transport::Server::builder()
         .layer(AuthzLayer::new(Policy::new(view)))

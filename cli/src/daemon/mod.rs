@@ -9,6 +9,7 @@ pub mod join;
 mod logs;
 mod manager;
 pub mod pki;
+mod transition;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,10 +17,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rand::Rng;
-use shoal_manager::ca::tls;
+use shoal_manager::ca::{tls, Role};
 use shoal_manager::controlapi::worker_node::NotAManagerLayer;
 use shoal_manager::controlapi::{ControlApi, LocalNode};
 use shoal_manager::ids::new_id;
+use shoal_proto::NodeRole;
 use shoal_worker::agent::{run_agent, AgentConfig, AgentLinks};
 use shoal_worker::exec::docker::{DockerExecutor, PodNetwork};
 use shoal_worker::exec::Executor;
@@ -203,12 +205,27 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     managers.extend(cfg.managers.iter().cloned());
     managers.dedup();
     let ingress = IngressProxy::new();
+    // A new role in the session, or a certificate due for renewal, makes
+    // the daemon restart itself in that role (see transition.rs).
+    let my_role = credentials.identity().role;
+    let (change_tx, mut change_rx) = tokio::sync::mpsc::channel::<Role>(1);
+    let role_tx = change_tx.clone();
     let links = AgentLinks {
         connect: Arc::new(move |addr: &str| {
             tls::connect_lazy(addr, client_tls.clone()).map_err(|e| e.to_string())
         }),
         on_managers: Some(remember_managers(&data_dir, &cfg)),
+        on_role: Some(Arc::new(move |role: NodeRole| {
+            if let Some(role) = Role::from_node_role(role).filter(|r| *r != my_role) {
+                let _ = role_tx.try_send(role);
+            }
+        })),
     };
+    tokio::spawn(watch_expiry(
+        credentials.clone(),
+        change_tx,
+        shutdown.child_token(),
+    ));
     let agent_task = tokio::spawn(run_agent(
         AgentConfig {
             node_id: cfg.node_id.clone(),
@@ -254,10 +271,16 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut change = None;
     let leave = tokio::select! {
         _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); false }
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: stopping"); false }
         f = leave_rx.recv() => f.unwrap_or(false),
+        Some(role) = change_rx.recv() => {
+            tracing::info!(from = %my_role, to = %role, "restarting as a {role}");
+            change = Some(role);
+            false
+        }
     };
 
     shutdown.cancel();
@@ -275,10 +298,52 @@ pub async fn run(run: DaemonRun) -> Result<()> {
     }
     control_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), control_task).await;
+    if let Some(role) = change {
+        // The pid file stays: the same process goes on as `shoal daemon`.
+        let _ = std::fs::remove_file(&socket);
+        transition::apply(&data_dir, &cfg, &credentials, role)
+            .await
+            .with_context(|| format!("cannot change this node into a {role}"))?;
+        return Err(transition::restart(&data_dir, &socket));
+    }
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often a node checks whether its certificate is due for renewal: a
+/// tenth of its lifetime, at most hourly.
+fn renewal_check(credentials: &shoal_manager::ca::NodeCredentials) -> Duration {
+    credentials
+        .validity()
+        .map(|v| v.lifetime() / 10)
+        .unwrap_or(Duration::from_secs(3_600))
+        .clamp(Duration::from_secs(1), Duration::from_secs(3_600))
+}
+
+/// Asks for a restart in the same role (a renewal) once the certificate
+/// has less than a third of its validity left.
+async fn watch_expiry(
+    credentials: shoal_manager::ca::NodeCredentials,
+    change: tokio::sync::mpsc::Sender<Role>,
+    cancel: CancellationToken,
+) {
+    loop {
+        match credentials.needs_renewal(std::time::SystemTime::now()) {
+            Ok(true) => {
+                tracing::info!("the node certificate is due for renewal");
+                let _ = change.send(credentials.identity().role).await;
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the node certificate's validity"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(renewal_check(&credentials)) => {}
+        }
+    }
 }
 
 /// Saves the managers' addresses in `node.json` whenever they change, so a

@@ -10,7 +10,6 @@
 //! handed over by another manager when it joined or was promoted).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use shoal_manager::ca::{Ca, NodeCredentials, PeerIdentity, Role};
@@ -134,7 +133,7 @@ pub fn issue_own(
 ) -> Result<NodeCredentials> {
     let identity = PeerIdentity::new(&cfg.node_id, Role::Manager, &cfg.cluster_id, epoch)?;
     let credentials = ca
-        .issue_credentials(&identity, Duration::from_millis(d::NODE_CERT_VALIDITY_MS))
+        .issue_credentials(&identity, shoal_proto::defaults::node_cert_validity())
         .context("cannot issue this node's certificate")?;
     let tls_dir = tls_dir(data_dir);
     credentials.save(&tls_dir).with_context(|| {

@@ -172,6 +172,15 @@ pub struct CertValidity {
 }
 
 impl CertValidity {
+    /// The validity the certificate was issued for: from issue to expiry,
+    /// without the clock-skew allowance before issue that our CA adds.
+    pub fn lifetime(&self) -> Duration {
+        self.not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default()
+            .saturating_sub(CLOCK_SKEW)
+    }
+
     pub fn of(cert_der: &[u8]) -> Result<CertValidity, CaError> {
         let (_, cert) = X509Certificate::from_der(cert_der)
             .map_err(|e| CaError::BadCertificate(format!("cannot parse it as X.509: {e}")))?;
@@ -189,10 +198,7 @@ impl CertValidity {
     /// between half and 80% of the way; a third left leaves days for a
     /// manager outage even with the default 90 days), or when expired.
     pub fn needs_renewal(&self, now: SystemTime) -> bool {
-        let total = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default();
+        let total = self.lifetime();
         match self.not_after.duration_since(now) {
             Ok(left) => left < total / shoal_proto::defaults::CERT_RENEW_FRACTION_LEFT,
             Err(_) => true,

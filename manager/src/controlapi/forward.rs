@@ -49,8 +49,10 @@ pub const LOCAL_ONLY: &[&str] = &[
     "/shoal.v1.Control/ServiceLogs",
 ];
 
-/// Time to open a connection to the leader before the call fails.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Time to open a connection to the leader before the call fails: short,
+/// because a leader whose host died answers no SYN, and the caller should
+/// hear so (and retry on the next leader) well before its own deadline.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The channel to the current leader, replaced when the leader moves.
 struct LeaderChannel {

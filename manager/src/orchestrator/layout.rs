@@ -9,10 +9,11 @@
 //!   are created already assigned to their node (slot 0), as SwarmKit's
 //!   global orchestrator does, so the scheduler never moves them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::{
-    Deployment, DeploymentMode, Node, NodeAvailability, Pod, PodState, PodStatus, PodTemplate,
+    Deployment, DeploymentMode, Node, NodeAvailability, NodeState, Pod, PodState, PodStatus,
+    PodTemplate,
 };
 
 use super::replicated::new_pod;
@@ -27,6 +28,9 @@ pub struct Layout<'a> {
     pub desired: u64,
     /// Global mode: the node (id, session epoch) of key i + 1.
     nodes: Vec<(String, u64)>,
+    /// Replicated mode: nodes whose pods must run elsewhere: Down (the
+    /// dispatcher's word, never a hint), drained, or removed.
+    lost_nodes: BTreeSet<&'a str>,
 }
 
 impl<'a> Layout<'a> {
@@ -37,19 +41,29 @@ impl<'a> Layout<'a> {
             global(data, d, pods)
         } else {
             let mut slots: BTreeMap<u64, Vec<&Pod>> = BTreeMap::new();
+            let mut lost_nodes = BTreeSet::new();
             for p in pods {
+                if !p.node_id.is_empty() && node_lost(data, &p.node_id) {
+                    lost_nodes.insert(p.node_id.as_str());
+                }
                 slots.entry(p.slot).or_default().push(p);
             }
             Layout {
                 slots,
                 desired: spec.replicas,
                 nodes: vec![],
+                lost_nodes,
             }
         };
         for v in layout.slots.values_mut() {
             v.sort_by_key(|p| (created_at(&p.meta), p.attempt));
         }
         layout
+    }
+
+    /// Whether `p` sits on a node it must be replaced from (replicated mode).
+    pub fn on_lost_node(&self, p: &Pod) -> bool {
+        self.lost_nodes.contains(p.node_id.as_str())
     }
 
     /// The pods of one key (none yet: empty).
@@ -81,6 +95,27 @@ impl<'a> Layout<'a> {
             ..Default::default()
         });
         p
+    }
+}
+
+/// A node whose replicated pods run elsewhere: marked Down, drained, or
+/// removed (`shoal node rm`). Paused nodes keep theirs (as in Swarm).
+fn node_lost(data: &StoreData, node_id: &str) -> bool {
+    match data.nodes.get(node_id) {
+        None => data
+            .cluster()
+            .is_some_and(|c| c.removed_nodes.iter().any(|r| r == node_id)),
+        Some(n) => {
+            let down = n
+                .status
+                .as_ref()
+                .is_some_and(|s| s.state() == NodeState::Down);
+            let drained = n
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.availability() == NodeAvailability::Drain);
+            down || drained
+        }
     }
 }
 
@@ -167,6 +202,7 @@ fn global<'a>(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a
     Layout {
         slots,
         desired: nodes.len() as u64,
+        lost_nodes: BTreeSet::new(),
         nodes,
     }
 }

@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shoal_proto::{Deployment, Mutation, ObjectKind, Pod, PodState, PodStatus, RestartPolicy};
+use shoal_proto::{
+    restart_policy, Deployment, Mutation, ObjectKind, Pod, PodState, PodStatus, RestartPolicy,
+};
 
 use super::layout::Layout;
 use super::restart::{decide, RestartDecision};
@@ -136,12 +138,25 @@ fn reconcile_slot(
     now: i64,
     out: &mut Reconciliation,
 ) {
-    let live: Vec<&Pod> = pods.iter().copied().filter(|p| wanted(p)).collect();
+    // A pod on a node that is down, drained or gone runs elsewhere: it is
+    // shut down (its node stops it if it ever comes back, so it is never
+    // duplicated) and the slot gets a new pod at once, unless the restart
+    // policy says never.
+    let replace_lost = policy.condition() != restart_policy::Condition::None;
+    let mut live: Vec<&Pod> = Vec::new();
+    for p in pods.iter().copied().filter(|p| wanted(p)) {
+        if replace_lost && layout.on_lost_node(p) {
+            out.mutations.push(shut_down_lost(p, now));
+        } else {
+            live.push(p);
+        }
+    }
     let Some(newest) = live.last() else {
-        // Stop-first: the previous pod of the slot stops before the next starts.
-        let stopping = pods
-            .iter()
-            .any(|p| !p.node_id.is_empty() && !observed(p).is_terminal());
+        // Stop-first: the previous pod of the slot stops before the next
+        // starts (one on a lost node cannot be waited for).
+        let stopping = pods.iter().any(|p| {
+            !p.node_id.is_empty() && !observed(p).is_terminal() && !layout.on_lost_node(p)
+        });
         if !stopping {
             out.mutations
                 .push(put(layout.new_pod(d, rs_id, slot, 0, now, now), 0));
@@ -236,6 +251,18 @@ fn remove_pod(p: &Pod, now: i64, out: &mut Reconciliation) {
         let v = version(&p.meta);
         out.mutations.push(put(p, v));
     }
+}
+
+/// Shuts down a pod whose node is lost, saying so in its status for
+/// `service ps` (its observed state is the node's, and the node is gone).
+fn shut_down_lost(p: &Pod, now: i64) -> Mutation {
+    let mut p = p.clone();
+    p.desired_state = PodState::Shutdown as i32;
+    let s = p.status.get_or_insert_with(PodStatus::default);
+    s.message = format!("node {} is down or drained: replaced", p.node_id);
+    touch(&mut p.meta, now);
+    let v = version(&p.meta);
+    put(p, v)
 }
 
 pub(super) fn shut_down(p: &Pod, now: i64) -> Mutation {

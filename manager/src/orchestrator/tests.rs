@@ -261,3 +261,107 @@ fn a_failed_global_pod_restarts_on_its_own_node() {
     assert_eq!((replacement.attempt, replacement.not_before), (1, 3_000));
     assert_eq!(live_nodes(&f, &d), vec!["n1", "n2"]);
 }
+
+/// Places every unassigned wanted pod of `d` on `node`, running.
+fn place_all(f: &Fixture, d: &str, node: &str) {
+    for p in f
+        .pods(d)
+        .into_iter()
+        .filter(|p| wanted(p) && p.node_id.is_empty())
+    {
+        let mut p = p;
+        let v = crate::objects::version(&p.meta);
+        p.node_id = node.into();
+        p.status = Some(shoal_proto::PodStatus {
+            state: PodState::Running as i32,
+            ..Default::default()
+        });
+        f.apply(vec![crate::store::put(p, v)]);
+    }
+}
+
+#[test]
+fn pods_of_a_node_that_goes_down_are_replaced_at_once_and_the_old_ones_shut_down() {
+    let f = Fixture::new();
+    f.ready_node("n1");
+    f.ready_node("n2");
+    let d = f.deployment("web", 2, policy(Condition::Any, 5_000, 0));
+    settle(&f, 1_000);
+    place_all(&f, &d, "n1");
+    settle(&f, 1_500);
+    assert_eq!(f.pods(&d).len(), 2, "nothing to do while n1 is up");
+
+    f.edit_node("n1", |n| {
+        n.status.as_mut().unwrap().state = shoal_proto::NodeState::Down as i32
+    });
+    settle(&f, 2_000);
+    let pods = f.pods(&d);
+    let old: Vec<_> = pods.iter().filter(|p| p.node_id == "n1").collect();
+    let new: Vec<_> = pods.iter().filter(|p| wanted(p)).collect();
+    assert_eq!(old.len(), 2);
+    assert!(old.iter().all(|p| p.desired_state() == PodState::Shutdown));
+    assert!(old[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("node n1 is down"));
+    assert_eq!(new.len(), 2, "one new pod per slot");
+    assert!(
+        new.iter()
+            .all(|p| p.node_id.is_empty() && p.not_before <= 2_000),
+        "replaced at once (no restart delay), waiting for the scheduler: {new:?}"
+    );
+
+    // n1 comes back: its old pods stay shut down, nothing is duplicated.
+    f.edit_node("n1", |n| {
+        n.status.as_mut().unwrap().state = shoal_proto::NodeState::Ready as i32
+    });
+    settle(&f, 3_000);
+    assert_eq!(f.pods(&d).iter().filter(|p| wanted(p)).count(), 2);
+}
+
+#[test]
+fn draining_a_node_moves_its_pods_but_pausing_keeps_them() {
+    let f = Fixture::new();
+    f.ready_node("n1");
+    let d = f.deployment("web", 2, policy(Condition::Any, 0, 0));
+    settle(&f, 1_000);
+    place_all(&f, &d, "n1");
+    f.edit_node("n1", |n| {
+        n.spec.as_mut().unwrap().availability = shoal_proto::NodeAvailability::Pause as i32
+    });
+    settle(&f, 2_000);
+    assert!(f.pods(&d).iter().all(|p| wanted(p) && p.node_id == "n1"));
+    f.edit_node("n1", |n| {
+        n.spec.as_mut().unwrap().availability = shoal_proto::NodeAvailability::Drain as i32
+    });
+    settle(&f, 3_000);
+    let pods = f.pods(&d);
+    assert_eq!(
+        pods.iter()
+            .filter(|p| wanted(p) && p.node_id.is_empty())
+            .count(),
+        2
+    );
+    assert!(pods
+        .iter()
+        .filter(|p| p.node_id == "n1")
+        .all(|p| p.desired_state() == PodState::Shutdown));
+}
+
+#[test]
+fn a_lost_pod_with_restart_condition_none_is_not_replaced() {
+    let f = Fixture::new();
+    f.ready_node("n1");
+    let d = f.deployment("once", 1, policy(Condition::None, 0, 0));
+    settle(&f, 1_000);
+    place_all(&f, &d, "n1");
+    f.edit_node("n1", |n| {
+        n.status.as_mut().unwrap().state = shoal_proto::NodeState::Down as i32
+    });
+    settle(&f, 2_000);
+    let pods = f.pods(&d);
+    assert_eq!(pods.len(), 1, "not replaced: {pods:?}");
+    assert_eq!(pods[0].node_id, "n1");
+}

@@ -4,6 +4,7 @@
 //! and fails (never skips) when Docker is unreachable. Build the binary under
 //! test first: `cargo build -p shoal-cli && cargo test --workspace`.
 
+mod authz;
 mod cli;
 mod clientcert;
 mod cluster;
@@ -12,6 +13,7 @@ mod get;
 mod health;
 mod hosts;
 mod logs;
+mod nodeloss;
 mod ports;
 mod quorum;
 mod recovery;

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shoal_proto::dispatcher_client::DispatcherClient;
-use shoal_proto::{defaults, HeartbeatRequest, NodeResources, SessionMessage, SessionRequest};
+use shoal_proto::{
+    defaults, HeartbeatRequest, NodeResources, NodeRole, SessionMessage, SessionRequest,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -52,11 +54,16 @@ pub type Connector = Arc<dyn Fn(&str) -> Result<Channel, String> + Send + Sync>;
 /// remember them across restarts (the manager it joined may be gone then).
 pub type ManagersHook = Arc<dyn Fn(&[String]) + Send + Sync>;
 
+/// Told the node's role each time a session message carries one, so the
+/// daemon can restart in a new role when it was promoted or demoted.
+pub type RoleHook = Arc<dyn Fn(NodeRole) + Send + Sync>;
+
 /// How the agent reaches the managers.
 #[derive(Clone)]
 pub struct AgentLinks {
     pub connect: Connector,
     pub on_managers: Option<ManagersHook>,
+    pub on_role: Option<RoleHook>,
 }
 
 impl AgentLinks {
@@ -73,6 +80,7 @@ impl AgentLinks {
                     .map_err(|e| format!("invalid manager address {addr:?}: {e}"))
             }),
             on_managers: None,
+            on_role: None,
         }
     }
 }
@@ -246,6 +254,9 @@ impl Agent {
                         }
                     };
                     received = true;
+                    if let Some(hook) = &self.links.on_role {
+                        hook(message.role());
+                    }
                     if self.cursor.update(&message.managers) {
                         if let Some(hook) = &self.links.on_managers {
                             hook(&message.managers);

@@ -1,0 +1,178 @@
+//! Node loss across hosts (node containers): a killed worker's pods run on
+//! the others within seconds and are not duplicated when it returns; a node
+//! frozen for less than the heartbeat expiry loses nothing; drain and labels
+//! steer pods.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_tests::hosts::Hosts;
+use shoal_tests::images::web_image;
+use shoal_tests::wait_for;
+
+/// Running containers of `service` on `node`'s own engine.
+fn running(hosts: &Hosts, node: &str, service: &str) -> Vec<String> {
+    let out = hosts.docker(
+        node,
+        &[
+            "ps",
+            "--filter",
+            &format!("label=io.shoal.service.name={service}"),
+            "--format",
+            "{{.Names}}",
+        ],
+    );
+    let mut names: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+/// `service ps --format json` rows that are wanted running.
+fn wanted_pods(hosts: &Hosts, service: &str) -> Vec<Value> {
+    let out = hosts
+        .shoal("n1", &["service", "ps", service, "--format", "json"])
+        .ok();
+    let rows: Vec<Value> = serde_json::from_str(&out.stdout).expect("ps json");
+    rows.into_iter()
+        .filter(|r| r["DesiredState"] == "running")
+        .collect()
+}
+
+#[test]
+fn a_killed_workers_pods_run_elsewhere_and_it_returns_without_duplicates() {
+    let image = web_image("v1");
+    let hosts = Hosts::builder(3).image(&image).start();
+    let ip1 = hosts.ip("n1").to_string();
+    hosts
+        .shoal(
+            "n1",
+            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
+        )
+        .ok();
+    let token = hosts
+        .shoal("n1", &["join-token", "worker", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    for n in ["n2", "n3"] {
+        hosts
+            .shoal(
+                n,
+                &["join", "--token", &token, "--pod-network-internal", &ip1],
+            )
+            .ok();
+    }
+    hosts
+        .shoal(
+            "n1",
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "--replicas",
+                "6",
+                "--stop-grace-period",
+                "1s",
+                &image,
+            ],
+        )
+        .ok();
+    for n in ["n1", "n2", "n3"] {
+        assert!(!running(&hosts, n, "web").is_empty(), "{n} runs none");
+    }
+
+    // Frozen for 3 s, less than the heartbeat expiry: nothing moves.
+    let on_n3 = running(&hosts, "n3", "web");
+    hosts.pause("n3");
+    std::thread::sleep(Duration::from_secs(3));
+    hosts.unpause("n3");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        running(&hosts, "n3", "web"),
+        on_n3,
+        "a short stall moved pods"
+    );
+    assert_eq!(wanted_pods(&hosts, "web").len(), 6);
+
+    // Killed: its pods run on the other two within seconds.
+    let lost = running(&hosts, "n2", "web").len();
+    hosts.kill("n2");
+    let killed = Instant::now();
+    wait_for("6 pods on n1 and n3", Duration::from_secs(60), || {
+        let n = running(&hosts, "n1", "web").len() + running(&hosts, "n3", "web").len();
+        if n == 6 {
+            Ok(())
+        } else {
+            Err(format!("{n} running"))
+        }
+    });
+    eprintln!(
+        "n2 killed with {lost} pods: 6 running on the others after {:?}",
+        killed.elapsed()
+    );
+    let ls = hosts.shoal("n1", &["service", "ls"]).ok();
+    assert!(ls.stdout.contains("6/6"), "{ls}");
+
+    // It comes back: its old containers are removed, nothing is doubled.
+    hosts.start_node("n2");
+    hosts.shoal("n2", &["daemon"]).ok();
+    wait_for("n2's stale pods gone", Duration::from_secs(60), || {
+        let left = hosts.docker(
+            "n2",
+            &["ps", "-aq", "--filter", "label=io.shoal.service.name=web"],
+        );
+        if left.stdout.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(left.stdout)
+        }
+    });
+    assert_eq!(wanted_pods(&hosts, "web").len(), 6);
+    let total: usize = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| running(&hosts, n, "web").len())
+        .sum();
+    assert_eq!(total, 6, "no duplicates");
+
+    // Drain moves pods off a node; labels and constraints steer them.
+    hosts
+        .shoal("n1", &["node", "update", "--availability", "drain", "n3"])
+        .ok();
+    wait_for("n3 drained", Duration::from_secs(60), || {
+        let on3 = running(&hosts, "n3", "web").len();
+        let total: usize = ["n1", "n2"]
+            .iter()
+            .map(|n| running(&hosts, n, "web").len())
+            .sum();
+        if on3 == 0 && total == 6 {
+            Ok(())
+        } else {
+            Err(format!("{on3} on n3, {total} elsewhere"))
+        }
+    });
+    hosts
+        .shoal("n1", &["node", "update", "--label-add", "zone=b", "n2"])
+        .ok();
+    hosts
+        .shoal(
+            "n1",
+            &[
+                "service",
+                "create",
+                "--name",
+                "zoned",
+                "--replicas",
+                "2",
+                "--constraint",
+                "node.labels.zone==b",
+                "--stop-grace-period",
+                "1s",
+                &image,
+            ],
+        )
+        .ok();
+    assert_eq!(running(&hosts, "n2", "zoned").len(), 2);
+    assert!(running(&hosts, "n1", "zoned").is_empty());
+}
