@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use shoal_manager::recovery::{self, NewCluster, Survivor};
 
 use super::config::{self, NodeConfig};
-use super::{detach, is_live_shoal, pki};
+use super::{detach, pki};
 
 /// How long a running daemon may take to stop after SIGTERM (it stops its
 /// agent, its servers and Raft, a few seconds each at most).
@@ -44,7 +44,7 @@ pub async fn run(data_dir: &Path, socket: &Path) -> Result<Recovered> {
             data_dir.display()
         );
     }
-    let stopped = stop_running_daemon(data_dir).await?;
+    let (pid_lock, stopped) = stop_running_daemon(data_dir).await?;
     // Checked before anything changes: the CA must be usable to issue this
     // node's certificate at the new epoch.
     let pki = pki::load(data_dir, &cfg)?.with_context(|| {
@@ -73,26 +73,65 @@ pub async fn run(data_dir: &Path, socket: &Path) -> Result<Recovered> {
             data_dir.display()
         )
     })?;
+    // The daemon takes the pid file's lock itself.
+    drop(pid_lock);
     start_daemon(data_dir, socket).await?;
     Ok(Recovered { cfg, new, stopped })
 }
 
-/// Stops the daemon named by the data dir's pid file, if it is a live shoal
-/// process, and waits until it is gone: the recovery must not share the
-/// Raft files with it.
-async fn stop_running_daemon(data_dir: &Path) -> Result<Option<i32>> {
-    let pid_file = data_dir.join(config::PID_FILE);
-    let Some(pid) = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok())
-    else {
-        return Ok(None);
-    };
-    if !is_live_shoal(pid) {
+/// The data dir's pid file, locked by this command: a daemon holds the
+/// same flock for as long as it runs, so holding it means none runs, and
+/// none can start, while the Raft files are rebuilt.
+struct PidLock {
+    _file: std::fs::File,
+}
+
+/// Locks the pid file at `path` if no daemon holds it. The lock must be on
+/// the file the path names now: a daemon that stops unlinks its pid file
+/// while still holding the lock, and a lock on that unlinked file would
+/// exclude no one.
+fn try_lock_pid_file(path: &Path) -> Result<Option<PidLock>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Ok(None);
     }
-    // SAFETY: kill(2) with a pid read from our own pid file, checked above
-    // to be a live shoal process.
+    let same = match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(held), Ok(named)) => held.ino() == named.ino() && held.dev() == named.dev(),
+        _ => false,
+    };
+    Ok(same.then_some(PidLock { _file: file }))
+}
+
+/// Stops the daemon that holds the data dir's pid file, if one does
+/// (SIGTERM to the pid in it), waits until it is gone, and returns the
+/// pid file locked so that no daemon starts while the Raft files change.
+async fn stop_running_daemon(data_dir: &Path) -> Result<(PidLock, Option<i32>)> {
+    let pid_file = data_dir.join(config::PID_FILE);
+    if let Some(lock) = try_lock_pid_file(&pid_file)? {
+        return Ok((lock, None));
+    }
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .filter(|&pid| pid > 0)
+        .with_context(|| {
+            format!(
+                "a shoal daemon holds {} but the pid in it is unreadable; stop the daemon \
+                 yourself and retry",
+                pid_file.display()
+            )
+        })?;
+    // SAFETY: kill(2) with the pid the running daemon wrote in the pid
+    // file it holds locked.
     if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
         let e = std::io::Error::last_os_error();
         bail!(
@@ -101,7 +140,10 @@ async fn stop_running_daemon(data_dir: &Path) -> Result<Option<i32>> {
         );
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
-    while is_live_shoal(pid) {
+    loop {
+        if let Some(lock) = try_lock_pid_file(&pid_file)? {
+            return Ok((lock, Some(pid)));
+        }
         if Instant::now() > deadline {
             bail!(
                 "the shoal daemon (pid {pid}, from {}) did not stop within {}s of SIGTERM; \
@@ -112,7 +154,6 @@ async fn stop_running_daemon(data_dir: &Path) -> Result<Option<i32>> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(Some(pid))
 }
 
 /// Starts the daemon detached, as `shoal daemon` does, and waits until it

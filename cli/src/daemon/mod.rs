@@ -61,48 +61,54 @@ pub fn new_node_config(
     })
 }
 
-/// A live shoal daemon with this pid: not a zombie left by `kill -9`
+/// A live shoal process with this pid: not a zombie left by `kill -9`
 /// waiting to be reaped, and not another program that reused the pid.
-/// Only a daemon (`--foreground`) writes the pid file: after a reboot the
-/// same sequence of commands hands out the same pids, and the `shoal
-/// daemon` that spawns the daemon may get the old daemon's pid, or a thread
-/// of the new daemon its id (/proc answers for thread ids too).
+#[allow(dead_code)]
 pub(crate) fn is_live_shoal(pid: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let tgid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|t| t.trim().parse::<i32>().ok());
-    if tgid != Some(pid) {
-        return false;
-    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The state follows the parenthesised command name.
     let state = stat
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.trim_start().chars().next());
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    let is_shoal = cmdline.contains("shoal") && cmdline.contains("--foreground");
+    let is_shoal = String::from_utf8_lossy(&cmdline).contains("shoal");
     pid > 0 && is_shoal && !matches!(state, None | Some('Z') | Some('X'))
 }
 
+/// The daemon's pid file, locked (flock) for as long as the daemon runs:
+/// the lock, not the pid in it, says whether a daemon runs, so a pid file
+/// left by a crash or a reboot (whose pid another process may have now)
+/// never blocks a start.
+struct PidFile {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
 /// Refuses to start twice on one data dir, then records our pid.
-fn claim_pid_file(dir: &Path) -> Result<PathBuf> {
+fn claim_pid_file(dir: &Path) -> Result<PidFile> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
     let path = dir.join(config::PID_FILE);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Ok(pid) = text.trim().parse::<i32>() {
-            if pid != std::process::id() as i32 && is_live_shoal(pid) {
-                bail!(
-                    "a shoal daemon is already running on {} (pid {pid})",
-                    dir.display()
-                );
-            }
-        }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = std::fs::read_to_string(&path).unwrap_or_default();
+        bail!(
+            "a shoal daemon is already running on {} (pid {})",
+            dir.display(),
+            pid.trim()
+        );
     }
-    std::fs::write(&path, format!("{}\n", std::process::id()))
+    file.set_len(0)
+        .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    Ok(PidFile { path, _lock: file })
 }
 
 /// Binds the CLI socket: parent dir created, a stale socket file replaced,
@@ -306,7 +312,7 @@ pub async fn run(run: DaemonRun) -> Result<()> {
             .with_context(|| format!("cannot change this node into a {role}"))?;
         return Err(transition::restart(&data_dir, &socket));
     }
-    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&pid_file.path);
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(())

@@ -354,6 +354,14 @@ fn three_managers_survive_the_leaders_loss_forward_commands_and_keep_their_quoru
     );
     let new_leader = manager_with(&hosts, survivor, "Leader").expect("a new leader");
     assert_ne!(new_leader, leader);
+    // No false Down: past the new leader's warm-up and a heartbeat expiry,
+    // only the killed node is Down.
+    std::thread::sleep(Duration::from_secs(12));
+    let listed = nodes(&hosts, survivor);
+    for n in &listed {
+        let down = n["Status"] == "Down";
+        assert_eq!(down, n["Hostname"] == leader.as_str(), "{listed:?}");
+    }
     // Nothing committed is lost.
     let configs = hosts.shoal(survivor, &["config", "ls"]).ok();
     for i in 0..5 {

@@ -176,3 +176,68 @@ fn a_killed_workers_pods_run_elsewhere_and_it_returns_without_duplicates() {
     assert_eq!(running(&hosts, "n2", "zoned").len(), 2);
     assert!(running(&hosts, "n1", "zoned").is_empty());
 }
+
+#[test]
+fn a_full_cluster_restart_marks_no_node_down_and_duplicates_nothing() {
+    let image = web_image("v1");
+    let hosts = Hosts::builder(2).image(&image).start();
+    let ip1 = hosts.ip("n1").to_string();
+    hosts
+        .shoal(
+            "n1",
+            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
+        )
+        .ok();
+    let token = hosts
+        .shoal("n1", &["join-token", "worker", "-q"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    hosts
+        .shoal(
+            "n2",
+            &["join", "--token", &token, "--pod-network-internal", &ip1],
+        )
+        .ok();
+    hosts
+        .shoal(
+            "n1",
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "--replicas",
+                "4",
+                "--stop-grace-period",
+                "1s",
+                &image,
+            ],
+        )
+        .ok();
+
+    // Both hosts reboot; their daemons start again (as a host's init would).
+    hosts.restart("n1");
+    hosts.restart("n2");
+    hosts.shoal("n1", &["daemon"]).ok();
+    hosts.shoal("n2", &["daemon"]).ok();
+    wait_for("web whole again", Duration::from_secs(90), || {
+        let ls = hosts.shoal("n1", &["service", "ls"]);
+        if ls.stdout.contains("4/4") {
+            Ok(())
+        } else {
+            Err(ls.all())
+        }
+    });
+    // Past the leader's warm-up and a heartbeat expiry: nobody is Down.
+    std::thread::sleep(Duration::from_secs(12));
+    let listed = hosts.shoal("n1", &["node", "ls"]).ok();
+    assert!(!listed.stdout.contains("Down"), "{listed}");
+    assert_eq!(wanted_pods(&hosts, "web").len(), 4);
+    let total: usize = ["n1", "n2"]
+        .iter()
+        .map(|n| running(&hosts, n, "web").len())
+        .sum();
+    assert_eq!(total, 4, "no duplicates after the restart");
+}

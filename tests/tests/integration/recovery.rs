@@ -179,3 +179,38 @@ fn leave_force_stops_the_daemon_and_removes_its_containers() {
         "after leave ({out}):\n{after}"
     );
 }
+
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused_and_a_stale_pid_file_is_not() {
+    let node = Node::start();
+    let pid = node.pid().expect("the daemon's pid");
+    let other_socket = node.data_dir().join("other.sock");
+    let second = shoal_tests::cmd::run(
+        std::process::Command::new(shoal_tests::shoal_bin())
+            .args(["daemon", "--foreground", "--data-dir"])
+            .arg(node.data_dir())
+            .arg("--socket")
+            .arg(&other_socket),
+        Duration::from_secs(30),
+    );
+    assert!(!second.success(), "{second}");
+    assert!(
+        second.all().contains(&format!(
+            "a shoal daemon is already running on {} (pid {pid})",
+            node.data_dir().display()
+        )),
+        "{second}"
+    );
+    assert!(alive(pid), "the refused start touched the running daemon");
+
+    // Killed: its pid file stays, naming a pid the next start must not
+    // trust (after a reboot another process may have it).
+    node.kill9();
+    std::fs::write(
+        node.data_dir().join("shoal.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    node.resume().ok();
+    assert_ne!(node.pid(), Some(std::process::id()));
+}
