@@ -265,26 +265,9 @@ async fn join(a: JoinArgs) -> Result<()> {
     } else {
         "manager"
     };
-    if a.daemon.foreground {
-        init_tracing();
-        return daemon::run(daemon::DaemonRun {
-            data_dir: dir,
-            socket: a.daemon.socket.clone(),
-            config: cfg,
-            init: false,
-        })
-        .await;
+    if !run_node(&dir, &a.daemon, &cfg).await? {
+        return Ok(());
     }
-    let args: Vec<OsString> = vec![
-        "daemon".into(),
-        "--foreground".into(),
-        "--data-dir".into(),
-        dir.clone().into(),
-        "--socket".into(),
-        a.daemon.socket.clone().into(),
-    ];
-    let host = socket_host(&a.daemon.socket);
-    daemon::detach::spawn_and_wait(args, &dir, &host).await?;
     println!(
         "This node joined a cluster as a {role} (node {}).",
         cfg.node_id
@@ -292,29 +275,43 @@ async fn join(a: JoinArgs) -> Result<()> {
     Ok(())
 }
 
-async fn resume(a: DaemonArgs) -> Result<()> {
-    let dir = config::data_dir(a.daemon.data_dir.as_deref());
-    let cfg = config::load(&dir)?;
-    if a.daemon.foreground {
+/// Runs the node from its data dir: in the foreground (returns `false` when
+/// it stopped), or detached, returning `true` once it serves.
+async fn run_node(
+    dir: &std::path::Path,
+    opts: &args::DaemonOpts,
+    cfg: &config::NodeConfig,
+) -> Result<bool> {
+    if opts.foreground {
         init_tracing();
-        return daemon::run(daemon::DaemonRun {
-            data_dir: dir,
-            socket: a.daemon.socket.clone(),
-            config: cfg,
+        daemon::run(daemon::DaemonRun {
+            data_dir: dir.to_path_buf(),
+            socket: opts.socket.clone(),
+            config: cfg.clone(),
             init: false,
         })
-        .await;
+        .await?;
+        return Ok(false);
     }
     let args: Vec<OsString> = vec![
         "daemon".into(),
         "--foreground".into(),
         "--data-dir".into(),
-        dir.clone().into(),
+        dir.into(),
         "--socket".into(),
-        a.daemon.socket.clone().into(),
+        opts.socket.clone().into(),
     ];
-    let host = socket_host(&a.daemon.socket);
-    daemon::detach::spawn_and_wait(args, &dir, &host).await?;
+    let host = socket_host(&opts.socket);
+    daemon::detach::spawn_and_wait(args, dir, &host).await?;
+    Ok(true)
+}
+
+async fn resume(a: DaemonArgs) -> Result<()> {
+    let dir = config::data_dir(a.daemon.data_dir.as_deref());
+    let cfg = config::load(&dir)?;
+    if !run_node(&dir, &a.daemon, &cfg).await? {
+        return Ok(());
+    }
     println!(
         "shoal daemon started (node {}, data dir {})",
         cfg.node_id,

@@ -639,6 +639,83 @@ ip rule add to "$1" unreachable"#;
         .unwrap_or_else(|e| e)
     }
 
+    /// Forms a shoal cluster: `shoal init` on `first` (advertising its
+    /// address, internal pod network), then `shoal join` with the manager
+    /// token on `managers` and the worker token on `workers`. Returns the
+    /// first manager's address.
+    pub fn form_cluster(&self, first: &str, managers: &[&str], workers: &[&str]) -> String {
+        let ip = self.ip(first).to_string();
+        self.shoal(
+            first,
+            &["init", "--advertise-addr", &ip, "--pod-network-internal"],
+        )
+        .ok();
+        for (role, nodes) in [("manager", managers), ("worker", workers)] {
+            if nodes.is_empty() {
+                continue;
+            }
+            let token = self.join_token(first, role);
+            for n in nodes {
+                let joined = self
+                    .shoal(
+                        n,
+                        &["join", "--token", &token, "--pod-network-internal", &ip],
+                    )
+                    .ok();
+                assert!(joined.stdout.contains(&format!("as a {role}")), "{joined}");
+            }
+        }
+        ip
+    }
+
+    /// `shoal join-token ROLE -q` on `on`.
+    pub fn join_token(&self, on: &str, role: &str) -> String {
+        self.shoal(on, &["join-token", role, "-q"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    }
+
+    /// `shoal service create --name NAME --replicas N --stop-grace-period 1s
+    /// [EXTRA...] IMAGE` on `on`, waiting until it converges.
+    pub fn create_service(&self, on: &str, name: &str, replicas: u32, image: &str, extra: &[&str]) {
+        let replicas = replicas.to_string();
+        let mut args = vec![
+            "service",
+            "create",
+            "--name",
+            name,
+            "--replicas",
+            &replicas,
+            "--stop-grace-period",
+            "1s",
+        ];
+        args.extend(extra);
+        args.push(image);
+        self.shoal(on, &args).ok();
+    }
+
+    /// Names of the running containers of `service` on `node`'s own
+    /// engine, sorted.
+    pub fn running(&self, node: &str, service: &str) -> Vec<String> {
+        let out = self
+            .docker(
+                node,
+                &[
+                    "ps",
+                    "--filter",
+                    &format!("label=io.shoal.service.name={service}"),
+                    "--format",
+                    "{{.Names}}",
+                ],
+            )
+            .ok();
+        let mut names: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+        names.sort();
+        names
+    }
+
     /// The last `lines` lines of the shoal daemon's log in a node.
     pub fn shoal_log(&self, name: &str, lines: usize) -> String {
         let log = format!("{SHOAL_DATA_DIR}/shoal.log");

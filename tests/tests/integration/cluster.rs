@@ -31,23 +31,6 @@ fn ready_count(hosts: &Hosts, on: &str) -> usize {
         .count()
 }
 
-/// Names of the running containers of `service` on `node`'s own engine.
-fn containers(hosts: &Hosts, node: &str, service: &str) -> Vec<String> {
-    let out = hosts
-        .docker(
-            node,
-            &[
-                "ps",
-                "--filter",
-                &format!("label=io.shoal.service.name={service}"),
-                "--format",
-                "{{.Names}}",
-            ],
-        )
-        .ok();
-    out.stdout.lines().map(str::to_string).collect()
-}
-
 #[test]
 fn workers_join_with_a_token_run_pods_on_their_engines_and_rejoin_after_a_restart() {
     let image = web_image("v1");
@@ -171,59 +154,45 @@ fn workers_join_with_a_token_run_pods_on_their_engines_and_rejoin_after_a_restar
     assert!(remote_ls.stdout.contains("Leader"), "{remote_ls}");
 
     // Pods spread over the three engines.
-    hosts
-        .shoal(
-            "n1",
-            &[
-                "service",
-                "create",
-                "--name",
-                "web",
-                "--replicas",
-                "6",
-                "--stop-grace-period",
-                "1s",
-                &image,
-            ],
-        )
-        .ok();
+    hosts.create_service("n1", "web", 6, &image, &[]);
     for n in ["n1", "n2", "n3"] {
-        let c = containers(&hosts, n, "web");
+        let c = hosts.running(n, "web");
         assert!(!c.is_empty(), "{n}'s engine runs none of web's pods");
     }
-    let before = containers(&hosts, "n2", "web");
+    let before = hosts.running("n2", "web");
 
-    // A worker's daemon killed and resumed from its data dir rejoins by
-    // itself and keeps its containers (adopted, not duplicated).
+    // A worker's daemon killed and resumed from its data dir (within the
+    // heartbeat expiry, so it is never Down) rejoins by itself and keeps
+    // its containers (adopted, not duplicated).
+    let sessions = |hosts: &Hosts| {
+        hosts
+            .shoal_log("n2", 100_000)
+            .matches("session opened")
+            .count()
+    };
+    let before_restart = sessions(&hosts);
     hosts.exec("n2", &["pkill", "-9", "-x", "shoal"]).ok();
-    wait_for("n2 down", Duration::from_secs(30), || {
-        let down = nodes(&hosts, "n1").iter().any(|n| n["Status"] == "Down");
-        if down {
-            Ok(())
-        } else {
-            Err("no node down yet".to_string())
-        }
-    });
     hosts.shoal("n2", &["daemon"]).ok();
     wait_for(
-        "n2 ready again",
+        "n2's new session",
         Duration::from_secs(30),
-        || match ready_count(&hosts, "n1") {
-            3 => Ok(()),
-            n => Err(format!("{n} ready")),
+        || match sessions(&hosts) {
+            n if n > before_restart => Ok(()),
+            n => Err(format!("{n} sessions")),
         },
     );
+    assert_eq!(ready_count(&hosts, "n1"), 3);
     let ls = hosts.shoal("n1", &["service", "ls"]).ok();
     assert!(ls.stdout.contains("6/6"), "{ls}");
-    let mut after = containers(&hosts, "n2", "web");
-    let mut before = before;
-    after.sort();
-    before.sort();
-    assert_eq!(after, before, "n2 kept exactly its containers");
+    assert_eq!(
+        hosts.running("n2", "web"),
+        before,
+        "n2 kept exactly its containers"
+    );
 
     // A worker leaves; its containers go with it.
     hosts.shoal("n3", &["leave", "--force"]).ok();
-    assert!(containers(&hosts, "n3", "web").is_empty());
+    assert!(hosts.running("n3", "web").is_empty());
 }
 
 /// The Hostname of the node `node ls` (on `on`) marks with `status`.
@@ -253,28 +222,7 @@ fn manager_statuses(hosts: &Hosts, on: &str) -> Vec<String> {
 fn three_managers_survive_the_leaders_loss_forward_commands_and_keep_their_quorum() {
     let image = web_image("v1");
     let hosts = Hosts::builder(3).image(&image).start();
-    let ip1 = hosts.ip("n1").to_string();
-    hosts
-        .shoal(
-            "n1",
-            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
-        )
-        .ok();
-    let token = hosts
-        .shoal("n1", &["join-token", "manager", "-q"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
-    for n in ["n2", "n3"] {
-        let joined = hosts
-            .shoal(
-                n,
-                &["join", "--token", &token, "--pod-network-internal", &ip1],
-            )
-            .ok();
-        assert!(joined.stdout.contains("as a manager"), "{joined}");
-    }
+    hosts.form_cluster("n1", &["n2", "n3"], &[]);
     wait_for(
         "a leader and two reachable managers",
         Duration::from_secs(30),
@@ -290,22 +238,7 @@ fn three_managers_survive_the_leaders_loss_forward_commands_and_keep_their_quoru
         .into_iter()
         .find(|n| *n != leader)
         .unwrap();
-    hosts
-        .shoal(
-            follower,
-            &[
-                "service",
-                "create",
-                "--name",
-                "web",
-                "--replicas",
-                "3",
-                "--stop-grace-period",
-                "1s",
-                &image,
-            ],
-        )
-        .ok();
+    hosts.create_service(follower, "web", 3, &image, &[]);
     for i in 0..5 {
         hosts
             .shoal(
@@ -397,27 +330,7 @@ fn three_managers_survive_the_leaders_loss_forward_commands_and_keep_their_quoru
 fn promotion_and_demotion_while_serving_including_the_leader_and_a_manager_restart() {
     let image = web_image("v1");
     let hosts = Hosts::builder(3).image(&image).start();
-    let ip1 = hosts.ip("n1").to_string();
-    hosts
-        .shoal(
-            "n1",
-            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
-        )
-        .ok();
-    let token = hosts
-        .shoal("n1", &["join-token", "worker", "-q"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
-    for n in ["n2", "n3"] {
-        hosts
-            .shoal(
-                n,
-                &["join", "--token", &token, "--pod-network-internal", &ip1],
-            )
-            .ok();
-    }
+    hosts.form_cluster("n1", &[], &["n2", "n3"]);
     wait_for(
         "3 Ready nodes",
         Duration::from_secs(30),
@@ -426,22 +339,7 @@ fn promotion_and_demotion_while_serving_including_the_leader_and_a_manager_resta
             n => Err(format!("{n} ready")),
         },
     );
-    hosts
-        .shoal(
-            "n1",
-            &[
-                "service",
-                "create",
-                "--name",
-                "web",
-                "--replicas",
-                "6",
-                "--stop-grace-period",
-                "1s",
-                &image,
-            ],
-        )
-        .ok();
+    hosts.create_service("n1", "web", 6, &image, &[]);
 
     // Two workers promoted: they restart as managers and join Raft.
     hosts.shoal("n1", &["node", "promote", "n2", "n3"]).ok();
@@ -455,7 +353,7 @@ fn promotion_and_demotion_while_serving_including_the_leader_and_a_manager_resta
     );
     let info = hosts.shoal("n2", &["info"]).ok();
     assert!(info.stdout.contains("Is Manager:        true"), "{info}");
-    let on_n2 = containers(&hosts, "n2", "web");
+    let on_n2 = hosts.running("n2", "web");
     assert!(!on_n2.is_empty());
 
     // The leader demoted from another manager: leadership moves first, the
@@ -465,7 +363,7 @@ fn promotion_and_demotion_while_serving_including_the_leader_and_a_manager_resta
         .into_iter()
         .find(|n| *n != leader)
         .unwrap();
-    let before = containers(&hosts, &leader, "web");
+    let before = hosts.running(&leader, "web");
     let t = Instant::now();
     hosts.shoal(other, &["node", "demote", &leader]).ok();
     wait_for(
@@ -489,11 +387,11 @@ fn promotion_and_demotion_while_serving_including_the_leader_and_a_manager_resta
             }
         },
     );
-    let mut after = containers(&hosts, &leader, "web");
-    let mut before = before;
-    after.sort();
-    before.sort();
-    assert_eq!(after, before, "the demoted leader kept its containers");
+    assert_eq!(
+        hosts.running(&leader, "web"),
+        before,
+        "the demoted leader kept its containers"
+    );
     let ls = hosts.shoal(other, &["service", "ls"]).ok();
     assert!(ls.stdout.contains("6/6"), "{ls}");
 
@@ -559,24 +457,9 @@ fn certificates_are_renewed_before_they_expire_without_disturbing_the_pods() {
             &["join", "--token", &token, "--pod-network-internal", &ip1],
         )
         .ok();
-    hosts
-        .shoal(
-            "n1",
-            &[
-                "service",
-                "create",
-                "--name",
-                "web",
-                "--replicas",
-                "4",
-                "--stop-grace-period",
-                "1s",
-                &image,
-            ],
-        )
-        .ok();
+    hosts.create_service("n1", "web", 4, &image, &[]);
     let first = [certificate(&hosts, "n1"), certificate(&hosts, "n2")];
-    let pods = containers(&hosts, "n2", "web");
+    let pods = hosts.running("n2", "web");
     assert!(!pods.is_empty());
     wait_for("both certificates renewed", Duration::from_secs(90), || {
         let now = [certificate(&hosts, "n1"), certificate(&hosts, "n2")];
@@ -603,7 +486,7 @@ fn certificates_are_renewed_before_they_expire_without_disturbing_the_pods() {
         },
     );
     assert_eq!(
-        containers(&hosts, "n2", "web"),
+        hosts.running("n2", "web"),
         pods,
         "n2's pods were not disturbed"
     );

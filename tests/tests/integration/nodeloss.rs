@@ -10,23 +10,6 @@ use shoal_tests::hosts::Hosts;
 use shoal_tests::images::web_image;
 use shoal_tests::wait_for;
 
-/// Running containers of `service` on `node`'s own engine.
-fn running(hosts: &Hosts, node: &str, service: &str) -> Vec<String> {
-    let out = hosts.docker(
-        node,
-        &[
-            "ps",
-            "--filter",
-            &format!("label=io.shoal.service.name={service}"),
-            "--format",
-            "{{.Names}}",
-        ],
-    );
-    let mut names: Vec<String> = out.stdout.lines().map(str::to_string).collect();
-    names.sort();
-    names
-}
-
 /// `service ps --format json` rows that are wanted running.
 fn wanted_pods(hosts: &Hosts, service: &str) -> Vec<Value> {
     let out = hosts
@@ -42,66 +25,31 @@ fn wanted_pods(hosts: &Hosts, service: &str) -> Vec<Value> {
 fn a_killed_workers_pods_run_elsewhere_and_it_returns_without_duplicates() {
     let image = web_image("v1");
     let hosts = Hosts::builder(3).image(&image).start();
-    let ip1 = hosts.ip("n1").to_string();
-    hosts
-        .shoal(
-            "n1",
-            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
-        )
-        .ok();
-    let token = hosts
-        .shoal("n1", &["join-token", "worker", "-q"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
-    for n in ["n2", "n3"] {
-        hosts
-            .shoal(
-                n,
-                &["join", "--token", &token, "--pod-network-internal", &ip1],
-            )
-            .ok();
-    }
-    hosts
-        .shoal(
-            "n1",
-            &[
-                "service",
-                "create",
-                "--name",
-                "web",
-                "--replicas",
-                "6",
-                "--stop-grace-period",
-                "1s",
-                &image,
-            ],
-        )
-        .ok();
+    hosts.form_cluster("n1", &[], &["n2", "n3"]);
+    hosts.create_service("n1", "web", 6, &image, &[]);
     for n in ["n1", "n2", "n3"] {
-        assert!(!running(&hosts, n, "web").is_empty(), "{n} runs none");
+        assert!(!hosts.running(n, "web").is_empty(), "{n} runs none");
     }
 
     // Frozen for 3 s, less than the heartbeat expiry: nothing moves.
-    let on_n3 = running(&hosts, "n3", "web");
+    let on_n3 = hosts.running("n3", "web");
     hosts.pause("n3");
     std::thread::sleep(Duration::from_secs(3));
     hosts.unpause("n3");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        running(&hosts, "n3", "web"),
+        hosts.running("n3", "web"),
         on_n3,
         "a short stall moved pods"
     );
     assert_eq!(wanted_pods(&hosts, "web").len(), 6);
 
     // Killed: its pods run on the other two within seconds.
-    let lost = running(&hosts, "n2", "web").len();
+    let lost = hosts.running("n2", "web").len();
     hosts.kill("n2");
     let killed = Instant::now();
     wait_for("6 pods on n1 and n3", Duration::from_secs(60), || {
-        let n = running(&hosts, "n1", "web").len() + running(&hosts, "n3", "web").len();
+        let n = hosts.running("n1", "web").len() + hosts.running("n3", "web").len();
         if n == 6 {
             Ok(())
         } else {
@@ -132,7 +80,7 @@ fn a_killed_workers_pods_run_elsewhere_and_it_returns_without_duplicates() {
     assert_eq!(wanted_pods(&hosts, "web").len(), 6);
     let total: usize = ["n1", "n2", "n3"]
         .iter()
-        .map(|n| running(&hosts, n, "web").len())
+        .map(|n| hosts.running(n, "web").len())
         .sum();
     assert_eq!(total, 6, "no duplicates");
 
@@ -141,10 +89,10 @@ fn a_killed_workers_pods_run_elsewhere_and_it_returns_without_duplicates() {
         .shoal("n1", &["node", "update", "--availability", "drain", "n3"])
         .ok();
     wait_for("n3 drained", Duration::from_secs(60), || {
-        let on3 = running(&hosts, "n3", "web").len();
+        let on3 = hosts.running("n3", "web").len();
         let total: usize = ["n1", "n2"]
             .iter()
-            .map(|n| running(&hosts, n, "web").len())
+            .map(|n| hosts.running(n, "web").len())
             .sum();
         if on3 == 0 && total == 6 {
             Ok(())
@@ -173,49 +121,16 @@ fn a_killed_workers_pods_run_elsewhere_and_it_returns_without_duplicates() {
             ],
         )
         .ok();
-    assert_eq!(running(&hosts, "n2", "zoned").len(), 2);
-    assert!(running(&hosts, "n1", "zoned").is_empty());
+    assert_eq!(hosts.running("n2", "zoned").len(), 2);
+    assert!(hosts.running("n1", "zoned").is_empty());
 }
 
 #[test]
 fn a_full_cluster_restart_marks_no_node_down_and_duplicates_nothing() {
     let image = web_image("v1");
     let hosts = Hosts::builder(2).image(&image).start();
-    let ip1 = hosts.ip("n1").to_string();
-    hosts
-        .shoal(
-            "n1",
-            &["init", "--advertise-addr", &ip1, "--pod-network-internal"],
-        )
-        .ok();
-    let token = hosts
-        .shoal("n1", &["join-token", "worker", "-q"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
-    hosts
-        .shoal(
-            "n2",
-            &["join", "--token", &token, "--pod-network-internal", &ip1],
-        )
-        .ok();
-    hosts
-        .shoal(
-            "n1",
-            &[
-                "service",
-                "create",
-                "--name",
-                "web",
-                "--replicas",
-                "4",
-                "--stop-grace-period",
-                "1s",
-                &image,
-            ],
-        )
-        .ok();
+    hosts.form_cluster("n1", &[], &["n2"]);
+    hosts.create_service("n1", "web", 4, &image, &[]);
 
     // Both hosts reboot; their daemons start again (as a host's init would).
     hosts.restart("n1");
@@ -237,7 +152,7 @@ fn a_full_cluster_restart_marks_no_node_down_and_duplicates_nothing() {
     assert_eq!(wanted_pods(&hosts, "web").len(), 4);
     let total: usize = ["n1", "n2"]
         .iter()
-        .map(|n| running(&hosts, n, "web").len())
+        .map(|n| hosts.running(n, "web").len())
         .sum();
     assert_eq!(total, 4, "no duplicates after the restart");
 }
