@@ -99,6 +99,12 @@ pub struct InitArgs {
     /// Create the pod network with --internal (no route out of the host)
     #[arg(long)]
     pub pod_network_internal: bool,
+    /// On a surviving manager after the others are lost for good: make a new one-manager
+    /// cluster from this node's state (the daemon is stopped and restarted; the node keeps its
+    /// addresses, other flags but --data-dir and --socket are not used); the other managers are
+    /// removed and rejoin with `shoal leave --force` and `shoal join`
+    #[arg(long)]
+    pub force_new_cluster: bool,
 }
 
 #[derive(Debug, Args, Clone)]

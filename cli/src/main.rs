@@ -125,6 +125,9 @@ fn socket_host(socket: &std::path::Path) -> String {
 
 async fn init(a: InitArgs) -> Result<()> {
     let dir = config::data_dir(a.daemon.data_dir.as_deref());
+    if a.force_new_cluster {
+        return force_new_cluster(&dir, &a).await;
+    }
     if config::exists(&dir) {
         bail!(
             "this node is already part of a cluster (state in {d}): resume it with `shoal daemon --data-dir {d}`, or remove it with `shoal leave --force`",
@@ -185,6 +188,55 @@ async fn init(a: InitArgs) -> Result<()> {
     print!("{}", system::join_instructions(&worker));
     println!();
     println!("To add a manager to this cluster, run 'shoal join-token manager' and follow the instructions.");
+    Ok(())
+}
+
+/// `shoal init --force-new-cluster`: see `daemon::force_new`.
+async fn force_new_cluster(dir: &std::path::Path, a: &InitArgs) -> Result<()> {
+    if a.daemon.foreground {
+        bail!(
+            "--force-new-cluster starts the daemon detached once the new cluster is made; \
+             drop --foreground (then `shoal daemon --foreground` runs it attached)"
+        );
+    }
+    let r = daemon::force_new::run(dir, &a.daemon.socket).await?;
+    let host = socket_host(&a.daemon.socket);
+    if let Some(pid) = r.stopped {
+        println!("Stopped the running shoal daemon (pid {pid}).");
+    }
+    println!(
+        "New cluster formed from this node's state: cluster {}, epoch {} (was {}), {} objects kept.",
+        r.new.cluster_id,
+        r.new.epoch,
+        r.new.epoch - 1,
+        r.new.objects
+    );
+    println!("Current node ({}) is now the only manager.", r.cfg.node_id);
+    println!(
+        "The old Raft state is kept in {}.",
+        r.new.old_raft_dir.display()
+    );
+    if r.new.removed.is_empty() {
+        println!("No other manager was removed.");
+    } else {
+        println!();
+        println!("Removed managers (fenced out: the new cluster refuses them):");
+        for m in &r.new.removed {
+            println!("    {}  {}  {}", m.node_id, m.hostname, m.addr);
+        }
+        println!();
+        let manager =
+            system::join_token_of(&host.as_str().into(), args::JoinRole::Manager, false).await?;
+        println!("To bring one back as a manager, run on it:");
+        println!();
+        println!("    shoal leave --force");
+        println!(
+            "    shoal join --token {} {}",
+            manager.token, manager.join_addr
+        );
+    }
+    println!();
+    println!("Workers keep working: they reconnect to this manager with their certificates.");
     Ok(())
 }
 

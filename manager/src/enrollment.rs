@@ -126,10 +126,19 @@ impl Enrollment for StoreView {
             }),
             raft_id: 0,
         };
-        let result = self
-            .proposer
-            .propose(batch(vec![put(node, 0)], true))
+        // A leader without a quorum would wait for it forever; the joining
+        // node gets an answer in bounded time instead.
+        let wait = std::time::Duration::from_millis(shoal_proto::defaults::QUORUM_WAIT_MS);
+        let proposal = self.proposer.propose(batch(vec![put(node, 0)], true));
+        let result = tokio::time::timeout(wait, proposal)
             .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "no quorum: the managers could not record node {node_id} within {}s (a \
+                     majority of managers is unreachable); retry once they are back",
+                    wait.as_secs()
+                ))
+            })?
             .map_err(|e| Status::unavailable(format!("cannot record the new node: {e}")))?;
         if !all_applied(&result) {
             return Err(Status::already_exists(format!(

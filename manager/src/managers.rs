@@ -57,12 +57,15 @@ impl ManagersService {
         if self.raft.is_leader() {
             return Ok(());
         }
-        let leader = self.raft.leader_addr();
-        let mut status = Status::unavailable(match &leader {
-            Some(addr) => format!("this manager is not the leader; the leader is at {addr}"),
-            None => "no leader: the managers have no quorum".to_string(),
-        });
-        if let Some(value) = leader.and_then(|a| a.parse().ok()) {
+        let Some(leader) = self.raft.leader_addr() else {
+            return Err(crate::quorum::no_leader(crate::quorum::Reach::of(
+                &self.raft.managers(),
+            )));
+        };
+        let mut status = Status::unavailable(format!(
+            "this manager is not the leader; the leader is at {leader}"
+        ));
+        if let Ok(value) = leader.parse() {
             status.metadata_mut().insert(LEADER_METADATA, value);
         }
         Err(status)
@@ -128,6 +131,15 @@ impl Managers for ManagersService {
     ) -> Result<Response<JoinRaftResponse>, Status> {
         let identity = manager_caller(&request)?;
         self.ensure_leader()?;
+        // A leader without a majority keeps leading (openraft 0.9) but
+        // commits nothing: adding a manager would wait for the others.
+        let reach = crate::quorum::Reach::of(&self.raft.managers());
+        if !reach.has_majority() {
+            return Err(crate::quorum::refuse_without_majority(
+                reach,
+                "add a manager",
+            ));
+        }
         let req = request.into_inner();
         if req.raft_id == 0 || req.addr.is_empty() {
             return Err(Status::invalid_argument(

@@ -73,6 +73,16 @@ pub const RAFT_ELECTION_TIMEOUT_MIN_MS: u64 = 400;
 pub const RAFT_ELECTION_TIMEOUT_MAX_MS: u64 = 800;
 /// Log entries since the last snapshot that trigger a new one.
 pub const RAFT_SNAPSHOT_LOGS_SINCE_LAST: u64 = 5_000;
+/// How long a Control API write waits for Raft to commit it (and a
+/// linearizable read for the leader to confirm it still leads) before the
+/// client gets "no quorum". A leader that lost its quorum keeps believing it
+/// leads, and a proposal there would otherwise wait until the managers come
+/// back. Long enough for an election and a slow fsync, short enough for an
+/// operator at a terminal.
+pub const QUORUM_WAIT_MS: u64 = 10_000;
+/// `shoal init --force-new-cluster` moves the old Raft directory aside as
+/// `raft.old-<unix seconds>` in the data dir; it is never deleted.
+pub const RAFT_OLD_DIR_PREFIX: &str = "raft.old-";
 
 /// `service create` / `scale` wait at most this long to converge.
 pub const CONVERGE_TIMEOUT_MS: u64 = 120_000;

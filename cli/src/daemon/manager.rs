@@ -149,7 +149,8 @@ async fn pki_for_old_data_dir(
     pki::create_for_old_data_dir(data_dir, cfg, epoch)
 }
 
-/// Starts the manager role and returns once it serves and a leader is known.
+/// Starts the manager role and returns once it serves and a leader is known
+/// (a resumed manager without a quorum returns after 5 s without one).
 pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Manager> {
     let Start {
         data_dir,
@@ -255,13 +256,28 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
         );
     let cluster_task = tokio::spawn(cluster_server);
 
-    if !init && !raft.is_initialized().await {
+    let resumed = !init && raft.is_initialized().await;
+    if !init && !resumed {
         // A manager that joined (or was promoted) and is not in Raft yet.
         join_raft(cfg, client_tls).await?;
     }
-    raft.wait_for_leader(Duration::from_secs(30))
-        .await
-        .context("no Raft leader was elected")?;
+    // A resumed manager hears from a live leader within a heartbeat, or
+    // takes part in an election that takes about a second.
+    let wait = if resumed { 5 } else { 30 };
+    let elected = raft.wait_for_leader(Duration::from_secs(wait)).await;
+    match elected {
+        Ok(_) => {}
+        // A manager resumed while a majority of managers is down (they
+        // restart one by one, or they are lost) still serves: its socket
+        // then says "no quorum" and how to recover, and it takes part in
+        // the election as soon as the others are back.
+        Err(e) if resumed => tracing::warn!(
+            error = %e,
+            "no Raft leader yet: serving anyway; cluster writes fail until a majority of \
+             managers is back (or `shoal init --force-new-cluster` on a survivor)"
+        ),
+        Err(e) => return Err(e).context("no Raft leader was elected"),
+    }
     if init {
         create_cluster_objects(&raft, cfg).await?;
         config::save(data_dir, cfg)?;

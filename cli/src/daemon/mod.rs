@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod detach;
+pub mod force_new;
 pub mod join;
 mod logs;
 mod manager;

@@ -122,8 +122,15 @@ pub fn create_for_old_data_dir(data_dir: &Path, cfg: &NodeConfig, epoch: u64) ->
     create(data_dir, cfg, epoch)
 }
 
-/// The manager certificate the first manager issues to itself.
-fn issue_own(data_dir: &Path, ca: &Ca, cfg: &NodeConfig, epoch: u64) -> Result<NodeCredentials> {
+/// A manager certificate this node's CA issues to this node, saved in
+/// `tls/` (replacing what is there): the first manager's at `shoal init`,
+/// and the survivor's at the new epoch after `--force-new-cluster`.
+pub fn issue_own(
+    data_dir: &Path,
+    ca: &Ca,
+    cfg: &NodeConfig,
+    epoch: u64,
+) -> Result<NodeCredentials> {
     let identity = PeerIdentity::new(&cfg.node_id, Role::Manager, &cfg.cluster_id, epoch)?;
     let credentials = ca
         .issue_credentials(&identity, shoal_proto::defaults::node_cert_validity())

@@ -164,20 +164,7 @@ impl ForwardLayer {
                 self.raft.node_id()
             ));
         }
-        let voters: Vec<_> = self
-            .raft
-            .managers()
-            .into_iter()
-            .filter(|m| !m.learner)
-            .collect();
-        let reachable = voters.iter().filter(|m| m.reachable).count();
-        Status::unavailable(format!(
-            "no leader: the cluster has no quorum of managers ({reachable} of {} reachable \
-             from manager {}); an election may be running, so retry in a few seconds; if this \
-             persists, bring back enough managers to form a majority",
-            voters.len(),
-            self.raft.node_id()
-        ))
+        crate::quorum::no_leader(crate::quorum::Reach::of(&self.raft.managers()))
     }
 }
 

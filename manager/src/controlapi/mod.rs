@@ -15,6 +15,7 @@ pub mod tokens;
 pub mod worker_node;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use shoal_proto::control_server::{self, ControlServer};
 use shoal_proto::{
@@ -43,6 +44,7 @@ use crate::ids::new_id;
 use crate::keys::ClusterKey;
 use crate::objects::{is_ready, observed, pod_name, touch, version, wanted};
 use crate::proposer::{all_applied, batch, Proposer};
+use crate::quorum::{self, Reach, Waited};
 use crate::raft::{ProposeError, RaftNode};
 use crate::store::{delete, put, Store, StoreData};
 
@@ -82,19 +84,18 @@ pub struct ControlApi {
     /// certificates (IssueClientCertificate), and its key is never part of
     /// an answer. `None` answers that RPC with failed_precondition.
     ca: Option<Arc<Ca>>,
+    /// How long a write waits to commit, and a read for the leader to
+    /// confirm it leads, before the client gets "no quorum"
+    /// (`defaults::QUORUM_WAIT_MS`; shorter in tests).
+    quorum_wait: Duration,
 }
 
 /// How many times a write is retried when a controller changed the same
 /// object in between.
 const WRITE_RETRIES: usize = 20;
 
-fn propose_error(e: ProposeError) -> Status {
-    match e {
-        ProposeError::NotLeader { .. } | ProposeError::NoLeader => {
-            Status::unavailable(e.to_string())
-        }
-        ProposeError::Fatal(_) => Status::internal(e.to_string()),
-    }
+fn quorum_wait_default() -> Duration {
+    Duration::from_millis(shoal_proto::defaults::QUORUM_WAIT_MS)
 }
 
 impl ControlApi {
@@ -117,6 +118,7 @@ impl ControlApi {
             key,
             ca_digest,
             ca: None,
+            quorum_wait: quorum_wait_default(),
         }
     }
 
@@ -140,6 +142,7 @@ impl ControlApi {
             key: ClusterKey::generate(),
             ca_digest,
             ca: None,
+            quorum_wait: quorum_wait_default(),
         }
     }
 
@@ -156,12 +159,46 @@ impl ControlApi {
         ControlServer::new(self)
     }
 
+    /// Replaces how long calls wait for a quorum (tests use a short one).
+    pub fn with_quorum_wait(mut self, wait: Duration) -> Self {
+        self.quorum_wait = wait;
+        self
+    }
+
+    /// The managers this one reaches, for a no-quorum message.
+    fn reach(&self) -> Reach {
+        self.raft
+            .as_ref()
+            .map(|r| Reach::of(&r.managers()))
+            .unwrap_or(Reach {
+                reachable: 0,
+                voters: 0,
+            })
+    }
+
+    fn propose_error(&self, e: ProposeError) -> Status {
+        match e {
+            ProposeError::NoLeader => quorum::no_leader(self.reach()),
+            ProposeError::NotLeader { .. } => Status::unavailable(e.to_string()),
+            ProposeError::Fatal(_) => Status::internal(e.to_string()),
+        }
+    }
+
     /// Reads after every write committed before the call (linearizable).
+    /// A leader without a quorum cannot confirm it still leads: after
+    /// [`ControlApi::with_quorum_wait`] the read fails with "no quorum".
     async fn read<T>(&self, f: impl FnOnce(&StoreData) -> T) -> Result<T, Status> {
         let Some(raft) = &self.raft else {
             return Err(worker_node::not_a_manager());
         };
-        raft.linearizable_barrier().await.map_err(propose_error)?;
+        match tokio::time::timeout(self.quorum_wait, raft.linearizable_barrier()).await {
+            Ok(barrier) => barrier.map_err(|e| self.propose_error(e))?,
+            Err(_) => {
+                let reach = self.reach();
+                tracing::warn!(?reach, "linearizable read timed out: no quorum");
+                return Err(quorum::no_quorum(reach, Waited::Read, self.quorum_wait));
+            }
+        }
         Ok(self.store.read(f))
     }
 
@@ -172,11 +209,15 @@ impl ControlApi {
     ) -> Result<T, Status> {
         for _ in 0..WRITE_RETRIES {
             let (mutations, out) = self.store.read(&mut f)?;
-            let result = self
-                .proposer
-                .propose(batch(mutations, true))
-                .await
-                .map_err(propose_error)?;
+            let proposal = self.proposer.propose(batch(mutations, true));
+            let result = match tokio::time::timeout(self.quorum_wait, proposal).await {
+                Ok(result) => result.map_err(|e| self.propose_error(e))?,
+                Err(_) => {
+                    let reach = self.reach();
+                    tracing::warn!(?reach, "control API write not committed in time: no quorum");
+                    return Err(quorum::no_quorum(reach, Waited::Write, self.quorum_wait));
+                }
+            };
             if all_applied(&result) {
                 return Ok(out);
             }

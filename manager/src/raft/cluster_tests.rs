@@ -681,7 +681,7 @@ async fn followers_forward_control_calls_to_the_leader_but_serve_local_ones() {
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert!(
         err.message()
-            .starts_with("no leader: the cluster has no quorum of managers (1 of 3 reachable"),
+            .starts_with("no quorum: 1 of 3 managers reachable from this one and no leader"),
         "{err:?}"
     );
     // Local calls still work.
@@ -748,4 +748,112 @@ async fn a_call_forwarded_to_a_leader_that_loses_leadership_is_given_up() {
         .get(next)
         .store
         .read(|d| d.configs.contains_key(&created.id)));
+}
+
+/// A leader whose followers are gone keeps believing it leads (openraft
+/// 0.9), so without a deadline a write would wait until they come back:
+/// the Control API gives up after its quorum wait and says why.
+#[tokio::test]
+async fn without_a_quorum_control_api_writes_and_reads_fail_with_no_quorum_in_time() {
+    use crate::controlapi::ControlApi;
+    use shoal_proto::control_server::Control;
+
+    let mut c = Cluster::start(3, false).await;
+    let leader = c.leader_among(&[1, 2, 3]).await;
+    for id in [1, 2, 3].into_iter().filter(|&id| id != leader) {
+        c.kill(id).await;
+    }
+    let m = c.get(leader);
+    let wait = Duration::from_millis(1_500);
+    let api = ControlApi::new(
+        m.store.clone(),
+        m.raft.clone(),
+        Arc::new(NoLogs),
+        LocalNode::default(),
+        Arc::new(|_| {}),
+        crate::keys::ClusterKey::generate(),
+        c.ca.digest().clone(),
+    )
+    .with_quorum_wait(wait);
+    // Let the leader notice the followers are gone (REACHABLE_WITHIN).
+    tokio::time::sleep(super::membership::REACHABLE_WITHIN + Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    let err = api
+        .create_config(tonic::Request::new(CreateFileObjectRequest {
+            spec: Some(FileObjectSpec {
+                name: "app.conf".into(),
+                data: b"x=1".to_vec(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("no quorum: 1 of 3 managers reachable from this one"),
+        "{err:?}"
+    );
+    assert!(
+        err.message()
+            .contains("run `shoal init --force-new-cluster` on a survivor"),
+        "{err:?}"
+    );
+    assert!(took < wait + Duration::from_secs(2), "took {took:?}");
+
+    let err = api
+        .list_nodes(tonic::Request::new(ListNodesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().starts_with("no quorum: 1 of 3 managers"),
+        "{err:?}"
+    );
+}
+
+/// Adding a manager needs a committed membership change: a leader that
+/// reaches no majority refuses at once instead of waiting for one.
+#[tokio::test]
+async fn a_leader_without_a_majority_refuses_to_add_a_manager_saying_no_quorum() {
+    use crate::ca::authz::Caller;
+    use crate::ca::PeerIdentity;
+    use crate::managers::ManagersService;
+    use shoal_proto::managers_server::Managers;
+    use shoal_proto::JoinRaftRequest;
+
+    let mut c = Cluster::start(3, false).await;
+    let leader = c.leader_among(&[1, 2, 3]).await;
+    for id in [1, 2, 3].into_iter().filter(|&id| id != leader) {
+        c.kill(id).await;
+    }
+    tokio::time::sleep(super::membership::REACHABLE_WITHIN + Duration::from_millis(200)).await;
+    let m = c.get(leader);
+    let service = ManagersService::new(
+        Arc::new(ca("c1")),
+        crate::keys::ClusterKey::generate(),
+        m.raft.clone(),
+        m.store.clone(),
+    );
+    let mut request = tonic::Request::new(JoinRaftRequest {
+        raft_id: 9,
+        addr: "127.0.0.1:9".into(),
+    });
+    request.extensions_mut().insert(Caller::Peer {
+        identity: PeerIdentity::new("m9", Role::Manager, "c1", 1).unwrap(),
+        role: Role::Manager,
+    });
+    let started = Instant::now();
+    let err = service.join_raft(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().starts_with(
+            "no quorum: 1 of 3 managers reachable from this one, so it cannot add a manager"
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(m.raft.managers().len(), 3, "nothing was added");
 }

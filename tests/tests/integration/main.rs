@@ -15,6 +15,7 @@ mod hosts;
 mod logs;
 mod nodeloss;
 mod ports;
+mod quorum;
 mod recovery;
 mod rollout;
 mod secrets;
