@@ -282,6 +282,24 @@ pub struct RollbackFlags {
     pub rollback_max_failure_ratio: Option<f32>,
 }
 
+/// Reservations and limits, for create and update. Strings, so that a bad
+/// value is reported naming the flag and value with the units Docker takes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ResourceFlags {
+    /// CPUs reserved for each pod on its node (e.g. 0.5); the scheduler places a pod only where it fits (0 = none)
+    #[arg(long = "reserve-cpu")]
+    pub reserve_cpu: Option<String>,
+    /// Memory reserved for each pod on its node: bytes or b, k, m, g units (64M = 64 MiB; 0 = none)
+    #[arg(long = "reserve-memory")]
+    pub reserve_memory: Option<String>,
+    /// CPUs each container may use at most (e.g. 1.5; 0 = unlimited)
+    #[arg(long = "limit-cpu")]
+    pub limit_cpu: Option<String>,
+    /// Memory each container may use at most: bytes or b, k, m, g units (0 = unlimited)
+    #[arg(long = "limit-memory")]
+    pub limit_memory: Option<String>,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct UpdateArgs {
     /// Service name or id
@@ -346,6 +364,23 @@ pub struct UpdateArgs {
     /// Remove a config (its name)
     #[arg(long = "config-rm")]
     pub config_rm: Vec<String>,
+    /// Add a placement constraint (e.g. node.labels.zone==a)
+    #[arg(long = "constraint-add")]
+    pub constraint_add: Vec<String>,
+    /// Remove a placement constraint (as it was added)
+    #[arg(long = "constraint-rm")]
+    pub constraint_rm: Vec<String>,
+    /// Add a placement preference (spread=node.labels.NAME), after the current ones
+    #[arg(long = "placement-pref-add")]
+    pub placement_pref_add: Vec<String>,
+    /// Remove a placement preference (spread=node.labels.NAME)
+    #[arg(long = "placement-pref-rm")]
+    pub placement_pref_rm: Vec<String>,
+    /// Maximum pods per node (0 = unlimited)
+    #[arg(long = "replicas-max-per-node")]
+    pub replicas_max_per_node: Option<u64>,
+    #[command(flatten)]
+    pub resources: ResourceFlags,
     #[command(flatten)]
     pub update: RolloutFlags,
     #[command(flatten)]
@@ -457,9 +492,14 @@ pub struct CreateArgs {
     /// Placement constraint (e.g. node.labels.zone==a)
     #[arg(long = "constraint")]
     pub constraints: Vec<String>,
+    /// Placement preference: spread=node.labels.NAME spreads pods evenly over the label's values (repeat to nest)
+    #[arg(long = "placement-pref")]
+    pub placement_prefs: Vec<String>,
     /// Maximum pods per node (0 = unlimited)
     #[arg(long = "replicas-max-per-node", default_value_t = 0)]
     pub replicas_max_per_node: u64,
+    #[command(flatten)]
+    pub resources: ResourceFlags,
     /// Time to wait between SIGTERM and SIGKILL
     #[arg(long, default_value_t = d::format_duration_ms(d::STOP_GRACE_PERIOD_MS))]
     pub stop_grace_period: String,

@@ -15,7 +15,7 @@ use shoal_proto::{
     PortConfig, RestartPolicy, ServiceSpec, UpdateConfig,
 };
 
-use crate::args::{CreateArgs, UpdateArgs};
+use crate::args::{CreateArgs, ResourceFlags, UpdateArgs};
 
 /// Parses durations as Docker writes them: "500ms", "10s", "2m30s", "1h", or
 /// a bare "0".
@@ -205,6 +205,96 @@ fn edit_references(
     Ok(())
 }
 
+/// A number of CPUs as Docker's `--reserve-cpu`/`--limit-cpu` take it
+/// ("0.5", "2"), in nano CPUs, exactly (no float rounding: 0.1 is
+/// 100000000).
+pub fn nano_cpus(flag: &str, s: &str) -> Result<i64> {
+    let bad = |why: &str| anyhow!("invalid {flag} {s:?}: {why}");
+    let (whole, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
+    let digits = |d: &str| d.chars().all(|c| c.is_ascii_digit());
+    if whole.is_empty() && frac.is_empty() || !digits(whole) || !digits(frac) {
+        return Err(bad("not a number of CPUs such as 0.5 or 2"));
+    }
+    if frac.len() > 9 {
+        return Err(bad("more precise than a billionth of a CPU"));
+    }
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad("too many CPUs"))?
+    };
+    let frac: i64 = format!("{frac:0<9}").parse().unwrap_or(0);
+    whole
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(frac))
+        .ok_or_else(|| bad("too many CPUs"))
+}
+
+/// An amount of memory as Docker takes it: bytes, or a number with a unit
+/// b, k, m, g, t (case-insensitive, powers of 1024, an optional "b" or "ib"
+/// after it: 64M = 64m = 64MB = 64MiB = 64 MiB).
+pub fn memory_bytes(flag: &str, s: &str) -> Result<i64> {
+    ram_bytes(s).ok_or_else(|| {
+        anyhow!("invalid {flag} {s:?}: not an amount of memory such as 64M (units b, k, m, g)")
+    })
+}
+
+fn ram_bytes(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let num_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(num_end);
+    let unit = unit.trim_start();
+    let unit = unit.strip_suffix('b').unwrap_or(unit);
+    let unit = unit
+        .strip_suffix('i')
+        .filter(|u| !u.is_empty())
+        .unwrap_or(unit);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return None,
+    };
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
+        return None;
+    }
+    let n: f64 = num.parse().ok()?;
+    let bytes = n * (1u64 << shift) as f64;
+    (bytes < i64::MAX as f64).then_some(bytes as i64)
+}
+
+/// `--reserve-*`/`--limit-*` onto a container spec; absent flags keep the
+/// current values (so update changes only what it names).
+fn apply_resources(c: &mut ContainerSpec, r: &ResourceFlags) -> Result<()> {
+    if let Some(v) = &r.reserve_cpu {
+        c.reserve_nano_cpus = nano_cpus("--reserve-cpu", v)?;
+    }
+    if let Some(v) = &r.reserve_memory {
+        c.reserve_memory_bytes = memory_bytes("--reserve-memory", v)?;
+    }
+    if let Some(v) = &r.limit_cpu {
+        c.limit_nano_cpus = nano_cpus("--limit-cpu", v)?;
+    }
+    if let Some(v) = &r.limit_memory {
+        c.limit_memory_bytes = memory_bytes("--limit-memory", v)?;
+    }
+    Ok(())
+}
+
+/// `--placement-pref spread=node.labels.zone` as stored: the descriptor
+/// ("node.labels.zone"). Spread is the only preference Swarm has; the
+/// control API checks the descriptor.
+pub fn placement_pref(flag: &str, s: &str) -> Result<String> {
+    match s.trim().split_once('=') {
+        Some(("spread", d)) if !d.trim().is_empty() => Ok(d.trim().to_string()),
+        _ => bail!("invalid {flag} {s:?}: expected spread=node.labels.NAME"),
+    }
+}
+
 fn restart_condition(s: &str) -> Result<Condition> {
     match s {
         "any" => Ok(Condition::Any),
@@ -328,7 +418,7 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             bail!("invalid -e {e:?}: expected KEY=VALUE");
         }
     }
-    let container = ContainerSpec {
+    let mut container = ContainerSpec {
         image,
         command: a.command.clone(),
         args: vec![],
@@ -346,13 +436,12 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             start_period: &a.health_start_period,
             none: a.no_healthcheck,
         })?,
-        limit_nano_cpus: 0,
-        limit_memory_bytes: 0,
         mounts: a.mounts.iter().map(|m| mount(m)).collect::<Result<_>>()?,
         secrets: file_references("--secret", &a.secrets)?,
         configs: file_references("--config", &a.configs)?,
         ..Default::default()
     };
+    apply_resources(&mut container, &a.resources)?;
     let (mode, replicas) = match (a.mode.as_str(), a.replicas) {
         ("replicated", r) => (DeploymentMode::Replicated, r.unwrap_or(d::REPLICAS)),
         ("global", None) => (DeploymentMode::Global, 0),
@@ -377,7 +466,11 @@ pub fn service_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         placement: Some(Placement {
             constraints: a.constraints.clone(),
             max_replicas_per_node: a.replicas_max_per_node,
-            ..Default::default()
+            spread: a
+                .placement_prefs
+                .iter()
+                .map(|p| placement_pref("--placement-pref", p))
+                .collect::<Result<_>>()?,
         }),
         networks: vec![],
         external_networks: vec![],
@@ -445,15 +538,7 @@ pub fn mount(spec: &str) -> Result<Mount> {
 
 /// `64M`, `1g`, `512k` (powers of 1024) or a number of bytes.
 fn parse_size(s: &str) -> Option<i64> {
-    let s = s.trim().to_ascii_lowercase();
-    let s = s.strip_suffix('b').unwrap_or(&s);
-    let (num, mult) = match s.char_indices().last()? {
-        (i, 'k') => (&s[..i], 1i64 << 10),
-        (i, 'm') => (&s[..i], 1 << 20),
-        (i, 'g') => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<i64>().ok()?.checked_mul(mult)
+    ram_bytes(s)
 }
 
 fn order(flag: &str, s: &str) -> Result<Order> {
@@ -553,6 +638,8 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs) -> Result<()> {
     }
     edit_references(&mut c.secrets, "--secret-add", &a.secret_add, &a.secret_rm)?;
     edit_references(&mut c.configs, "--config-add", &a.config_add, &a.config_rm)?;
+    apply_resources(c, &a.resources)?;
+    edit_placement(spec.placement.get_or_insert_with(Default::default), a)?;
     for (k, v) in key_values("--label-add", &a.label_add)? {
         spec.labels.insert(k, v);
     }
@@ -597,6 +684,41 @@ pub fn apply_update(spec: &mut ServiceSpec, a: &UpdateArgs) -> Result<()> {
         &r.rollback_failure_action,
         r.rollback_max_failure_ratio,
     )?;
+    Ok(())
+}
+
+/// `--constraint-add/-rm`, `--placement-pref-add/-rm` and
+/// `--replicas-max-per-node`, removals first (as Docker applies them). A
+/// removal that matches nothing is refused: a mistyped one would otherwise
+/// leave the service placed as before without a word.
+fn edit_placement(p: &mut Placement, a: &UpdateArgs) -> Result<()> {
+    for c in &a.constraint_rm {
+        let before = p.constraints.len();
+        p.constraints
+            .retain(|x| x.replace(' ', "") != c.replace(' ', ""));
+        if p.constraints.len() == before {
+            bail!("invalid --constraint-rm {c:?}: the service has no such constraint");
+        }
+    }
+    for pref in &a.placement_pref_rm {
+        let d = placement_pref("--placement-pref-rm", pref)?;
+        let before = p.spread.len();
+        p.spread.retain(|x| *x != d);
+        if p.spread.len() == before {
+            bail!("invalid --placement-pref-rm {pref:?}: the service has no such preference");
+        }
+    }
+    for c in &a.constraint_add {
+        if !p.constraints.contains(c) {
+            p.constraints.push(c.clone());
+        }
+    }
+    for pref in &a.placement_pref_add {
+        p.spread.push(placement_pref("--placement-pref-add", pref)?);
+    }
+    if let Some(max) = a.replicas_max_per_node {
+        p.max_replicas_per_node = max;
+    }
     Ok(())
 }
 
@@ -954,6 +1076,178 @@ mod tests {
         assert!(e("type=bind,source=rel,target=/x").contains("absolute path of the node"));
         assert!(e("type=tmpfs,target=/x,tmpfs-size=lots").contains("tmpfs-size \"lots\""));
         assert!(e("target=/x,colour=red").contains("unknown key \"colour\""));
+    }
+
+    #[test]
+    fn placement_and_resource_flags_become_the_spec() {
+        let s = create(&[
+            "--constraint",
+            "node.labels.zone==a",
+            "--constraint",
+            "node.role!=manager",
+            "--placement-pref",
+            "spread=node.labels.zone",
+            "--replicas-max-per-node",
+            "2",
+            "--reserve-cpu",
+            "0.5",
+            "--reserve-memory",
+            "64M",
+            "--limit-cpu",
+            "1",
+            "--limit-memory",
+            "128mb",
+            "img",
+        ])
+        .unwrap();
+        let p = s.placement.unwrap();
+        assert_eq!(
+            p.constraints,
+            vec!["node.labels.zone==a", "node.role!=manager"]
+        );
+        assert_eq!(p.spread, vec!["node.labels.zone"]);
+        assert_eq!(p.max_replicas_per_node, 2);
+        let c = s.container.unwrap();
+        assert_eq!(
+            (c.reserve_nano_cpus, c.reserve_memory_bytes),
+            (500_000_000, 64 << 20)
+        );
+        assert_eq!(
+            (c.limit_nano_cpus, c.limit_memory_bytes),
+            (1_000_000_000, 128 << 20)
+        );
+    }
+
+    #[test]
+    fn amounts_parse_as_docker_takes_them() {
+        for (s, n) in [
+            ("64M", 64 << 20),
+            ("64m", 64 << 20),
+            ("64MB", 64 << 20),
+            ("64MiB", 64 << 20),
+            ("64 M", 64 << 20),
+            ("1g", 1 << 30),
+            ("1.5G", 3 << 29),
+            ("512k", 512 << 10),
+            ("100b", 100),
+            ("4096", 4096),
+            ("0", 0),
+        ] {
+            assert_eq!(memory_bytes("--reserve-memory", s).unwrap(), n, "{s}");
+        }
+        for (s, n) in [
+            ("0.5", 500_000_000),
+            ("2", 2_000_000_000),
+            (".25", 250_000_000),
+            ("0.000000001", 1),
+            ("0", 0),
+        ] {
+            assert_eq!(nano_cpus("--limit-cpu", s).unwrap(), n, "{s}");
+        }
+        assert_eq!(
+            memory_bytes("--reserve-memory", "64X").unwrap_err().to_string(),
+            "invalid --reserve-memory \"64X\": not an amount of memory such as 64M (units b, k, m, g)"
+        );
+        for bad in ["", "M", "-1M", "1.M", "64MM"] {
+            assert!(memory_bytes("--limit-memory", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            nano_cpus("--reserve-cpu", "half").unwrap_err().to_string(),
+            "invalid --reserve-cpu \"half\": not a number of CPUs such as 0.5 or 2"
+        );
+        for bad in ["", ".", "-1", "1.2.3", "0.0000000001"] {
+            assert!(nano_cpus("--limit-cpu", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_placement_and_resource_flags_name_the_flag_and_value() {
+        let e = |args: &[&str]| create(args).unwrap_err().to_string();
+        assert_eq!(
+            e(&["--placement-pref", "node.labels.zone", "img"]),
+            "invalid --placement-pref \"node.labels.zone\": expected spread=node.labels.NAME"
+        );
+        assert!(
+            e(&["--reserve-memory", "64X", "img"]).starts_with("invalid --reserve-memory \"64X\"")
+        );
+        assert!(e(&["--limit-cpu", "lots", "img"]).starts_with("invalid --limit-cpu \"lots\""));
+    }
+
+    #[test]
+    fn update_edits_placement_and_resources() {
+        let mut spec = create(&[
+            "--constraint",
+            "node.labels.zone==a",
+            "--constraint",
+            "node.role!=manager",
+            "--placement-pref",
+            "spread=node.labels.zone",
+            "--reserve-memory",
+            "64M",
+            "--limit-cpu",
+            "2",
+            "img",
+        ])
+        .unwrap();
+        let update = |args: &[&str]| {
+            let mut v = vec!["shoal", "service", "update"];
+            v.extend_from_slice(args);
+            v.push("db");
+            let cli = Cli::try_parse_from(v).unwrap();
+            let Command::Service(ServiceCommand::Update(a)) = cli.command else {
+                panic!("not an update")
+            };
+            a
+        };
+        let a = update(&[
+            "--constraint-rm",
+            "node.labels.zone==a",
+            "--constraint-add",
+            "node.hostname==h",
+            "--placement-pref-rm",
+            "spread=node.labels.zone",
+            "--placement-pref-add",
+            "spread=node.labels.rack",
+            "--replicas-max-per-node",
+            "3",
+            "--reserve-cpu",
+            "0.25",
+            "--limit-memory",
+            "1g",
+        ]);
+        apply_update(&mut spec, &a).unwrap();
+        let p = spec.placement.as_ref().unwrap();
+        assert_eq!(
+            p.constraints,
+            vec!["node.role!=manager", "node.hostname==h"]
+        );
+        assert_eq!(p.spread, vec!["node.labels.rack"]);
+        assert_eq!(p.max_replicas_per_node, 3);
+        let c = spec.container.as_ref().unwrap();
+        // What the update did not name stays as it was.
+        assert_eq!(
+            (c.reserve_nano_cpus, c.reserve_memory_bytes),
+            (250_000_000, 64 << 20)
+        );
+        assert_eq!(
+            (c.limit_nano_cpus, c.limit_memory_bytes),
+            (2_000_000_000, 1 << 30)
+        );
+
+        let e = |args: &[&str]| {
+            apply_update(&mut spec.clone(), &update(args))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&["--constraint-rm", "node.labels.zone==b"]),
+            "invalid --constraint-rm \"node.labels.zone==b\": the service has no such constraint"
+        );
+        assert!(e(&["--placement-pref-rm", "spread=node.labels.zone"])
+            .contains("the service has no such preference"));
+        assert!(e(&["--placement-pref-add", "zone"])
+            .starts_with("invalid --placement-pref-add \"zone\""));
+        assert!(e(&["--reserve-memory", "lots"]).starts_with("invalid --reserve-memory \"lots\""));
     }
 
     fn create(args: &[&str]) -> Result<ServiceSpec> {

@@ -395,25 +395,21 @@ fn external_name_spec(
 }
 
 /// What a stack asks for that this build stores but does not act on yet,
-/// printed as warnings by `stack deploy` (placement across several hosts
-/// comes with the membership issue).
+/// printed as warnings by `stack deploy`. Reservations and spread
+/// preferences steer the scheduler, but global pods are placed by the
+/// orchestrator, which does not check reservations yet (docs/DECISIONS.md,
+/// Global mode).
 pub fn warnings(stack: &Stack) -> Vec<String> {
     let mut out = Vec::new();
     for (name, s) in &stack.file.services {
         let Some(deploy) = &s.deploy else { continue };
-        let prefs = deploy
-            .placement
-            .as_ref()
-            .is_some_and(|p| !p.preferences.is_empty());
-        if prefs {
-            out.push(format!("services.{name}.deploy.placement.preferences: stored, but the scheduler does not spread by them yet"));
-        }
-        if deploy
+        let global = deploy.mode == Some(model::Mode::Global);
+        let reserves = deploy
             .resources
             .as_ref()
-            .is_some_and(|r| r.reservations.is_some())
-        {
-            out.push(format!("services.{name}.deploy.resources.reservations: stored, but not yet accounted against nodes' resources"));
+            .is_some_and(|r| r.reservations.is_some());
+        if global && reserves {
+            out.push(format!("services.{name}.deploy.resources.reservations: stored, but not yet accounted for global services (their pods are placed on every eligible node regardless)"));
         }
     }
     out
@@ -530,9 +526,12 @@ mod tests {
             (c.limit_pids, c.reserve_nano_cpus, c.reserve_memory_bytes),
             (100, 250_000_000, 64 << 20)
         );
-        let w = warnings(&stack);
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with("services.api.deploy.placement.preferences"));
+        // Both are acted on now: no warning for a replicated service.
+        assert_eq!(warnings(&stack), Vec::<String>::new());
+        let global = load("services:\n  agent:\n    image: busybox\n    deploy:\n      mode: global\n      resources:\n        reservations: {memory: 64M}\n");
+        let w = warnings(&global);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("services.agent.deploy.resources.reservations: stored, but not yet accounted for global services"));
     }
 
     #[test]

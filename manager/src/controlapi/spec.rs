@@ -11,7 +11,7 @@ use shoal_proto::{
     Meta, PodTemplate, PortConfig, ReplicaSet, RestartPolicy, Service, ServiceSpec, UpdateConfig,
 };
 
-use crate::scheduler::constraint::Constraint;
+use crate::scheduler::constraint::{known_key, Constraint};
 use crate::store::StoreData;
 
 /// Range NodePort-style ports are assigned from when none is given.
@@ -65,10 +65,54 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
         for c in &pl.constraints {
             Constraint::parse(c).map_err(|e| format!("constraint: {e}"))?;
         }
+        for s in &pl.spread {
+            validate_spread(s)?;
+        }
     }
+    validate_resources(c)?;
     for e in &c.env {
         if e.is_empty() || e.starts_with('=') {
             return Err(format!("env: {e:?} is not KEY=VALUE"));
+        }
+    }
+    Ok(())
+}
+
+/// A spread descriptor names a node attribute the scheduler can group by:
+/// the keys constraints use. Swarm's `spread=` prefix is the CLI's; a stored
+/// descriptor has none.
+fn validate_spread(descriptor: &str) -> Result<(), String> {
+    if known_key(descriptor) {
+        return Ok(());
+    }
+    Err(format!(
+        "placement.spread: {descriptor:?} is not a spread descriptor (use node.labels.<name>, node.id, node.hostname or node.role)"
+    ))
+}
+
+/// Reservations and limits are amounts: negative ones mean nothing, and a
+/// reservation above its limit could never be used.
+fn validate_resources(c: &shoal_proto::ContainerSpec) -> Result<(), String> {
+    let amounts = [
+        ("reserve_nano_cpus", c.reserve_nano_cpus),
+        ("reserve_memory_bytes", c.reserve_memory_bytes),
+        ("limit_nano_cpus", c.limit_nano_cpus),
+        ("limit_memory_bytes", c.limit_memory_bytes),
+    ];
+    for (field, v) in amounts {
+        if v < 0 {
+            return Err(format!("container.{field}: {v} is negative"));
+        }
+    }
+    let pairs = [
+        ("nano_cpus", c.reserve_nano_cpus, c.limit_nano_cpus),
+        ("memory_bytes", c.reserve_memory_bytes, c.limit_memory_bytes),
+    ];
+    for (what, reserve, limit) in pairs {
+        if limit > 0 && reserve > limit {
+            return Err(format!(
+                "container.reserve_{what}: {reserve} is more than container.limit_{what} {limit}"
+            ));
         }
     }
     Ok(())
@@ -437,6 +481,44 @@ mod tests {
         assert!(validate(&spec("")).unwrap_err().starts_with("name:"));
         assert!(validate(&spec("-web")).unwrap_err().starts_with("name:"));
         assert!(validate(&spec("we b")).unwrap_err().starts_with("name:"));
+    }
+
+    #[test]
+    fn spread_descriptors_and_amounts_are_checked() {
+        let mut s = spec("web");
+        s.placement = Some(shoal_proto::Placement {
+            spread: vec!["node.labels.zone".into(), "node.hostname".into()],
+            ..Default::default()
+        });
+        assert_eq!(validate(&s), Ok(()));
+        for bad in [
+            "spread=node.labels.zone",
+            "node.labels.",
+            "engine.labels.x",
+            "",
+        ] {
+            s.placement.as_mut().unwrap().spread = vec![bad.into()];
+            let e = validate(&s).unwrap_err();
+            assert!(
+                e.starts_with("placement.spread: ") && e.contains(&format!("{bad:?}")),
+                "{e}"
+            );
+        }
+        s.placement = None;
+        let c = s.container.as_mut().unwrap();
+        c.reserve_memory_bytes = -1;
+        assert_eq!(
+            validate(&s).unwrap_err(),
+            "container.reserve_memory_bytes: -1 is negative"
+        );
+        let c = s.container.as_mut().unwrap();
+        c.reserve_memory_bytes = 256 << 20;
+        c.limit_memory_bytes = 128 << 20;
+        assert!(validate(&s)
+            .unwrap_err()
+            .starts_with("container.reserve_memory_bytes: 268435456 is more than"));
+        s.container.as_mut().unwrap().limit_memory_bytes = 0;
+        assert_eq!(validate(&s), Ok(()));
     }
 
     #[test]

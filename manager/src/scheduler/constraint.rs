@@ -26,11 +26,7 @@ impl Constraint {
         };
         let key = key.trim();
         let value = value.trim();
-        let known = matches!(key, "node.id" | "node.hostname" | "node.role")
-            || key
-                .strip_prefix("node.labels.")
-                .is_some_and(|l| !l.is_empty());
-        if !known {
+        if !known_key(key) {
             return Err(format!(
                 "invalid constraint {expr:?}: unknown key {key:?} (use node.id, node.hostname, node.role or node.labels.<name>)"
             ));
@@ -46,19 +42,38 @@ impl Constraint {
     }
 
     pub fn matches(&self, node: &Node) -> bool {
-        let actual: Option<String> = match self.key.as_str() {
-            "node.id" => Some(node.id.clone()),
-            "node.hostname" => node.status.as_ref().map(|s| s.hostname.clone()),
-            "node.role" => node.spec.as_ref().map(|s| match s.role() {
-                NodeRole::Manager => "manager".to_string(),
-                _ => "worker".to_string(),
-            }),
-            k => k
-                .strip_prefix("node.labels.")
-                .and_then(|l| node.spec.as_ref().and_then(|s| s.labels.get(l).cloned())),
-        };
-        let same = actual.is_some_and(|a| a == self.value);
+        let same = node_attribute(node, &self.key).is_some_and(|a| a == self.value);
         same == self.equal
+    }
+}
+
+/// The node attributes constraints and spread preferences can name:
+/// `node.id`, `node.hostname`, `node.role` and `node.labels.<name>`. One
+/// list for both, so a key that constrains can also spread.
+pub fn known_key(key: &str) -> bool {
+    matches!(key, "node.id" | "node.hostname" | "node.role")
+        || key
+            .strip_prefix("node.labels.")
+            .is_some_and(|l| !l.is_empty())
+}
+
+/// The value of a node attribute (see [`known_key`]); None when the node
+/// lacks it (a missing label, a node that never reported its hostname).
+pub fn node_attribute(node: &Node, key: &str) -> Option<String> {
+    match key {
+        "node.id" => Some(node.id.clone()),
+        "node.hostname" => node
+            .status
+            .as_ref()
+            .map(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty()),
+        "node.role" => node.spec.as_ref().map(|s| match s.role() {
+            NodeRole::Manager => "manager".to_string(),
+            _ => "worker".to_string(),
+        }),
+        k => k
+            .strip_prefix("node.labels.")
+            .and_then(|l| node.spec.as_ref().and_then(|s| s.labels.get(l).cloned())),
     }
 }
 

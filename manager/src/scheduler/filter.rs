@@ -2,7 +2,8 @@
 //! prepares itself for a pod, checks one node, and explains in words how many
 //! nodes it turned away, so the user sees why nothing fits.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashSet};
 
 use shoal_proto::{port_config::PublishMode, PodTemplate};
 
@@ -16,11 +17,18 @@ pub trait Filter {
     fn applies(&mut self, template: &PodTemplate, deployment_id: &str) -> bool;
     /// Does this node pass?
     fn check(&self, node: &NodeInfo) -> bool;
-    /// Why `failed` nodes did not pass, e.g. "2 nodes not ready".
-    fn explain(&self, failed: usize) -> String;
+    /// What is wrong with the nodes that did not pass, without a count
+    /// (e.g. "insufficient memory (the pod reserves 64 MiB)"): alone it
+    /// answers "why not this node", as [`super::fits`] does for global pods.
+    fn reason(&self) -> String;
+    /// Why `failed` nodes did not pass, e.g. "2 nodes: constraint
+    /// node.labels.zone==a not met".
+    fn explain(&self, failed: usize) -> String {
+        format!("{}: {}", nodes(failed), self.reason())
+    }
 }
 
-fn nodes(n: usize) -> String {
+pub(super) fn nodes(n: usize) -> String {
     if n == 1 {
         "1 node".into()
     } else {
@@ -38,8 +46,11 @@ impl Filter for ReadyFilter {
     fn check(&self, node: &NodeInfo) -> bool {
         node_ready(&node.node)
     }
+    fn reason(&self) -> String {
+        "not ready".into()
+    }
     fn explain(&self, failed: usize) -> String {
-        format!("{} not ready", nodes(failed))
+        format!("{} {}", nodes(failed), self.reason())
     }
 }
 
@@ -53,11 +64,11 @@ impl Filter for AvailabilityFilter {
     fn check(&self, node: &NodeInfo) -> bool {
         node_active(&node.node)
     }
+    fn reason(&self) -> String {
+        "not available for new pods (paused or drained)".into()
+    }
     fn explain(&self, failed: usize) -> String {
-        format!(
-            "{} not available for new pods (paused or drained)",
-            nodes(failed)
-        )
+        format!("{} {}", nodes(failed), self.reason())
     }
 }
 
@@ -80,13 +91,9 @@ impl Filter for HostPortFilter {
     fn check(&self, node: &NodeInfo) -> bool {
         self.wanted.iter().all(|p| !node.host_ports.contains(p))
     }
-    fn explain(&self, failed: usize) -> String {
+    fn reason(&self) -> String {
         let ports: Vec<String> = self.wanted.iter().map(|p| p.to_string()).collect();
-        format!(
-            "{}: host-mode port {} already in use",
-            nodes(failed),
-            ports.join(",")
-        )
+        format!("host-mode port {} already in use", ports.join(","))
     }
 }
 
@@ -95,7 +102,7 @@ impl Filter for HostPortFilter {
 pub struct ConstraintFilter {
     constraints: Vec<Constraint>,
     /// Which constraint a node failed first, remembered for the explanation.
-    first_failed: std::cell::RefCell<HashSet<String>>,
+    first_failed: RefCell<HashSet<String>>,
 }
 
 impl Filter for ConstraintFilter {
@@ -122,10 +129,10 @@ impl Filter for ConstraintFilter {
             None => true,
         }
     }
-    fn explain(&self, failed: usize) -> String {
+    fn reason(&self) -> String {
         let mut which: Vec<String> = self.first_failed.borrow().iter().cloned().collect();
         which.sort();
-        format!("{}: constraint {} not met", nodes(failed), which.join(", "))
+        format!("constraint {} not met", which.join(", "))
     }
 }
 
@@ -148,13 +155,95 @@ impl Filter for MaxPerNodeFilter {
     fn check(&self, node: &NodeInfo) -> bool {
         node.pods_of(&self.deployment_id) < self.max
     }
-    fn explain(&self, failed: usize) -> String {
+    fn reason(&self) -> String {
+        format!("max replicas per node ({}) reached", self.max)
+    }
+}
+
+/// Reservations are promises: a node takes a pod only when what its pods
+/// already reserve plus this pod's reservation fits in what its engine
+/// reported (`NodeStatus.resources`). Limits are not counted, as in Swarm:
+/// they cap a container, they claim nothing. A node that reported no
+/// resources has none to promise, so a pod that reserves anything waits.
+#[derive(Default)]
+pub struct ResourceFilter {
+    nano_cpus: i64,
+    memory_bytes: i64,
+    /// Which resources fell short on some node, for the explanation.
+    short: RefCell<BTreeSet<&'static str>>,
+}
+
+impl Filter for ResourceFilter {
+    fn applies(&mut self, template: &PodTemplate, _: &str) -> bool {
+        (self.nano_cpus, self.memory_bytes) = reservation(template);
+        self.short.borrow_mut().clear();
+        self.nano_cpus > 0 || self.memory_bytes > 0
+    }
+    fn check(&self, node: &NodeInfo) -> bool {
+        let capacity = node
+            .node
+            .status
+            .as_ref()
+            .and_then(|s| s.resources)
+            .unwrap_or_default();
+        let mut short = self.short.borrow_mut();
+        let mut fits = true;
+        if self.nano_cpus > 0 && node.reserved_nano_cpus + self.nano_cpus > capacity.nano_cpus {
+            short.insert("cpu");
+            fits = false;
+        }
+        if self.memory_bytes > 0
+            && node.reserved_memory_bytes + self.memory_bytes > capacity.memory_bytes
+        {
+            short.insert("memory");
+            fits = false;
+        }
+        fits
+    }
+    fn reason(&self) -> String {
+        let short = self.short.borrow();
+        let amounts: Vec<String> = short
+            .iter()
+            .map(|r| match *r {
+                "cpu" => cpus(self.nano_cpus),
+                _ => bytes(self.memory_bytes),
+            })
+            .collect();
+        let short: Vec<&str> = short.iter().copied().collect();
         format!(
-            "{}: max replicas per node ({}) reached",
-            nodes(failed),
-            self.max
+            "insufficient {} (the pod reserves {})",
+            short.join(" and "),
+            amounts.join(" and ")
         )
     }
+}
+
+/// What a pod of this template reserves: (nano CPUs, memory bytes), 0 for
+/// none; negative values (refused by the control API) count as none.
+pub fn reservation(template: &PodTemplate) -> (i64, i64) {
+    template.container.as_ref().map_or((0, 0), |c| {
+        (c.reserve_nano_cpus.max(0), c.reserve_memory_bytes.max(0))
+    })
+}
+
+/// `500000000` nano CPUs as "0.5 CPU".
+fn cpus(nano: i64) -> String {
+    let s = format!("{:.3}", nano as f64 / 1e9);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s} CPU")
+}
+
+/// Bytes in the largest binary unit that keeps them readable: "64 MiB",
+/// "1.5 GiB", "512 bytes" (Docker's flags read 64M as 64 MiB).
+fn bytes(n: i64) -> String {
+    const UNITS: [(&str, i64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if n >= size {
+            let s = format!("{:.1}", n as f64 / size as f64);
+            return format!("{} {unit}", s.trim_end_matches(".0"));
+        }
+    }
+    format!("{n} bytes")
 }
 
 /// Every filter, in the order their explanations are most useful.
@@ -165,5 +254,33 @@ pub fn all_filters() -> Vec<Box<dyn Filter>> {
         Box::new(ConstraintFilter::default()),
         Box::new(HostPortFilter::default()),
         Box::new(MaxPerNodeFilter::default()),
+        Box::new(ResourceFilter::default()),
     ]
+}
+
+/// The filters about what a node holds and is, not whether it is up: what
+/// [`super::fits`] checks for a global pod, whose node the orchestrator
+/// chose by its own readiness and availability rules.
+pub fn capacity_filters() -> Vec<Box<dyn Filter>> {
+    vec![
+        Box::new(ConstraintFilter::default()),
+        Box::new(HostPortFilter::default()),
+        Box::new(MaxPerNodeFilter::default()),
+        Box::new(ResourceFilter::default()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_read_as_people_write_them() {
+        assert_eq!(cpus(500_000_000), "0.5 CPU");
+        assert_eq!(cpus(2_000_000_000), "2 CPU");
+        assert_eq!(cpus(250_000_000), "0.25 CPU");
+        assert_eq!(bytes(64 << 20), "64 MiB");
+        assert_eq!(bytes(3 << 29), "1.5 GiB");
+        assert_eq!(bytes(512), "512 bytes");
+    }
 }

@@ -1,7 +1,9 @@
 //! The scheduler: places pending pods on nodes. Filters decide which nodes
 //! can take a pod (and explain the ones that cannot); among those, the
-//! spread strategy picks the node with the fewest pods of the same
-//! deployment, then the fewest pods overall.
+//! template's spread preferences pick the group of nodes (by label value)
+//! with the fewest pods of the deployment, as Swarm's do, and within it the
+//! node with the fewest pods of the same deployment, then the fewest pods
+//! overall.
 
 pub mod constraint;
 pub mod filter;
@@ -9,14 +11,15 @@ pub mod filter;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use shoal_proto::{port_config::PublishMode, Node, Pod, PodState, PodStatus};
+use shoal_proto::{port_config::PublishMode, Node, Pod, PodState, PodStatus, PodTemplate};
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{run_controller, Pass};
 use crate::objects::{observed, touch, version, wanted};
 use crate::proposer::Proposer;
 use crate::store::{put, Store, StoreData};
-use filter::{all_filters, Filter};
+use constraint::node_attribute;
+use filter::{all_filters, capacity_filters, reservation, Filter};
 
 /// A node and what is already placed on it, as the filters see it.
 pub struct NodeInfo {
@@ -25,35 +28,54 @@ pub struct NodeInfo {
     per_deployment: HashMap<String, u64>,
     pub total: u64,
     pub host_ports: HashSet<u32>,
+    /// What the pods on the node reserve (their templates' `reserve_*`).
+    pub reserved_nano_cpus: i64,
+    pub reserved_memory_bytes: i64,
 }
 
 impl NodeInfo {
+    /// A node with nothing placed on it yet.
+    pub fn new(node: Node) -> NodeInfo {
+        NodeInfo {
+            node,
+            per_deployment: HashMap::new(),
+            total: 0,
+            host_ports: HashSet::new(),
+            reserved_nano_cpus: 0,
+            reserved_memory_bytes: 0,
+        }
+    }
+
     pub fn pods_of(&self, deployment_id: &str) -> u64 {
         self.per_deployment.get(deployment_id).copied().unwrap_or(0)
     }
 
-    fn add(&mut self, deployment_id: &str, host_ports: impl Iterator<Item = u32>) {
+    /// Counts one more pod of `deployment_id` on the node, with what its
+    /// template takes: host-mode ports and reservations. `None` when the
+    /// pod's replica set is gone (it still counts as a pod).
+    pub fn place(&mut self, deployment_id: &str, template: Option<&PodTemplate>) {
         *self
             .per_deployment
             .entry(deployment_id.to_string())
             .or_default() += 1;
         self.total += 1;
-        self.host_ports.extend(host_ports);
-    }
-}
-
-fn host_ports_of(data: &StoreData, pod: &Pod) -> Vec<u32> {
-    data.replica_sets
-        .get(&pod.replica_set_id)
-        .and_then(|rs| rs.template.as_ref())
-        .map(|t| {
+        let Some(t) = template else { return };
+        self.host_ports.extend(
             t.host_ports
                 .iter()
                 .filter(|p| p.publish_mode() == PublishMode::Host)
-                .map(|p| p.published_port)
-                .collect()
-        })
-        .unwrap_or_default()
+                .map(|p| p.published_port),
+        );
+        let (cpus, memory) = reservation(t);
+        self.reserved_nano_cpus += cpus;
+        self.reserved_memory_bytes += memory;
+    }
+}
+
+fn template_of<'a>(data: &'a StoreData, pod: &Pod) -> Option<&'a PodTemplate> {
+    data.replica_sets
+        .get(&pod.replica_set_id)
+        .and_then(|rs| rs.template.as_ref())
 }
 
 /// Pods that occupy a node: placed there and not finished.
@@ -65,26 +87,93 @@ fn node_infos(data: &StoreData) -> Vec<NodeInfo> {
     let mut infos: HashMap<&str, NodeInfo> = data
         .nodes
         .values()
-        .map(|n| {
-            (
-                n.id.as_str(),
-                NodeInfo {
-                    node: n.clone(),
-                    per_deployment: HashMap::new(),
-                    total: 0,
-                    host_ports: HashSet::new(),
-                },
-            )
-        })
+        .map(|n| (n.id.as_str(), NodeInfo::new(n.clone())))
         .collect();
     for p in data.pods.values().filter(|p| occupies(p)) {
         if let Some(info) = infos.get_mut(p.node_id.as_str()) {
-            info.add(&p.deployment_id, host_ports_of(data, p).into_iter());
+            info.place(&p.deployment_id, template_of(data, p));
         }
     }
     let mut v: Vec<NodeInfo> = infos.into_values().collect();
     v.sort_by(|a, b| a.node.id.cmp(&b.node.id));
     v
+}
+
+/// One node as the scheduler sees it: the node and every pod that occupies
+/// it (placed, not finished), with their templates' ports and reservations.
+/// None when there is no such node. For callers that place pods themselves
+/// (the global orchestrator) and check them with [`fits`].
+pub fn node_info(data: &StoreData, node_id: &str) -> Option<NodeInfo> {
+    let mut info = NodeInfo::new(data.nodes.get(node_id)?.clone());
+    for p in data
+        .pods
+        .values()
+        .filter(|p| p.node_id == node_id && occupies(p))
+    {
+        info.place(&p.deployment_id, template_of(data, p));
+    }
+    Some(info)
+}
+
+/// Can one more pod of `template` (of `deployment_id`) go on this node,
+/// given what `info` already holds? The error is the first reason it cannot,
+/// worded as in `service ps` ("insufficient memory (the pod reserves 64
+/// MiB)"). It checks constraints, host-mode ports, max replicas per node
+/// and reservations, not readiness or availability: the global orchestrator
+/// places pods itself (bypassing [`schedule`]) by its own rules for those,
+/// and calls this so that a global pod is held to the same limits as a
+/// scheduled one. After deciding to create the pod, the caller counts it
+/// with [`NodeInfo::place`] so the next check on the node sees it.
+pub fn fits(info: &NodeInfo, template: &PodTemplate, deployment_id: &str) -> Result<(), String> {
+    for mut f in capacity_filters() {
+        if f.applies(template, deployment_id) && !f.check(info) {
+            return Err(f.reason());
+        }
+    }
+    Ok(())
+}
+
+/// Among the nodes that passed the filters (`eligible`, indices into
+/// `nodes`), the one for the next pod of `deployment_id`. Spread
+/// preferences come first, in order, as Swarm's: nodes are grouped by the
+/// value of the first descriptor (nodes lacking it form a group of their
+/// own), the group holding the fewest pods of the deployment wins, and so
+/// on down the descriptors within it; then the node with the fewest pods of
+/// the deployment, then the fewest pods, then the lowest id.
+fn pick(
+    nodes: &[NodeInfo],
+    eligible: &[usize],
+    deployment_id: &str,
+    spread: &[String],
+) -> Option<usize> {
+    let values: Vec<Vec<Option<String>>> = eligible
+        .iter()
+        .map(|&i| {
+            spread
+                .iter()
+                .map(|key| node_attribute(&nodes[i].node, key))
+                .collect()
+        })
+        .collect();
+    // Pods of the deployment per group, a group being the nodes that share
+    // the values of the first `level + 1` descriptors.
+    let mut per_group: Vec<HashMap<&[Option<String>], u64>> = vec![HashMap::new(); spread.len()];
+    for (k, &i) in eligible.iter().enumerate() {
+        for (level, groups) in per_group.iter_mut().enumerate() {
+            *groups.entry(&values[k][..=level]).or_default() += nodes[i].pods_of(deployment_id);
+        }
+    }
+    (0..eligible.len())
+        .min_by_key(|&k| {
+            let info = &nodes[eligible[k]];
+            let groups: Vec<u64> = per_group
+                .iter()
+                .enumerate()
+                .map(|(level, g)| g[&values[k][..=level]])
+                .collect();
+            (groups, info.pods_of(deployment_id), info.total, k)
+        })
+        .map(|k| eligible[k])
 }
 
 /// Why no node fits: each filter's explanation of the nodes it rejected.
@@ -140,28 +229,24 @@ pub fn schedule(data: &StoreData, now: i64) -> Pass {
             .filter(|&i| filters[i].applies(&template, &pod.deployment_id))
             .collect();
         let mut rejected_by = vec![0usize; filters.len()];
-        let mut best: Option<usize> = None;
+        let mut eligible = Vec::new();
         for (ni, info) in nodes.iter().enumerate() {
             match active.iter().find(|&&fi| !filters[fi].check(info)) {
                 Some(&fi) => rejected_by[fi] += 1,
-                None => {
-                    let better = best.is_none_or(|b| {
-                        let cur = &nodes[b];
-                        (info.pods_of(&pod.deployment_id), info.total)
-                            < (cur.pods_of(&pod.deployment_id), cur.total)
-                    });
-                    if better {
-                        best = Some(ni);
-                    }
-                }
+                None => eligible.push(ni),
             }
         }
+        let spread = template
+            .placement
+            .as_ref()
+            .map_or(&[][..], |p| p.spread.as_slice());
+        let best = pick(&nodes, &eligible, &pod.deployment_id, spread);
         let mut p = pod.clone();
         let v = version(&pod.meta);
         match best {
             Some(ni) => {
                 let info = &mut nodes[ni];
-                info.add(&pod.deployment_id, host_ports_of(data, pod).into_iter());
+                info.place(&pod.deployment_id, Some(&template));
                 p.node_id = info.node.id.clone();
                 p.node_epoch = info.node.status.as_ref().map_or(0, |s| s.session_epoch);
                 p.scheduling_message.clear();

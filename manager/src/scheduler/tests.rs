@@ -1,9 +1,9 @@
 use shoal_proto::{
-    port_config::PublishMode, restart_policy::Condition, NodeAvailability, NodeState, Placement,
-    PodState, PortConfig,
+    port_config::PublishMode, restart_policy::Condition, NodeAvailability, NodeResources,
+    NodeState, Placement, PodState, PodTemplate, PortConfig,
 };
 
-use super::schedule;
+use super::{fits, node_info, schedule};
 use crate::objects::{observed, version};
 use crate::orchestrator::replicated::reconcile;
 use crate::store::put;
@@ -143,4 +143,274 @@ fn host_mode_ports_allow_one_pod_per_node() {
     assert!(waiting
         .scheduling_message
         .contains("2 nodes: host-mode port 8080 already in use"));
+}
+
+const MIB: i64 = 1 << 20;
+
+/// A ready node with these labels and this capacity (4 CPUs).
+fn node(f: &Fixture, id: &str, labels: &[(&str, &str)], memory_bytes: i64) {
+    f.ready_node(id);
+    f.edit_node(id, |n| {
+        let spec = n.spec.as_mut().unwrap();
+        for (k, v) in labels {
+            spec.labels.insert(k.to_string(), v.to_string());
+        }
+        n.status.as_mut().unwrap().resources = Some(NodeResources {
+            nano_cpus: 4_000_000_000,
+            memory_bytes,
+        });
+    });
+}
+
+fn reserve(t: &mut PodTemplate, nano_cpus: i64, memory_bytes: i64) {
+    let c = t.container.as_mut().unwrap();
+    c.reserve_nano_cpus = nano_cpus;
+    c.reserve_memory_bytes = memory_bytes;
+}
+
+fn placement(t: &mut PodTemplate, constraints: &[&str], spread: &[&str], max_per_node: u64) {
+    t.placement = Some(Placement {
+        constraints: constraints.iter().map(|c| c.to_string()).collect(),
+        spread: spread.iter().map(|s| s.to_string()).collect(),
+        max_replicas_per_node: max_per_node,
+    });
+}
+
+/// Pods of `dep` per node id, in the order of `ids`; unplaced ones last.
+fn counts(f: &Fixture, dep: &str, ids: &[&str]) -> Vec<usize> {
+    let pods = f.pods(dep);
+    let mut v: Vec<usize> = ids
+        .iter()
+        .map(|n| pods.iter().filter(|p| p.node_id == *n).count())
+        .collect();
+    v.push(pods.iter().filter(|p| p.node_id.is_empty()).count());
+    v
+}
+
+#[test]
+fn reservations_fill_nodes_up_to_their_memory() {
+    let f = Fixture::new();
+    node(&f, "n1", &[], 100 * MIB);
+    node(&f, "n2", &[], 200 * MIB);
+    let d = f.deployment("web", 5, policy(Condition::Any, 0, 0));
+    set_template(&f, &d, |t| reserve(t, 0, 64 * MIB));
+    run_all(&f, 0);
+    // 100 MiB holds one 64 MiB pod, 200 MiB three; the fifth waits.
+    assert_eq!(counts(&f, &d, &["n1", "n2"]), vec![1, 3, 1]);
+    let waiting = f
+        .pods(&d)
+        .into_iter()
+        .find(|p| p.node_id.is_empty())
+        .unwrap();
+    assert_eq!(observed(&waiting), PodState::Pending);
+    assert_eq!(
+        waiting.scheduling_message,
+        "no suitable node (2 nodes: insufficient memory (the pod reserves 64 MiB))"
+    );
+}
+
+#[test]
+fn pods_already_on_a_node_count_with_their_reservations() {
+    let f = Fixture::new();
+    node(&f, "n1", &[], 100 * MIB);
+    let db = f.deployment("db", 1, policy(Condition::Any, 0, 0));
+    set_template(&f, &db, |t| reserve(t, 3_500_000_000, 10 * MIB));
+    run_all(&f, 0);
+    assert_eq!(counts(&f, &db, &["n1"]), vec![1, 0]);
+    // Memory is plenty, but db holds 3.5 of the 4 CPUs.
+    let web = f.deployment("web", 1, policy(Condition::Any, 0, 0));
+    set_template(&f, &web, |t| reserve(t, 1_000_000_000, 10 * MIB));
+    run_all(&f, 0);
+    let p = f.pods(&web).pop().unwrap();
+    assert!(p.node_id.is_empty());
+    assert_eq!(
+        p.scheduling_message,
+        "no suitable node (1 node: insufficient cpu (the pod reserves 1 CPU))"
+    );
+    // Limits claim nothing: a pod that only limits goes on.
+    let limited = f.deployment("batch", 1, policy(Condition::Any, 0, 0));
+    set_template(&f, &limited, |t| {
+        let c = t.container.as_mut().unwrap();
+        c.limit_nano_cpus = 4_000_000_000;
+        c.limit_memory_bytes = 100 * MIB;
+    });
+    run_all(&f, 0);
+    assert_eq!(counts(&f, &limited, &["n1"]), vec![1, 0]);
+}
+
+#[test]
+fn finished_pods_free_their_reservations() {
+    let f = Fixture::new();
+    node(&f, "n1", &[], 100 * MIB);
+    let db = f.deployment("db", 1, policy(Condition::None, 0, 0));
+    set_template(&f, &db, |t| reserve(t, 0, 80 * MIB));
+    run_all(&f, 0);
+    let web = f.deployment("web", 1, policy(Condition::Any, 0, 0));
+    set_template(&f, &web, |t| reserve(t, 0, 80 * MIB));
+    run_all(&f, 0);
+    assert!(f.pods(&web)[0].node_id.is_empty());
+    let first = f.pods(&db).pop().unwrap();
+    f.report(&first.id, PodState::Complete);
+    run_all(&f, 1);
+    assert_eq!(f.pods(&web)[0].node_id, "n1");
+}
+
+#[test]
+fn a_node_that_reported_no_resources_takes_no_reserving_pod() {
+    let f = Fixture::new();
+    f.ready_node("n1");
+    let d = f.deployment("web", 1, policy(Condition::Any, 0, 0));
+    set_template(&f, &d, |t| reserve(t, 500_000_000, 64 * MIB));
+    run_all(&f, 0);
+    assert_eq!(
+        f.pods(&d)[0].scheduling_message,
+        "no suitable node (1 node: insufficient cpu and memory (the pod reserves 0.5 CPU and 64 MiB))"
+    );
+}
+
+#[test]
+fn constraints_and_reservations_are_explained_together() {
+    let f = Fixture::new();
+    node(&f, "n1", &[], 1024 * MIB);
+    node(&f, "n2", &[], 1024 * MIB);
+    node(&f, "n3", &[("zone", "a")], 100 * MIB);
+    let d = f.deployment("web", 1, policy(Condition::Any, 0, 0));
+    set_template(&f, &d, |t| {
+        reserve(t, 0, 200 * MIB);
+        placement(t, &["node.labels.zone==a"], &[], 0);
+    });
+    run_all(&f, 0);
+    assert_eq!(
+        f.pods(&d)[0].scheduling_message,
+        "no suitable node (2 nodes: constraint node.labels.zone==a not met; \
+         1 node: insufficient memory (the pod reserves 200 MiB))"
+    );
+}
+
+#[test]
+fn spread_balances_label_values_not_nodes() {
+    let f = Fixture::new();
+    node(&f, "n1", &[("zone", "a")], 0);
+    node(&f, "n2", &[("zone", "a")], 0);
+    node(&f, "n3", &[("zone", "b")], 0);
+    let d = f.deployment("web", 4, policy(Condition::Any, 0, 0));
+    set_template(&f, &d, |t| placement(t, &[], &["node.labels.zone"], 0));
+    run_all(&f, 0);
+    // Two per zone: zone b has one node, so it takes both of b's.
+    assert_eq!(counts(&f, &d, &["n1", "n2", "n3"]), vec![1, 1, 2, 0]);
+}
+
+#[test]
+fn nodes_lacking_the_label_spread_as_one_group() {
+    let f = Fixture::new();
+    node(&f, "n1", &[("zone", "a")], 0);
+    node(&f, "n2", &[("zone", "b")], 0);
+    node(&f, "n3", &[], 0);
+    node(&f, "n4", &[], 0);
+    let d = f.deployment("web", 6, policy(Condition::Any, 0, 0));
+    set_template(&f, &d, |t| placement(t, &[], &["node.labels.zone"], 0));
+    run_all(&f, 0);
+    assert_eq!(
+        counts(&f, &d, &["n1", "n2", "n3", "n4"]),
+        vec![2, 2, 1, 1, 0]
+    );
+}
+
+#[test]
+fn spread_preferences_nest_in_order() {
+    let f = Fixture::new();
+    node(&f, "n1", &[("zone", "a"), ("rack", "1")], 0);
+    node(&f, "n2", &[("zone", "a"), ("rack", "1")], 0);
+    node(&f, "n3", &[("zone", "a"), ("rack", "2")], 0);
+    node(&f, "n4", &[("zone", "b"), ("rack", "1")], 0);
+    let d = f.deployment("web", 4, policy(Condition::Any, 0, 0));
+    set_template(&f, &d, |t| {
+        placement(t, &[], &["node.labels.zone", "node.labels.rack"], 0)
+    });
+    run_all(&f, 0);
+    // Zone a gets 2, one per rack; zone b's only node the other 2.
+    assert_eq!(
+        counts(&f, &d, &["n1", "n2", "n3", "n4"]),
+        vec![1, 0, 1, 2, 0]
+    );
+}
+
+#[test]
+fn spread_counts_only_nodes_that_pass_the_constraints() {
+    let f = Fixture::new();
+    node(&f, "n1", &[("zone", "a"), ("disk", "ssd")], 0);
+    node(&f, "n2", &[("zone", "a"), ("disk", "ssd")], 0);
+    node(&f, "n3", &[("zone", "b"), ("disk", "ssd")], 0);
+    node(&f, "n4", &[("zone", "b"), ("disk", "hdd")], 0);
+    let d = f.deployment("web", 4, policy(Condition::Any, 0, 0));
+    set_template(&f, &d, |t| {
+        placement(t, &["node.labels.disk==ssd"], &["node.labels.zone"], 0)
+    });
+    run_all(&f, 0);
+    assert_eq!(
+        counts(&f, &d, &["n1", "n2", "n3", "n4"]),
+        vec![1, 1, 2, 0, 0]
+    );
+}
+
+#[test]
+fn max_replicas_per_node_caps_each_node_and_says_so() {
+    let f = Fixture::new();
+    node(&f, "n1", &[("zone", "a")], 0);
+    node(&f, "n2", &[("zone", "b")], 0);
+    let d = f.deployment("web", 5, policy(Condition::Any, 0, 0));
+    set_template(&f, &d, |t| placement(t, &[], &["node.labels.zone"], 2));
+    run_all(&f, 0);
+    assert_eq!(counts(&f, &d, &["n1", "n2"]), vec![2, 2, 1]);
+    let waiting = f
+        .pods(&d)
+        .into_iter()
+        .find(|p| p.node_id.is_empty())
+        .unwrap();
+    assert_eq!(
+        waiting.scheduling_message,
+        "no suitable node (2 nodes: max replicas per node (2) reached)"
+    );
+}
+
+#[test]
+fn fits_holds_a_node_to_the_scheduler_limits() {
+    let f = Fixture::new();
+    node(&f, "n1", &[("zone", "a")], 100 * MIB);
+    let db = f.deployment("db", 1, policy(Condition::Any, 0, 0));
+    set_template(&f, &db, |t| reserve(t, 0, 60 * MIB));
+    run_all(&f, 0);
+    let mut t = f
+        .store
+        .read(|d| d.replica_sets["rs-db-1"].template.clone().unwrap());
+    let mut info = f.store.read(|d| node_info(d, "n1")).unwrap();
+    assert_eq!(info.reserved_memory_bytes, 60 * MIB);
+    reserve(&mut t, 0, 30 * MIB);
+    assert_eq!(fits(&info, &t, "dep-global"), Ok(()));
+    // Counting it leaves 10 MiB: a second one does not fit.
+    info.place("dep-global", Some(&t));
+    assert_eq!(
+        fits(&info, &t, "dep-global"),
+        Err("insufficient memory (the pod reserves 30 MiB)".to_string())
+    );
+    reserve(&mut t, 0, 0);
+    placement(&mut t, &["node.labels.zone==b"], &[], 0);
+    assert_eq!(
+        fits(&info, &t, "dep-global"),
+        Err("constraint node.labels.zone==b not met".to_string())
+    );
+    t.placement = None;
+    t.host_ports = vec![PortConfig {
+        target_port: 80,
+        published_port: 8080,
+        publish_mode: PublishMode::Host as i32,
+        ..Default::default()
+    }];
+    assert_eq!(fits(&info, &t, "dep-global"), Ok(()));
+    info.place("dep-global", Some(&t));
+    assert_eq!(
+        fits(&info, &t, "dep-other"),
+        Err("host-mode port 8080 already in use".to_string())
+    );
+    assert!(f.store.read(|d| node_info(d, "nope")).is_none());
 }

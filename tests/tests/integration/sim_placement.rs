@@ -1,0 +1,128 @@
+//! Placement over the real dispatcher protocol with sim workers (no Docker):
+//! spread preferences by node label, and reservations accounted against the
+//! resources the workers report (a sim node reports 4 CPUs and 8 GiB).
+
+use std::time::Duration;
+
+use shoal_manager::store::StoreData;
+use shoal_proto::control_server::Control;
+use shoal_proto::{
+    restart_policy::Condition, ContainerSpec, Placement, Pod, PodState, RestartPolicy, ServiceSpec,
+    UpdateNodeRequest,
+};
+use shoal_tests::cluster::SimCluster;
+use tonic::Request;
+
+const LONG: Duration = Duration::from_secs(30);
+const GIB: i64 = 1 << 30;
+
+fn spec(name: &str, replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        replicas,
+        container: Some(ContainerSpec {
+            image: format!("sim/{name}:v1"),
+            stop_grace_period_ms: 100,
+            ..Default::default()
+        }),
+        restart_policy: Some(RestartPolicy {
+            condition: Condition::Any as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Wanted pods of `service`.
+fn wanted(d: &StoreData, service: &str) -> Vec<Pod> {
+    let Some(dep) = d.deployment_by_name(service) else {
+        return vec![];
+    };
+    d.pods_of_deployment(&dep.id)
+        .filter(|p| p.desired_state() == PodState::Running)
+        .cloned()
+        .collect()
+}
+
+fn running_on(d: &StoreData, service: &str, node: &str) -> usize {
+    wanted(d, service)
+        .iter()
+        .filter(|p| p.node_id == node && shoal_manager::objects::observed(p) == PodState::Running)
+        .count()
+}
+
+async fn label(c: &SimCluster, node: &str, zone: &str) {
+    c.api
+        .update_node(Request::new(UpdateNodeRequest {
+            node: node.into(),
+            labels_add: [("zone".to_string(), zone.to_string())].into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("label the node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_by_zone_gives_the_lone_zone_b_node_half_the_pods() {
+    let c = SimCluster::start(3).await;
+    label(&c, "sim-node-0", "a").await;
+    label(&c, "sim-node-1", "a").await;
+    label(&c, "sim-node-2", "b").await;
+    let mut s = spec("web", 4);
+    s.placement = Some(Placement {
+        spread: vec!["node.labels.zone".into()],
+        ..Default::default()
+    });
+    c.create(s).await;
+    c.wait("web's 4 pods running, 2 in zone b", LONG, |d| {
+        running_on(d, "web", "sim-node-2") == 2
+            && running_on(d, "web", "sim-node-0") == 1
+            && running_on(d, "web", "sim-node-1") == 1
+    })
+    .await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_that_fits_nowhere_waits_with_the_reason_until_space_is_freed() {
+    let c = SimCluster::start(2).await;
+    let mut big = spec("big", 4);
+    big.container.as_mut().unwrap().reserve_memory_bytes = 3 * GIB;
+    c.create(big).await;
+    c.wait("big's 4 pods running", LONG, |d| {
+        running_on(d, "big", "sim-node-0") == 2 && running_on(d, "big", "sim-node-1") == 2
+    })
+    .await;
+
+    // Each node has 8 GiB with 6 reserved: a 4 GiB pod fits on neither.
+    let mut more = spec("more", 1);
+    let c_spec = more.container.as_mut().unwrap();
+    c_spec.reserve_memory_bytes = 4 * GIB;
+    c_spec.reserve_nano_cpus = 500_000_000;
+    c.create(more).await;
+    let why = "no suitable node (2 nodes: insufficient memory (the pod reserves 4 GiB))";
+    c.wait("more's pod to wait, saying why", LONG, |d| {
+        wanted(d, "more")
+            .iter()
+            .any(|p| p.node_id.is_empty() && p.scheduling_message == why)
+    })
+    .await;
+    let pending = c.store.read(|d| wanted(d, "more"));
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        shoal_manager::objects::observed(&pending[0]),
+        PodState::Pending
+    );
+
+    // Scaling big down frees 6 GiB on one node once its pods are gone.
+    c.update("big", |s| s.replicas = 2).await;
+    c.wait("more's pod running once big shrank", LONG, |d| {
+        wanted(d, "more")
+            .iter()
+            .any(|p| shoal_manager::objects::observed(p) == PodState::Running)
+    })
+    .await;
+    let p = c.store.read(|d| wanted(d, "more")).pop().unwrap();
+    assert!(p.scheduling_message.is_empty(), "{}", p.scheduling_message);
+    c.stop().await;
+}
