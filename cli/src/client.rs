@@ -206,6 +206,15 @@ fn refused(addr: &str, dir: &Path, reason: &str) -> anyhow::Error {
     )
 }
 
+/// A refusal the managers give while they elect a leader or move
+/// leadership (not a broken connection to the daemon): worth retrying.
+pub fn transient(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && std::error::Error::source(status).is_none()
+        && !status.message().starts_with("transport error")
+        && !status.message().starts_with("h2 protocol error")
+}
+
 /// A gRPC error as the user should read it: the server's message, or the
 /// unreachable-daemon hint when the connection itself failed.
 pub fn api_error(host: impl Into<Host>, status: tonic::Status) -> anyhow::Error {

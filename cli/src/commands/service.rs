@@ -113,7 +113,16 @@ pub async fn wait_converged(host: &Host, client: &mut Client, id: &str, quiet: b
     let mut last_line = String::new();
     let mut failures: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        let (view, pods) = observe(client, id).await.map_err(|s| api_error(host, s))?;
+        let (view, pods) = match observe(client, id).await {
+            Ok(seen) => seen,
+            // An election among the managers (or a leader change) makes
+            // reads fail for a moment: keep watching until the deadline.
+            Err(s) if crate::client::transient(&s) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(s) => return Err(api_error(host, s)),
+        };
         for p in &pods {
             if let (Some(err), Some(pod)) = (pod_error(p), &p.pod) {
                 failures.entry(pod.id.clone()).or_insert(err);

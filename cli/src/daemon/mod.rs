@@ -61,20 +61,6 @@ pub fn new_node_config(
     })
 }
 
-/// A live shoal process with this pid: not a zombie left by `kill -9`
-/// waiting to be reaped, and not another program that reused the pid.
-#[allow(dead_code)]
-pub(crate) fn is_live_shoal(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The state follows the parenthesised command name.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let is_shoal = String::from_utf8_lossy(&cmdline).contains("shoal");
-    pid > 0 && is_shoal && !matches!(state, None | Some('Z') | Some('X'))
-}
-
 /// The daemon's pid file, locked (flock) for as long as the daemon runs:
 /// the lock, not the pid in it, says whether a daemon runs, so a pid file
 /// left by a crash or a reboot (whose pid another process may have now)
