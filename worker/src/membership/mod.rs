@@ -292,6 +292,18 @@ impl Membership {
         self.keyring_mut().remove(id)
     }
 
+    /// Replaces the whole keyring, for when the managers hand out the
+    /// cluster's current keyring (in the session message, say): each step
+    /// of a rotation then arrives as a new keyring. Datagrams already on the
+    /// wire under a key that is gone are dropped (and counted as forged).
+    pub fn set_keyring(&self, keyring: Keyring) {
+        let mut current = self.keyring_mut();
+        if current.ids() != keyring.ids() || current.primary() != keyring.primary() {
+            info!(keys = ?keyring.ids(), primary = %keyring.primary(), "gossip keyring changed");
+        }
+        *current = keyring;
+    }
+
     /// The keys installed and the one that seals.
     pub fn keyring(&self) -> Keyring {
         self.keyring
@@ -377,9 +389,14 @@ async fn follow_live_nodes(
                 }
                 let ids = node_ids(chitchat_live.borrow_and_update().iter());
                 live_tx.send_if_modified(|current| {
-                    let modified = *current != ids;
+                    if *current == ids {
+                        return false;
+                    }
+                    let joined: Vec<_> = ids.difference(current).collect();
+                    let lost: Vec<_> = current.difference(&ids).collect();
+                    info!(?joined, ?lost, live = ids.len(), "gossip membership changed");
                     *current = ids;
-                    modified
+                    true
                 });
             }
         }
