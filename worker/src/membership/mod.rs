@@ -59,8 +59,11 @@ pub const DEFAULT_PHI_THRESHOLD: f64 = 8.0;
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 /// How far a datagram's send time may be from the receiver's clock.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
-/// How long a dead node is remembered before chitchat forgets it.
-pub const DEFAULT_DEAD_NODE_GRACE: Duration = Duration::from_secs(3600);
+/// How long a dead node is remembered before chitchat forgets it. Short on
+/// purpose: a dead node (and every past generation of a restarted one) stays
+/// in the digests for half of this, and digests are what hits the datagram
+/// ceiling (see [`ceiling`]); a node that returns later is simply new again.
+pub const DEFAULT_DEAD_NODE_GRACE: Duration = Duration::from_secs(600);
 
 /// Everything [`Membership::start`] needs.
 #[derive(Debug, Clone)]

@@ -81,10 +81,17 @@ pub struct TransportStats {
     pub accepted: u64,
     /// Datagrams sealed and sent.
     pub sent: u64,
+    /// Naming no installed key, or failing the tag check: another cluster,
+    /// a removed key, or an attacker.
     pub forged: u64,
+    /// Authentic datagrams seen before (or too far behind to tell).
     pub replayed: u64,
+    /// Authentic datagrams sent outside the clock window: a node whose clock
+    /// is off by more than `max_age`, or an old capture.
     pub stale: u64,
+    /// Longer than the configured maximum datagram.
     pub oversized: u64,
+    /// Garbage, another format, or authentic bytes chitchat cannot decode.
     pub malformed: u64,
     /// Outgoing messages dropped because sealed they exceed the maximum
     /// datagram: the cluster is past the gossip ceiling (see
