@@ -27,6 +27,7 @@ mod tests;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,7 +35,7 @@ use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatId, FailureDete
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use keyring::{GossipKey, KeyId, Keyring, KeyringError};
 pub use sealed::TransportStats;
@@ -177,6 +178,11 @@ pub trait LivenessHint: Send + Sync + 'static {
     /// A node leaving this set is a hint to check its session sooner, never
     /// a reason on its own to mark it Down.
     fn live_nodes(&self) -> watch::Receiver<BTreeSet<String>>;
+
+    /// The most nodes gossip can carry (see [`ceiling`]). While the store
+    /// holds more nodes than this, nodes that know too many fall silent and
+    /// the others would see them "leave": ignore the hint then.
+    fn capacity(&self) -> usize;
 }
 
 /// A running gossip member. Stops when the shutdown token given to
@@ -187,6 +193,8 @@ pub struct Membership {
     keyring: Arc<RwLock<Keyring>>,
     counters: Arc<Counters>,
     live: watch::Receiver<BTreeSet<String>>,
+    degraded: Arc<AtomicBool>,
+    max_nodes: usize,
     task: JoinHandle<()>,
 }
 
@@ -258,10 +266,22 @@ impl Membership {
             max_nodes,
             "gossip started (max_nodes: how many nodes fit one datagram's digest)"
         );
-        let task = tokio::spawn(follow_live_nodes(handle, chitchat_live, live_tx, shutdown));
+        let degraded = Arc::new(AtomicBool::new(false));
+        let follower = Follower {
+            handle,
+            chitchat: chitchat.clone(),
+            chitchat_live,
+            live_tx,
+            counters: counters.clone(),
+            max_nodes,
+            degraded: degraded.clone(),
+        };
+        let task = tokio::spawn(follower.run(shutdown));
         Ok(Membership {
+            max_nodes,
             node_id: config.node_id,
             chitchat,
+            degraded,
             keyring,
             counters,
             live,
@@ -273,6 +293,18 @@ impl Membership {
     /// nodes join or the failure detector loses them.
     pub fn live_nodes(&self) -> watch::Receiver<BTreeSet<String>> {
         self.live.clone()
+    }
+
+    /// The most nodes whose digests fit one datagram with this node's
+    /// settings (see [`ceiling`]): above it, the hint cannot be trusted.
+    pub fn capacity(&self) -> usize {
+        self.max_nodes
+    }
+
+    /// Whether gossip went past its ceiling and the live-node hint is frozen
+    /// (see [`ceiling`]); shoal then relies on dispatcher sessions alone.
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
     }
 
     /// Datagram counters since start.
@@ -348,6 +380,10 @@ impl LivenessHint for Membership {
     fn live_nodes(&self) -> watch::Receiver<BTreeSet<String>> {
         Membership::live_nodes(self)
     }
+
+    fn capacity(&self) -> usize {
+        Membership::capacity(self)
+    }
 }
 
 fn node_ids<'a, I, V>(nodes: I) -> BTreeSet<String>
@@ -364,49 +400,99 @@ where
 /// chitchat. If chitchat stops on its own (its socket failed), that is
 /// logged once and the last live set stays: shoal goes on with dispatcher
 /// sessions alone.
-async fn follow_live_nodes(
+///
+/// Past the ceiling (this node knows more nodes than fit a datagram, or has
+/// had to drop a message) the set is frozen, logged once: nodes that cannot
+/// send fall silent and would all look dead, a storm of false hints.
+/// Frozen, the hint reports nothing more — no joins, no losses — until the
+/// daemon restarts.
+struct Follower {
     handle: chitchat::ChitchatHandle,
-    mut chitchat_live: watch::Receiver<std::collections::BTreeMap<ChitchatId, chitchat::NodeState>>,
+    chitchat: Arc<Mutex<Chitchat>>,
+    chitchat_live: watch::Receiver<std::collections::BTreeMap<ChitchatId, chitchat::NodeState>>,
     live_tx: watch::Sender<BTreeSet<String>>,
-    shutdown: CancellationToken,
-) {
-    let terminated = handle.termination_watcher();
-    tokio::pin!(terminated);
-    let mut stopped_on_its_own = false;
-    let mut watching = true;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            result = &mut terminated, if !stopped_on_its_own => {
-                stopped_on_its_own = true;
-                let reason = match result {
-                    Ok(()) => "it stopped".to_string(),
-                    Err(e) => format!("{e:#}"),
-                };
-                error!(%reason, "gossip stopped; node liveness now comes from dispatcher sessions alone");
-            }
-            changed = chitchat_live.changed(), if watching && !stopped_on_its_own => {
-                if changed.is_err() {
-                    watching = false;
-                    continue;
+    counters: Arc<Counters>,
+    max_nodes: usize,
+    degraded: Arc<AtomicBool>,
+}
+
+impl Follower {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let terminated = self.handle.termination_watcher();
+        tokio::pin!(terminated);
+        let mut stopped_on_its_own = false;
+        let mut watching = true;
+        // Sends can start failing without any change in the live set.
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = check.tick(), if !self.degraded.load(Ordering::Relaxed) => {
+                    self.past_ceiling().await;
                 }
-                let ids = node_ids(chitchat_live.borrow_and_update().iter());
-                live_tx.send_if_modified(|current| {
-                    if *current == ids {
-                        return false;
+                result = &mut terminated, if !stopped_on_its_own => {
+                    stopped_on_its_own = true;
+                    let reason = match result {
+                        Ok(()) => "it stopped".to_string(),
+                        Err(e) => format!("{e:#}"),
+                    };
+                    error!(%reason, "gossip stopped; node liveness now comes from dispatcher sessions alone");
+                }
+                changed = self.chitchat_live.changed(), if watching && !stopped_on_its_own => {
+                    if changed.is_err() {
+                        watching = false;
+                        continue;
                     }
-                    let joined: Vec<_> = ids.difference(current).collect();
-                    let lost: Vec<_> = current.difference(&ids).collect();
-                    info!(?joined, ?lost, live = ids.len(), "gossip membership changed");
-                    *current = ids;
-                    true
-                });
+                    if !self.past_ceiling().await {
+                        self.publish();
+                    }
+                }
+            }
+        }
+        if !stopped_on_its_own {
+            if let Err(e) = self.handle.shutdown().await {
+                error!(error = %format!("{e:#}"), "gossip did not stop cleanly");
             }
         }
     }
-    if !stopped_on_its_own {
-        if let Err(e) = handle.shutdown().await {
-            error!(error = %format!("{e:#}"), "gossip did not stop cleanly");
+
+    /// Whether the hint is frozen; freezes it (logging once) on crossing.
+    async fn past_ceiling(&self) -> bool {
+        if self.degraded.load(Ordering::Relaxed) {
+            return true;
         }
+        let known = self.chitchat.lock().await.node_states().len();
+        let dropped = self.counters.snapshot().send_oversized;
+        if known <= self.max_nodes && dropped == 0 {
+            return false;
+        }
+        self.degraded.store(true, Ordering::Relaxed);
+        warn!(
+            known,
+            max_nodes = self.max_nodes,
+            dropped,
+            "gossip is past its ceiling (every node's digest must fit one datagram): the live-node \
+             hint is frozen and liveness comes from dispatcher sessions alone. Logged once."
+        );
+        true
+    }
+
+    fn publish(&mut self) {
+        let ids = node_ids(self.chitchat_live.borrow_and_update().iter());
+        self.live_tx.send_if_modified(|current| {
+            if *current == ids {
+                return false;
+            }
+            let joined: Vec<_> = ids.difference(current).collect();
+            let lost: Vec<_> = current.difference(&ids).collect();
+            info!(
+                ?joined,
+                ?lost,
+                live = ids.len(),
+                "gossip membership changed"
+            );
+            *current = ids;
+            true
+        });
     }
 }

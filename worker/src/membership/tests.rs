@@ -237,6 +237,7 @@ async fn keys_rotate_one_node_at_a_time_without_any_node_going_dead() {
         .map(|n| {
             let mut live = n.membership.live_nodes();
             let all = all.clone();
+            live.borrow_and_update();
             tokio::spawn(async move {
                 while live.changed().await.is_ok() {
                     let now = live.borrow_and_update().clone();
@@ -359,4 +360,78 @@ async fn a_busy_port_or_a_bad_setting_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("max_datagram_len = 100000"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_past_the_ceiling_keeps_running_and_counts_what_it_drops() {
+    // A tiny datagram makes the ceiling a handful of nodes instead of ~1000.
+    let max_datagram_len = SEAL_OVERHEAD + 512;
+    let fit = ceiling::max_nodes(max_datagram_len, 3, CLUSTER);
+    let count = fit + 4;
+    println!("{fit} nodes fit a {max_datagram_len}-byte datagram; starting {count}");
+    let key = Keyring::new(GossipKey::generate());
+    let seed = free_port();
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let port = if i == 0 { seed } else { free_port() };
+        let mut config =
+            MembershipConfig::new(format!("n{i:02}"), CLUSTER, loopback(port), key.clone());
+        config.listen_addr = loopback(port);
+        config.seeds = vec![loopback(seed).to_string()];
+        config.gossip_interval = Duration::from_millis(100);
+        config.max_datagram_len = max_datagram_len;
+        let stop = CancellationToken::new();
+        let membership = Membership::start(config, stop.clone()).await.unwrap();
+        nodes.push(Node { membership, stop });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Who crosses first is the node that learns of the most nodes (the
+    // seed): its SYN and SYN-ACK no longer fit, it falls silent. Nodes that
+    // know fewer go on gossiping among themselves, and see the silent ones
+    // go — which is why the manager must stop using the hint once the store
+    // holds more nodes than `capacity()`.
+    for node in &nodes {
+        println!(
+            "{:?}: degraded {}, live {}, {:?}",
+            node.membership,
+            node.membership.degraded(),
+            node.membership.live_nodes().borrow().len(),
+            node.membership.stats()
+        );
+        assert_eq!(node.membership.capacity(), fit);
+    }
+    assert!(nodes[0].membership.degraded(), "the seed knows every node");
+    let frozen: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let mut live = n.membership.live_nodes();
+            live.borrow_and_update();
+            live
+        })
+        .collect();
+    let before: Vec<_> = nodes.iter().map(|n| n.membership.stats()).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut dropped = 0;
+    for ((node, before), live) in nodes.iter().zip(before).zip(&frozen) {
+        let now = node.membership.stats();
+        assert!(
+            now.sent + now.send_oversized > before.sent + before.send_oversized,
+            "{:?} keeps gossiping (or trying to): {now:?}",
+            node.membership
+        );
+        if node.membership.degraded() {
+            assert!(
+                !live.has_changed().unwrap(),
+                "{:?}: a degraded node's hint is frozen",
+                node.membership
+            );
+        }
+        dropped += now.send_oversized;
+    }
+    println!("messages dropped past the ceiling: {dropped}");
+    assert!(dropped > 0, "past the ceiling some messages cannot be sent");
+    for node in nodes {
+        node.stop.cancel();
+        node.membership.stopped().await;
+    }
 }
