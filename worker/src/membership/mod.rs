@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{error, info, warn};
 
 pub use keyring::{GossipKey, KeyId, Keyring, KeyringError};
@@ -186,7 +186,8 @@ pub trait LivenessHint: Send + Sync + 'static {
 }
 
 /// A running gossip member. Stops when the shutdown token given to
-/// [`Membership::start`] is cancelled.
+/// [`Membership::start`] is cancelled, or when it is dropped (a daemon that
+/// restarts in another role must find 7946/udp free again).
 pub struct Membership {
     node_id: String,
     chitchat: Arc<Mutex<Chitchat>>,
@@ -196,6 +197,7 @@ pub struct Membership {
     degraded: Arc<AtomicBool>,
     max_nodes: usize,
     task: JoinHandle<()>,
+    stop_on_drop: DropGuard,
 }
 
 impl std::fmt::Debug for Membership {
@@ -276,8 +278,11 @@ impl Membership {
             max_nodes,
             degraded: degraded.clone(),
         };
-        let task = tokio::spawn(follower.run(shutdown));
+        let stop = shutdown.child_token();
+        let stop_on_drop = stop.clone().drop_guard();
+        let task = tokio::spawn(follower.run(stop));
         Ok(Membership {
+            stop_on_drop,
             max_nodes,
             node_id: config.node_id,
             chitchat,
@@ -365,10 +370,14 @@ impl Membership {
             .and_then(|(_, state)| state.get(key).map(str::to_string))
     }
 
-    /// Waits until gossip has stopped after the shutdown token fired (the
-    /// socket is closed by then).
-    pub async fn stopped(self) {
-        let _ = self.task.await;
+    /// Stops gossip (if the shutdown token has not already) and waits until
+    /// its socket is closed, so the port can be bound again at once.
+    pub async fn stop(self) {
+        let Membership {
+            task, stop_on_drop, ..
+        } = self;
+        drop(stop_on_drop);
+        let _ = task.await;
     }
 
     fn keyring_mut(&self) -> std::sync::RwLockWriteGuard<'_, Keyring> {

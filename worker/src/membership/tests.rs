@@ -94,7 +94,7 @@ async fn three_members_find_each_other_from_one_seed_and_lose_a_stopped_one() {
 
     c.stop.cancel();
     let stopped_at = Instant::now();
-    c.membership.stopped().await;
+    c.membership.stop().await;
     let rest = ids(&["a", "b"]);
     for node in [&a, &b] {
         until_live(node, &rest, Duration::from_secs(20)).await;
@@ -121,7 +121,7 @@ async fn three_members_find_each_other_from_one_seed_and_lose_a_stopped_one() {
     }
     for node in [a, b, c] {
         node.stop.cancel();
-        node.membership.stopped().await;
+        node.membership.stop().await;
     }
 }
 
@@ -334,7 +334,7 @@ async fn a_keyring_handed_out_whole_replaces_the_old_one() {
         (vec![new.id(), old.id()], new.id())
     );
     node.stop.cancel();
-    node.membership.stopped().await;
+    node.membership.stop().await;
 }
 
 #[tokio::test]
@@ -432,6 +432,31 @@ async fn a_cluster_past_the_ceiling_keeps_running_and_counts_what_it_drops() {
     assert!(dropped > 0, "past the ceiling some messages cannot be sent");
     for node in nodes {
         node.stop.cancel();
-        node.membership.stopped().await;
+        node.membership.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_member_frees_its_port() {
+    let port = free_port();
+    let ring = Keyring::new(GossipKey::generate());
+    let first = start_node("a", port, &[], ring.clone()).await;
+    drop(first.membership);
+    // The socket closes once the gossip task has wound down.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut config = MembershipConfig::new("a", CLUSTER, loopback(port), ring.clone());
+        config.listen_addr = loopback(port);
+        match Membership::start(config, CancellationToken::new()).await {
+            Ok(again) => {
+                again.stop().await;
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                println!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the port stayed taken after the member was dropped: {e}"),
+        }
     }
 }
