@@ -5,10 +5,11 @@
 //! (8), the gossip address (7 for IPv4, 19 for IPv6), a heartbeat, a GC
 //! version and a max version (8 each). With shoal's 25-character ids and
 //! IPv4 that is 66 bytes a node; a 65,507-byte datagram minus the seal's
-//! overhead holds about 990 nodes. Past that, the SYN no longer fits: the
-//! sealed transport drops it (counted as `send_oversized`, logged once) and
-//! nodes stop learning of each other through gossip, which is only a hint —
-//! the dispatcher sessions keep deciding what is Down (DESIGN.md §5).
+//! overhead holds 991 nodes (measured by the test that prints it). Past
+//! that, the SYN no longer fits: the sealed transport drops it (counted as
+//! `send_oversized`), the node falls silent and freezes its hint (see
+//! `Membership::degraded`), which is only a hint anyway — the dispatcher
+//! sessions keep deciding what is Down (DESIGN.md §5).
 //!
 //! The estimate is computed, not assumed: [`syn_len`] builds a real SYN
 //! through chitchat's own decoder, so a change in chitchat's format changes

@@ -14,7 +14,7 @@
 use std::fmt;
 
 use chacha20poly1305::aead::KeyInit;
-use chacha20poly1305::{ChaCha20Poly1305, Key};
+use chacha20poly1305::{Key, XChaCha20Poly1305};
 use rand::RngCore;
 
 /// Bytes of a gossip key.
@@ -56,7 +56,7 @@ impl fmt::Debug for KeyId {
     }
 }
 
-/// A 256-bit ChaCha20-Poly1305 key shared by every node of the cluster.
+/// A 256-bit XChaCha20-Poly1305 key shared by every node of the cluster.
 /// Its Debug output never shows the bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GossipKey {
@@ -100,8 +100,8 @@ impl GossipKey {
         KeyId(u32::from_be_bytes([d[0], d[1], d[2], d[3]]))
     }
 
-    pub(crate) fn cipher(&self) -> ChaCha20Poly1305 {
-        ChaCha20Poly1305::new(Key::from_slice(&self.bytes))
+    pub(crate) fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(Key::from_slice(&self.bytes))
     }
 }
 
@@ -109,7 +109,7 @@ impl GossipKey {
 #[derive(Clone)]
 pub struct Keyring {
     /// Installed keys with their ciphers, built once rather than per datagram.
-    keys: Vec<(KeyId, GossipKey, ChaCha20Poly1305)>,
+    keys: Vec<(KeyId, GossipKey, XChaCha20Poly1305)>,
     primary: KeyId,
 }
 
@@ -175,7 +175,7 @@ impl Keyring {
         self.keys.iter().map(|(id, _, _)| *id).collect()
     }
 
-    pub(crate) fn primary_cipher(&self) -> (KeyId, &ChaCha20Poly1305) {
+    pub(crate) fn primary_cipher(&self) -> (KeyId, &XChaCha20Poly1305) {
         let (id, _, cipher) = self
             .keys
             .iter()
@@ -184,7 +184,7 @@ impl Keyring {
         (*id, cipher)
     }
 
-    pub(crate) fn cipher(&self, id: KeyId) -> Option<&ChaCha20Poly1305> {
+    pub(crate) fn cipher(&self, id: KeyId) -> Option<&XChaCha20Poly1305> {
         self.keys
             .iter()
             .find(|(kid, _, _)| *kid == id)
