@@ -9,8 +9,11 @@
 //!   assigned pod, removes what is no longer wanted and reports status.
 //! - [`ingress`]: the published-port proxy that balances across a service's
 //!   ready endpoints.
+//! - [`membership`]: gossip (chitchat over an authenticated, encrypted UDP
+//!   transport), a fast liveness hint for the managers.
 
 pub mod agent;
 pub mod controller;
 pub mod exec;
 pub mod ingress;
+pub mod membership;
