@@ -67,10 +67,14 @@ pub const STATUS_BATCH_MS: u64 = 50;
 /// without a change (catches containers removed behind shoal's back).
 pub const WORKER_RECONCILE_MS: u64 = 1_000;
 
-/// Raft timing: heartbeat and election timeout range.
-pub const RAFT_HEARTBEAT_MS: u64 = 100;
-pub const RAFT_ELECTION_TIMEOUT_MIN_MS: u64 = 400;
-pub const RAFT_ELECTION_TIMEOUT_MAX_MS: u64 = 800;
+/// Raft timing: heartbeat and election timeout range. openraft 0.9 starts
+/// an election only after its leader lease (the maximum timeout) plus a
+/// random timeout in the range without a heartbeat, so a failover takes
+/// 0.75-1 s of silence here; heartbeats every 75 ms leave ten of them per
+/// lease, so a loaded machine does not call spurious elections.
+pub const RAFT_HEARTBEAT_MS: u64 = 75;
+pub const RAFT_ELECTION_TIMEOUT_MIN_MS: u64 = 250;
+pub const RAFT_ELECTION_TIMEOUT_MAX_MS: u64 = 500;
 /// Log entries since the last snapshot that trigger a new one.
 pub const RAFT_SNAPSHOT_LOGS_SINCE_LAST: u64 = 5_000;
 /// How long a Control API write waits for Raft to commit it (and a
