@@ -59,9 +59,6 @@ pub async fn deploy(host: &Host, a: &StackDeployArgs) -> Result<()> {
     };
     let specs = stack::translate::services(&loaded, &a.name).map_err(in_files)?;
     let dependencies = stack::translate::dependencies(&loaded, &a.name);
-    for w in stack::translate::warnings(&loaded) {
-        eprintln!("WARNING: {w}");
-    }
     let objects = stack::secrets::objects(&loaded, &a.name, &env).map_err(in_files)?;
     let mut client = connect(host).await?;
     deploy_objects(host, &mut client, objects)

@@ -394,27 +394,6 @@ fn external_name_spec(
     }
 }
 
-/// What a stack asks for that this build stores but does not act on yet,
-/// printed as warnings by `stack deploy`. Reservations and spread
-/// preferences steer the scheduler, but global pods are placed by the
-/// orchestrator, which does not check reservations yet (docs/DECISIONS.md,
-/// Global mode).
-pub fn warnings(stack: &Stack) -> Vec<String> {
-    let mut out = Vec::new();
-    for (name, s) in &stack.file.services {
-        let Some(deploy) = &s.deploy else { continue };
-        let global = deploy.mode == Some(model::Mode::Global);
-        let reserves = deploy
-            .resources
-            .as_ref()
-            .is_some_and(|r| r.reservations.is_some());
-        if global && reserves {
-            out.push(format!("services.{name}.deploy.resources.reservations: stored, but not yet accounted for global services (their pods are placed on every eligible node regardless)"));
-        }
-    }
-    out
-}
-
 /// Every service of the stack, in dependency order (a service after what it
 /// depends on; the parser refused cycles).
 pub fn services(stack: &Stack, stack_name: &str) -> Result<Vec<ServiceSpec>, String> {
@@ -526,12 +505,6 @@ mod tests {
             (c.limit_pids, c.reserve_nano_cpus, c.reserve_memory_bytes),
             (100, 250_000_000, 64 << 20)
         );
-        // Both are acted on now: no warning for a replicated service.
-        assert_eq!(warnings(&stack), Vec::<String>::new());
-        let global = load("services:\n  agent:\n    image: busybox\n    deploy:\n      mode: global\n      resources:\n        reservations: {memory: 64M}\n");
-        let w = warnings(&global);
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].starts_with("services.agent.deploy.resources.reservations: stored, but not yet accounted for global services"));
     }
 
     #[test]

@@ -163,12 +163,12 @@ impl Constraints {
 }
 
 fn global<'a>(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a> {
-    let constraints = Constraints::of(
-        &d.spec
-            .as_ref()
-            .and_then(|s| s.template.clone())
-            .unwrap_or_default(),
-    );
+    let template = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
+    let constraints = Constraints::of(&template);
     let mut by_node: BTreeMap<&str, Vec<&'a Pod>> = BTreeMap::new();
     for p in pods {
         by_node.entry(p.node_id.as_str()).or_default().push(p);
@@ -179,7 +179,18 @@ fn global<'a>(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a
         let has_live = by_node
             .get(n.id.as_str())
             .is_some_and(|ps| ps.iter().any(|p| wanted(p)));
-        let eligible = constraints.takes_new_pods(n) || (has_live && constraints.keeps_pods(n));
+        // A new pod must also fit the node (reservations, host ports, max
+        // per node), as the scheduler checks replicated pods; one that runs
+        // keeps its place.
+        let fits = || {
+            crate::scheduler::node_info(data, &n.id)
+                .is_some_and(|info| crate::scheduler::fits(&info, &template, &d.id).is_ok())
+        };
+        let eligible = if has_live {
+            constraints.keeps_pods(n)
+        } else {
+            constraints.takes_new_pods(n) && fits()
+        };
         if eligible {
             nodes.push((
                 n.id.clone(),

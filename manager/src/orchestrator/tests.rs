@@ -365,3 +365,40 @@ fn a_lost_pod_with_restart_condition_none_is_not_replaced() {
     assert_eq!(pods.len(), 1, "not replaced: {pods:?}");
     assert_eq!(pods[0].node_id, "n1");
 }
+
+#[test]
+fn a_global_pod_goes_only_where_its_reservation_fits() {
+    let f = Fixture::new();
+    for n in ["n1", "n2"] {
+        f.ready_node(n);
+    }
+    let gib = 1 << 30;
+    f.edit_node("n1", |n| {
+        n.status.as_mut().unwrap().resources = Some(shoal_proto::NodeResources {
+            nano_cpus: 2_000_000_000,
+            memory_bytes: gib,
+        })
+    });
+    f.edit_node("n2", |n| {
+        n.status.as_mut().unwrap().resources = Some(shoal_proto::NodeResources {
+            nano_cpus: 2_000_000_000,
+            memory_bytes: gib / 4,
+        })
+    });
+    let d = f.deployment("agent", 0, policy(Condition::Any, 0, 0));
+    f.make_global(&d, &[]);
+    let mut dep = f.store.read(|s| s.deployments[&d].clone());
+    let v = crate::objects::version(&dep.meta);
+    dep.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .as_mut()
+        .unwrap()
+        .container
+        .get_or_insert_with(Default::default)
+        .reserve_memory_bytes = gib / 2;
+    f.apply(vec![crate::store::put(dep, v)]);
+    settle(&f, 1_000);
+    assert_eq!(live_nodes(&f, &d), vec!["n1"], "512 MiB fits n1 only");
+}
