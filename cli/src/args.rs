@@ -659,6 +659,8 @@ pub enum NodeCommand {
     Ls(ListArgs),
     /// Display a node's details as JSON
     Inspect(NodeArgs),
+    /// List the pods on nodes (the current node's when none is given), with their history
+    Ps(NodePsArgs),
     /// Make workers managers
     Promote(NodesArgs),
     /// Make managers workers (refused when it would cost the managers their quorum)
@@ -674,6 +676,20 @@ pub enum NodeCommand {
 pub struct NodeArgs {
     /// Node id, id prefix or hostname
     pub node: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct NodePsArgs {
+    /// Node ids, id prefixes or hostnames (default: this node)
+    pub nodes: Vec<String>,
+    #[command(flatten)]
+    pub list: ListArgs,
+    /// Do not show replaced pods
+    #[arg(long)]
+    pub no_history: bool,
+    /// Do not truncate errors
+    #[arg(long)]
+    pub no_trunc: bool,
 }
 
 #[derive(Debug, Args, Clone)]

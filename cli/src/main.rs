@@ -103,6 +103,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Get(a) => commands::get::get(&host, &a).await,
         Command::Node(NodeCommand::Ls(a)) => node::ls(&host, &a).await,
         Command::Node(NodeCommand::Inspect(a)) => node::inspect(&host, &a).await,
+        Command::Node(NodeCommand::Ps(a)) => node::ps(&host, &a).await,
         Command::Node(NodeCommand::Promote(a)) => {
             node::set_role(&host, &a, shoal_proto::NodeRole::Manager).await
         }

@@ -7,7 +7,7 @@ use shoal_proto::{
 };
 
 use crate::args::{
-    Availability, Format, ListArgs, NodeArgs, NodeRmArgs, NodeUpdateArgs, NodesArgs,
+    Availability, Format, ListArgs, NodeArgs, NodePsArgs, NodeRmArgs, NodeUpdateArgs, NodesArgs,
 };
 use crate::client::{api_error, connect, Host};
 use crate::output::table;
@@ -203,4 +203,35 @@ pub async fn rm(host: &Host, a: &NodeRmArgs) -> Result<()> {
         println!("{node}");
     }
     Ok(())
+}
+
+/// `shoal node ps [NODE...]`: the pods placed on nodes (this node's by
+/// default), as `service ps` shows them.
+pub async fn ps(host: &Host, a: &NodePsArgs) -> Result<()> {
+    let mut client = connect(host).await?;
+    let nodes = if a.nodes.is_empty() {
+        let me = client
+            .info(InfoRequest {})
+            .await
+            .map_err(|s| api_error(host, s))?
+            .into_inner();
+        vec![me.node_id]
+    } else {
+        a.nodes.clone()
+    };
+    let mut pods = Vec::new();
+    for node in nodes {
+        let mut got = client
+            .list_pods(shoal_proto::ListPodsRequest {
+                node,
+                include_history: !a.no_history,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| api_error(host, s))?
+            .into_inner()
+            .pods;
+        pods.append(&mut got);
+    }
+    crate::commands::service::print_pods(&pods, &a.list, a.no_trunc)
 }

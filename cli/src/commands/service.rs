@@ -321,13 +321,19 @@ pub async fn ps(host: &Host, a: &PsArgs) -> Result<()> {
             .pods;
         pods.append(&mut got);
     }
-    if a.list.quiet {
+    print_pods(&pods, &a.list, a.no_trunc)
+}
+
+/// The pods as `service ps` and `node ps` show them: IDs only (-q), JSON,
+/// or a table where a slot's replaced pods follow its current one.
+pub fn print_pods(pods: &[PodView], list: &crate::args::ListArgs, no_trunc: bool) -> Result<()> {
+    if list.quiet {
         pods.iter()
             .filter_map(|p| p.pod.as_ref())
             .for_each(|p| println!("{}", p.id));
         return Ok(());
     }
-    if a.list.format.format == Format::Json {
+    if list.format.format == Format::Json {
         let rows: Vec<serde_json::Value> = pods
             .iter()
             .map(|p| {
@@ -356,7 +362,7 @@ pub async fn ps(host: &Host, a: &PsArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     let mut last_slot_key = String::new();
-    for p in &pods {
+    for p in pods {
         let pod = p.pod.clone().unwrap_or_default();
         // Replaced pods follow the current one of their slot, indented.
         let slot_key = format!(
@@ -378,7 +384,7 @@ pub async fn ps(host: &Host, a: &PsArgs) -> Result<()> {
             p.node_hostname.clone(),
             title(pod.desired_state().display()),
             current_state(p),
-            error_text(p, a.no_trunc),
+            error_text(p, no_trunc),
         ]);
     }
     table(

@@ -505,11 +505,16 @@ impl control_server::Control for ControlApi {
                 } else {
                     Some(find_deployment(d, &req.service)?.id.clone())
                 };
+                let node = if req.node.is_empty() {
+                    String::new()
+                } else {
+                    nodes::find_node(d, &req.node)?.id.clone()
+                };
                 let mut pods: Vec<PodView> = d
                     .pods
                     .values()
                     .filter(|p| only.as_ref().is_none_or(|id| &p.deployment_id == id))
-                    .filter(|p| req.node.is_empty() || p.node_id == req.node)
+                    .filter(|p| node.is_empty() || p.node_id == node)
                     .filter(|p| req.include_history || wanted(p))
                     .map(|p| pod_view(d, p))
                     .collect();

@@ -100,6 +100,17 @@ fn a_killed_workers_pods_run_elsewhere_and_it_returns_without_duplicates() {
             Err(format!("{on3} on n3, {total} elsewhere"))
         }
     });
+    // `node ps`: n3 keeps only its history; n1's live pods are its containers.
+    let live_on = |node: &str| {
+        let out = hosts
+            .shoal("n1", &["node", "ps", node, "--no-history", "-q"])
+            .ok();
+        out.stdout.lines().count()
+    };
+    assert_eq!(live_on("n3"), 0);
+    assert_eq!(live_on("n1"), hosts.running("n1", "web").len());
+    let history = hosts.shoal("n1", &["node", "ps", "n3"]).ok();
+    assert!(history.stdout.contains("Shutdown"), "{history}");
     hosts
         .shoal("n1", &["node", "update", "--label-add", "zone=b", "n2"])
         .ok();
