@@ -577,6 +577,13 @@ pub struct PsArgs {
     #[arg(required = true)]
     pub services: Vec<String>,
     #[command(flatten)]
+    pub pods: PodListArgs,
+}
+
+/// How `service ps` and `node ps` list pods.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PodListArgs {
+    #[command(flatten)]
     pub list: ListArgs,
     /// Do not show replaced pods
     #[arg(long)]
@@ -683,13 +690,7 @@ pub struct NodePsArgs {
     /// Node ids, id prefixes or hostnames (default: this node)
     pub nodes: Vec<String>,
     #[command(flatten)]
-    pub list: ListArgs,
-    /// Do not show replaced pods
-    #[arg(long)]
-    pub no_history: bool,
-    /// Do not truncate errors
-    #[arg(long)]
-    pub no_trunc: bool,
+    pub pods: PodListArgs,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -224,7 +224,7 @@ pub async fn ps(host: &Host, a: &NodePsArgs) -> Result<()> {
         let mut got = client
             .list_pods(shoal_proto::ListPodsRequest {
                 node,
-                include_history: !a.no_history,
+                include_history: !a.pods.no_history,
                 ..Default::default()
             })
             .await
@@ -233,5 +233,5 @@ pub async fn ps(host: &Host, a: &NodePsArgs) -> Result<()> {
             .pods;
         pods.append(&mut got);
     }
-    crate::commands::service::print_pods(&pods, &a.list, a.no_trunc)
+    crate::commands::service::print_pods(&pods, &a.pods)
 }

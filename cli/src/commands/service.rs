@@ -312,7 +312,7 @@ pub async fn ps(host: &Host, a: &PsArgs) -> Result<()> {
         let mut got = client
             .list_pods(ListPodsRequest {
                 service: svc.clone(),
-                include_history: !a.no_history,
+                include_history: !a.pods.no_history,
                 ..Default::default()
             })
             .await
@@ -321,12 +321,13 @@ pub async fn ps(host: &Host, a: &PsArgs) -> Result<()> {
             .pods;
         pods.append(&mut got);
     }
-    print_pods(&pods, &a.list, a.no_trunc)
+    print_pods(&pods, &a.pods)
 }
 
 /// The pods as `service ps` and `node ps` show them: IDs only (-q), JSON,
 /// or a table where a slot's replaced pods follow its current one.
-pub fn print_pods(pods: &[PodView], list: &crate::args::ListArgs, no_trunc: bool) -> Result<()> {
+pub fn print_pods(pods: &[PodView], how: &crate::args::PodListArgs) -> Result<()> {
+    let (list, no_trunc) = (&how.list, how.no_trunc);
     if list.quiet {
         pods.iter()
             .filter_map(|p| p.pod.as_ref())

@@ -9,7 +9,7 @@ use shoal_proto::{
     CreateServiceRequest, PodState, RemoveServiceRequest, ServiceView, UpdateServiceRequest,
 };
 
-use crate::args::{ListArgs, PsArgs, StackDeployArgs, StackNameArgs, StackRmArgs};
+use crate::args::{ListArgs, PodListArgs, PsArgs, StackDeployArgs, StackNameArgs, StackRmArgs};
 use crate::client::{api_error, connect, Client, Host};
 use crate::commands::secret::{self, Kind};
 use crate::commands::{rollout, service};
@@ -320,9 +320,10 @@ pub async fn ps(host: &Host, a: &StackNameArgs) -> Result<()> {
         host,
         &PsArgs {
             services: names,
-            list: a.list.clone(),
-            no_history: false,
-            no_trunc: false,
+            pods: PodListArgs {
+                list: a.list.clone(),
+                ..Default::default()
+            },
         },
     )
     .await

@@ -289,29 +289,24 @@ impl RaftNode {
             .await
             .map_err(|e| MembershipError::from_write(self, e))?;
         tracing::info!(raft_id, %addr, "raft: manager added as a learner; waiting for it to catch up");
-        let since = added.log_id.index;
-        raft.wait(Some(CATCH_UP_TIMEOUT))
-            .metrics(
-                |m| {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&raft_id))
-                        .and_then(|matched| *matched)
-                        .is_some_and(|l| l.index >= since)
-                },
-                "new manager caught up",
-            )
-            .await
-            .map_err(|e| match e {
-                openraft::metrics::WaitError::Timeout(..) => MembershipError::CatchUpTimeout {
-                    raft_id,
-                    addr: addr.into(),
-                    timeout: CATCH_UP_TIMEOUT,
-                },
-                openraft::metrics::WaitError::ShuttingDown => {
-                    MembershipError::Fatal("raft is shutting down".into())
-                }
-            })?;
+        replicated(
+            raft,
+            raft_id,
+            added.log_id.index,
+            CATCH_UP_TIMEOUT,
+            "new manager caught up",
+        )
+        .await
+        .map_err(|e| match e {
+            openraft::metrics::WaitError::Timeout(..) => MembershipError::CatchUpTimeout {
+                raft_id,
+                addr: addr.into(),
+                timeout: CATCH_UP_TIMEOUT,
+            },
+            openraft::metrics::WaitError::ShuttingDown => {
+                MembershipError::Fatal("raft is shutting down".into())
+            }
+        })?;
         raft.change_membership(ChangeMembers::AddVoterIds([raft_id].into()), false)
             .await
             .map_err(|e| MembershipError::from_write(self, e))?;
@@ -415,20 +410,14 @@ impl RaftNode {
             .await
             .map_err(|e| MembershipError::from_write(self, e))?;
         if reachable {
-            let since = demoted.log_id.index;
-            let noticed = raft
-                .wait(Some(DEMOTION_NOTICE_TIMEOUT))
-                .metrics(
-                    |m| {
-                        m.replication
-                            .as_ref()
-                            .and_then(|r| r.get(&raft_id))
-                            .and_then(|matched| *matched)
-                            .is_some_and(|l| l.index >= since)
-                    },
-                    "removed manager received its demotion",
-                )
-                .await;
+            let noticed = replicated(
+                raft,
+                raft_id,
+                demoted.log_id.index,
+                DEMOTION_NOTICE_TIMEOUT,
+                "removed manager received its demotion",
+            )
+            .await;
             if let Err(e) = noticed {
                 tracing::warn!(raft_id, error = %e, "raft: removed manager did not confirm its demotion; dropping it anyway");
             }
@@ -439,4 +428,28 @@ impl RaftNode {
         tracing::info!(raft_id, "raft: manager removed");
         Ok(())
     }
+}
+
+/// Waits (on the leader) until `raft_id` has replicated the log up to
+/// `index`, or `timeout` passes.
+async fn replicated(
+    raft: &super::types::Raft,
+    raft_id: u64,
+    index: u64,
+    timeout: Duration,
+    what: &str,
+) -> Result<(), openraft::metrics::WaitError> {
+    raft.wait(Some(timeout))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&raft_id))
+                    .and_then(|matched| *matched)
+                    .is_some_and(|l| l.index >= index)
+            },
+            what,
+        )
+        .await
+        .map(|_| ())
 }
