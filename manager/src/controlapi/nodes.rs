@@ -11,7 +11,7 @@ use shoal_proto::{
 use tonic::Status;
 
 use crate::objects::{touch, version};
-use crate::raft::ManagerInfo;
+use crate::raft::{check_removal, ManagerInfo};
 use crate::store::{delete, put, StoreData};
 
 /// Finds a node by exact id, exact hostname, or unique id prefix.
@@ -47,33 +47,16 @@ fn is_manager(n: &Node) -> bool {
         .is_some_and(|s| s.role() == NodeRole::Manager)
 }
 
-/// Refuses taking `raft_id` out of the voters when the reachable voters
-/// left would not be a majority of those left.
+/// Refuses taking `raft_id` out of the voters when Raft would refuse it
+/// ([`check_removal`]): before anything is written, so a refused demotion
+/// leaves the store as it was.
 pub fn check_quorum_without(
     managers: &[ManagerInfo],
     raft_id: u64,
     what: &str,
 ) -> Result<(), Status> {
-    let voters: Vec<&ManagerInfo> = managers.iter().filter(|m| !m.learner).collect();
-    if !voters.iter().any(|m| m.raft_id == raft_id) {
-        return Ok(());
-    }
-    let left: Vec<&&ManagerInfo> = voters.iter().filter(|m| m.raft_id != raft_id).collect();
-    if left.is_empty() {
-        return Err(Status::failed_precondition(format!(
-            "cannot {what}: it is the last manager; promote another node first"
-        )));
-    }
-    let reachable = left.iter().filter(|m| m.reachable).count();
-    if reachable * 2 <= left.len() {
-        return Err(Status::failed_precondition(format!(
-            "cannot {what}: {} manager(s) would be left and only {reachable} of them \
-             reachable, so the cluster would lose its quorum (a majority must be \
-             reachable); bring the unreachable managers back, or remove them first",
-            left.len()
-        )));
-    }
-    Ok(())
+    check_removal(managers, raft_id)
+        .map_err(|e| Status::failed_precondition(format!("cannot {what}: {e}")))
 }
 
 /// The mutation of one `UpdateNode` request, or why it is refused.

@@ -353,29 +353,11 @@ impl RaftNode {
             tracing::info!(raft_id, "raft: learner removed");
             return Ok(Removal::Removed);
         }
+        check_removal(&managers, raft_id)?;
         let remaining: Vec<&ManagerInfo> = managers
             .iter()
             .filter(|m| !m.learner && m.raft_id != raft_id)
             .collect();
-        if remaining.is_empty() {
-            return Err(MembershipError::LastVoter(raft_id));
-        }
-        let reachable = remaining.iter().filter(|m| m.reachable).count();
-        if reachable * 2 <= remaining.len() {
-            let unreachable: Vec<String> = remaining
-                .iter()
-                .filter(|m| !m.reachable)
-                .map(|m| format!("{} at {}", m.raft_id, m.addr))
-                .collect();
-            return Err(MembershipError::WouldLoseQuorum(format!(
-                "removing manager {raft_id} would leave {} voting managers of which only \
-                 {reachable} are reachable from the leader (unreachable: {}), not a majority: \
-                 the cluster would stop accepting writes; bring those managers back or remove \
-                 an unreachable one first",
-                remaining.len(),
-                unreachable.join(", ")
-            )));
-        }
         if raft_id != self.inner.node_id {
             self.remove_follower(raft_id, target.reachable).await?;
             return Ok(Removal::Removed);
@@ -452,4 +434,39 @@ async fn replicated(
         )
         .await
         .map(|_| ())
+}
+
+/// Whether voter `raft_id` may leave the voters (`managers` as
+/// [`RaftNode::managers`] gives them): at least one voter must be left, and
+/// the reachable ones among those left must be a strict majority of them.
+/// Learners and non-members may always go. The one rule for removals,
+/// here and in the Control API, which refuses a demotion before writing it.
+pub fn check_removal(managers: &[ManagerInfo], raft_id: u64) -> Result<(), MembershipError> {
+    if !managers.iter().any(|m| m.raft_id == raft_id && !m.learner) {
+        return Ok(());
+    }
+    let remaining: Vec<&ManagerInfo> = managers
+        .iter()
+        .filter(|m| !m.learner && m.raft_id != raft_id)
+        .collect();
+    if remaining.is_empty() {
+        return Err(MembershipError::LastVoter(raft_id));
+    }
+    let reachable = remaining.iter().filter(|m| m.reachable).count();
+    if reachable * 2 <= remaining.len() {
+        let unreachable: Vec<String> = remaining
+            .iter()
+            .filter(|m| !m.reachable)
+            .map(|m| format!("{} at {}", m.raft_id, m.addr))
+            .collect();
+        return Err(MembershipError::WouldLoseQuorum(format!(
+            "removing manager {raft_id} would leave {} voting managers of which only \
+             {reachable} are reachable from the leader (unreachable: {}), not a majority: \
+             the cluster would lose its quorum and stop accepting writes; bring those \
+             managers back or remove an unreachable one first",
+            remaining.len(),
+            unreachable.join(", ")
+        )));
+    }
+    Ok(())
 }

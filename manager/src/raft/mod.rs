@@ -41,7 +41,7 @@ use tokio::sync::watch;
 use crate::store::Store;
 pub use faults::Faults;
 use log_store::LogStore;
-pub use membership::{ManagerInfo, MembershipError, Removal};
+pub use membership::{check_removal, ManagerInfo, MembershipError, Removal};
 use network::{NetworkFactory, PeerContacts};
 use service::RaftService;
 use state_machine::StateMachine;
