@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use shoal_proto::defaults::LEADER_METADATA;
 use shoal_proto::managers_server::{Managers, ManagersServer};
 use shoal_proto::{
     now_ms, JoinRaftRequest, JoinRaftResponse, ManagerKeysRequest, ManagerKeysResponse, NodeRole,
@@ -62,13 +61,7 @@ impl ManagersService {
                 &self.raft.managers(),
             )));
         };
-        let mut status = Status::unavailable(format!(
-            "this manager is not the leader; the leader is at {leader}"
-        ));
-        if let Ok(value) = leader.parse() {
-            status.metadata_mut().insert(LEADER_METADATA, value);
-        }
-        Err(status)
+        Err(shoal_proto::not_the_leader(&leader))
     }
 
     /// Records the manager's Raft id on its node, so that the role manager

@@ -98,3 +98,39 @@ into_object!(
     Secret => Secret,
     Config => Config,
 );
+
+/// A manager's refusal because it does not lead, naming the leader's cluster
+/// address in the message and in the [`defaults::LEADER_METADATA`] header,
+/// so that the caller (a node's agent, a joining manager) goes there next.
+pub fn not_the_leader(leader_addr: &str) -> tonic::Status {
+    let mut status = tonic::Status::unavailable(format!(
+        "this manager is not the leader; the leader is at {leader_addr}"
+    ));
+    if let Ok(value) = leader_addr.parse() {
+        status
+            .metadata_mut()
+            .insert(crate::defaults::LEADER_METADATA, value);
+    }
+    status
+}
+
+/// The leader's address a refusal made by [`not_the_leader`] names, if any.
+pub fn leader_hint(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get(crate::defaults::LEADER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod leader_hint_tests {
+    #[test]
+    fn a_refusal_carries_the_leaders_address_back() {
+        let s = super::not_the_leader("10.0.0.1:2377");
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().ends_with("the leader is at 10.0.0.1:2377"));
+        assert_eq!(super::leader_hint(&s).as_deref(), Some("10.0.0.1:2377"));
+        assert_eq!(super::leader_hint(&tonic::Status::unavailable("x")), None);
+    }
+}

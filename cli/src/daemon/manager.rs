@@ -342,15 +342,11 @@ async fn join_raft(cfg: &NodeConfig, client_tls: Arc<tls::ClientConfig>) -> Resu
             }
             Err(status) => {
                 last_error = format!("{addr}: {}", status.message());
-                if let Some(leader) = status
-                    .metadata()
-                    .get(shoal_proto::defaults::LEADER_METADATA)
-                    .and_then(|v| v.to_str().ok())
-                {
-                    if !candidates.iter().any(|c| c == leader) {
-                        candidates.push(leader.to_string());
+                if let Some(leader) = shoal_proto::leader_hint(&status) {
+                    if !candidates.contains(&leader) {
+                        candidates.push(leader.clone());
                     }
-                    hint = Some(leader.to_string());
+                    hint = Some(leader);
                 } else {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }

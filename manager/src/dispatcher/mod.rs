@@ -33,8 +33,6 @@ use crate::store::{put, Store};
 
 pub use assignments::{manager_addrs, session_message};
 
-pub use shoal_proto::defaults::LEADER_METADATA;
-
 /// Last heartbeat per node id, on this manager.
 type Heartbeats = Arc<Mutex<HashMap<String, Instant>>>;
 
@@ -122,10 +120,24 @@ impl Dispatcher {
         DispatcherServer::new(self)
     }
 
+    /// A session needs more than [`Dispatcher::ensure_leader`]: a leader
+    /// that could not prove its leadership lately (see
+    /// [`confirm_leadership`]) may be cut off from the other managers, so
+    /// its sessions end and new ones go elsewhere.
+    fn ensure_session_leader(&self) -> Result<(), Status> {
+        self.ensure_leader()?;
+        if !*self.confirmed.borrow() {
+            return Err(Status::unavailable(
+                "this manager lost its quorum: it may no longer lead; try another manager",
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses work when this manager does not lead: sessions, heartbeats
     /// and status reports all end in Raft writes, which only the leader can
-    /// make. The answer names the leader's address (also in the
-    /// [`LEADER_METADATA`] header) so the node goes there directly.
+    /// make. The answer names the leader's address
+    /// ([`shoal_proto::not_the_leader`]) so the node goes there directly.
     fn ensure_leader(&self) -> Result<(), Status> {
         if self.proposer.leads() {
             return Ok(());
@@ -140,14 +152,10 @@ impl Dispatcher {
                     .filter(|a| !a.is_empty())
             })
         });
-        let mut status = Status::unavailable(match &leader {
-            Some(addr) => format!("this manager is not the leader; the leader is at {addr}"),
-            None => "this manager is not the leader and no leader is known (an election is running, or a quorum of managers is missing)".to_string(),
-        });
-        if let Some(value) = leader.and_then(|a| a.parse().ok()) {
-            status.metadata_mut().insert(LEADER_METADATA, value);
-        }
-        Err(status)
+        Err(match leader {
+            Some(addr) => shoal_proto::not_the_leader(&addr),
+            None => Status::unavailable("this manager is not the leader and no leader is known (an election is running, or a quorum of managers is missing)"),
+        })
     }
 
     /// Records the node as Ready with a new session epoch (fencing pods from
@@ -264,12 +272,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         request: Request<SessionRequest>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         authz::ensure_own_node(&request, &request.get_ref().node_id)?;
-        self.ensure_leader()?;
-        if !*self.confirmed.borrow() {
-            return Err(Status::unavailable(
-                "this manager lost its quorum: it may no longer lead; try another manager",
-            ));
-        }
+        self.ensure_session_leader()?;
         let req = request.into_inner();
         if req.node_id.is_empty() {
             return Err(Status::invalid_argument("session: node_id is empty"));
@@ -306,16 +309,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         // Leadership moved, or can no longer be proved: the
                         // node must report to the (new) leader, so end the
                         // stream with where it is.
-                        let unproved = !*this.confirmed.borrow();
-                        if let Err(status) = this.ensure_leader().and_then(|()| {
-                            if unproved {
-                                Err(Status::unavailable(
-                                    "this manager lost its quorum: it may no longer lead; reconnecting to another manager",
-                                ))
-                            } else {
-                                Ok(())
-                            }
-                        }) {
+                        if let Err(status) = this.ensure_session_leader() {
                             let _ = tx.send(Err(status)).await;
                             break;
                         }

@@ -19,7 +19,8 @@ use std::time::Duration;
 use anyhow::Context;
 use shoal_proto::dispatcher_client::DispatcherClient;
 use shoal_proto::{
-    defaults, HeartbeatRequest, NodeResources, NodeRole, SessionMessage, SessionRequest,
+    defaults, leader_hint, HeartbeatRequest, NodeResources, NodeRole, SessionMessage,
+    SessionRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -114,15 +115,6 @@ impl ManagerCursor {
         self.managers = managers.to_vec();
         true
     }
-}
-
-/// The leader address a refusing manager put in its answer, if any.
-fn leader_hint(status: &tonic::Status) -> Option<String> {
-    status
-        .metadata()
-        .get(defaults::LEADER_METADATA)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
 }
 
 /// Runs the agent until `shutdown` is cancelled, then stops its tasks and

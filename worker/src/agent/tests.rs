@@ -42,11 +42,7 @@ impl Dispatcher for FakeDispatcher {
         _: Request<SessionRequest>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         if let Some(leader) = &self.leader {
-            let mut status = Status::unavailable("not the leader");
-            status
-                .metadata_mut()
-                .insert(defaults::LEADER_METADATA, leader.parse().unwrap());
-            return Err(status);
+            return Err(shoal_proto::not_the_leader(leader));
         }
         let stream = WatchStream::new(self.assignments.subscribe()).filter_map(|set| {
             set.map(|assignments| {
