@@ -18,12 +18,10 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use rand::Rng;
-use shoal_manager::ca::{tls, Ca, JoinToken, NodeCredentials, NodeKeys, Role};
-use shoal_manager::keys::ClusterKey;
+use shoal_manager::ca::{tls, JoinToken, NodeCredentials, NodeKeys, Role};
 use shoal_proto::defaults as d;
-use shoal_proto::managers_client::ManagersClient;
 use shoal_proto::node_ca_client::NodeCaClient;
-use shoal_proto::{IssueNodeCertificateRequest, ManagerKeysRequest};
+use shoal_proto::IssueNodeCertificateRequest;
 
 use super::config::{self, NodeConfig};
 use super::pki;
@@ -155,33 +153,7 @@ async fn write_data_dir(
         )
     })?;
     if credentials.identity().role == Role::Manager {
-        let channel = tls::connect(manager, tls::client_config(credentials)?)
-            .await
-            .with_context(|| {
-                format!("cannot reach the manager at {manager} with the new certificate")
-            })?;
-        let keys = ManagersClient::new(channel)
-            .get_manager_keys(ManagerKeysRequest {})
-            .await
-            .map_err(|s| {
-                anyhow!(
-                    "the manager at {manager} did not hand over the cluster keys: {}",
-                    s.message()
-                )
-            })?
-            .into_inner();
-        let ca = Ca::from_der(
-            &keys.ca_certificate_der,
-            &keys.ca_key_der,
-            "the CA received from the manager",
-        )?;
-        if ca.certificate_der() != credentials.ca_certificate_der() {
-            anyhow::bail!("the manager at {manager} handed over another CA than the one that signed this node's certificate");
-        }
-        let ca_dir = pki::ca_dir(data_dir);
-        ca.save(&ca_dir)
-            .with_context(|| format!("cannot save the cluster CA in {}", ca_dir.display()))?;
-        ClusterKey::from_bytes(&keys.cluster_key)?.save(&data_dir.join(d::CLUSTER_KEY_FILE))?;
+        pki::receive_manager_keys(data_dir, &[manager.to_string()], credentials).await?;
     }
     config::save(data_dir, cfg)
 }

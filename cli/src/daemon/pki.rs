@@ -12,8 +12,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use shoal_manager::ca::{Ca, NodeCredentials, PeerIdentity, Role};
+use shoal_manager::ca::{tls, Ca, NodeCredentials, PeerIdentity, Role};
+use shoal_manager::keys::ClusterKey;
 use shoal_proto::defaults as d;
+use shoal_proto::managers_client::ManagersClient;
+use shoal_proto::ManagerKeysRequest;
 
 use super::config::NodeConfig;
 
@@ -176,6 +179,60 @@ fn check(ca: &Ca, creds: &NodeCredentials, cfg: &NodeConfig, data_dir: &Path) ->
         );
     }
     Ok(())
+}
+
+/// The CA and the cluster key, from the first of `managers` that hands
+/// them over to this node's (new) manager certificate, saved in the data
+/// dir in place of any there before: for a joining manager and for a
+/// promoted worker alike.
+pub async fn receive_manager_keys(
+    data_dir: &Path,
+    managers: &[String],
+    creds: &NodeCredentials,
+) -> Result<()> {
+    let client_tls = tls::client_config(creds)?;
+    let mut errors = Vec::new();
+    for addr in managers {
+        let channel = match tls::connect(addr, client_tls.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        match ManagersClient::new(channel)
+            .get_manager_keys(ManagerKeysRequest {})
+            .await
+        {
+            Ok(keys) => {
+                let keys = keys.into_inner();
+                let ca = Ca::from_der(
+                    &keys.ca_certificate_der,
+                    &keys.ca_key_der,
+                    "the CA received from the manager",
+                )?;
+                if ca.certificate_der() != creds.ca_certificate_der() {
+                    bail!("the manager at {addr} handed over another CA than the one that signed this node's certificate");
+                }
+                let ca_dir = ca_dir(data_dir);
+                if ca_dir.exists() {
+                    std::fs::remove_dir_all(&ca_dir)?;
+                }
+                ca.save(&ca_dir)?;
+                let key_path = data_dir.join(d::CLUSTER_KEY_FILE);
+                if key_path.exists() {
+                    std::fs::remove_file(&key_path)?;
+                }
+                ClusterKey::from_bytes(&keys.cluster_key)?.save(&key_path)?;
+                return Ok(());
+            }
+            Err(status) => errors.push(format!("{addr}: {}", status.message())),
+        }
+    }
+    bail!(
+        "no manager handed over the cluster keys: {}",
+        errors.join("; ")
+    )
 }
 
 #[cfg(test)]

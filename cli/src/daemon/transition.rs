@@ -21,11 +21,9 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use rand::Rng;
 use shoal_manager::ca::{tls, Ca, NodeCredentials, NodeKeys, PeerIdentity, Role};
-use shoal_manager::keys::ClusterKey;
 use shoal_proto::defaults as d;
-use shoal_proto::managers_client::ManagersClient;
 use shoal_proto::node_ca_client::NodeCaClient;
-use shoal_proto::{ManagerKeysRequest, RenewNodeCertificateRequest};
+use shoal_proto::RenewNodeCertificateRequest;
 
 use super::config::{self, NodeConfig};
 use super::pki;
@@ -65,7 +63,7 @@ pub async fn apply(
                 );
             }
             if to == Role::Manager {
-                receive_manager_keys(data_dir, &cfg, &renewed).await?;
+                pki::receive_manager_keys(data_dir, &cfg.managers, &renewed).await?;
                 cfg.raft_id = rand::rng().random_range(1..u64::MAX);
             }
             save_credentials(data_dir, &renewed)?;
@@ -158,58 +156,6 @@ async fn renew_remotely(cfg: &NodeConfig, creds: &NodeCredentials) -> Result<Nod
     }
     bail!(
         "no manager renewed this node's certificate: {}",
-        errors.join("; ")
-    )
-}
-
-/// The CA and the cluster key, from a manager, with the new manager
-/// certificate.
-async fn receive_manager_keys(
-    data_dir: &Path,
-    cfg: &NodeConfig,
-    creds: &NodeCredentials,
-) -> Result<()> {
-    let client_tls = tls::client_config(creds)?;
-    let mut errors = Vec::new();
-    for addr in &cfg.managers {
-        let channel = match tls::connect(addr, client_tls.clone()).await {
-            Ok(c) => c,
-            Err(e) => {
-                errors.push(e.to_string());
-                continue;
-            }
-        };
-        match ManagersClient::new(channel)
-            .get_manager_keys(ManagerKeysRequest {})
-            .await
-        {
-            Ok(keys) => {
-                let keys = keys.into_inner();
-                let ca = Ca::from_der(
-                    &keys.ca_certificate_der,
-                    &keys.ca_key_der,
-                    "the CA received from the manager",
-                )?;
-                if ca.certificate_der() != creds.ca_certificate_der() {
-                    bail!("the manager at {addr} handed over another CA than the one that signed this node's certificate");
-                }
-                let ca_dir = pki::ca_dir(data_dir);
-                if ca_dir.exists() {
-                    std::fs::remove_dir_all(&ca_dir)?;
-                }
-                ca.save(&ca_dir)?;
-                let key_path = data_dir.join(d::CLUSTER_KEY_FILE);
-                if key_path.exists() {
-                    std::fs::remove_file(&key_path)?;
-                }
-                ClusterKey::from_bytes(&keys.cluster_key)?.save(&key_path)?;
-                return Ok(());
-            }
-            Err(status) => errors.push(format!("{addr}: {}", status.message())),
-        }
-    }
-    bail!(
-        "no manager handed over the cluster keys: {}",
         errors.join("; ")
     )
 }
