@@ -1,9 +1,11 @@
-//! An in-process cluster for tests that need many nodes but no Docker: one
-//! manager on real Raft (durable, in a temp dir) with its dispatcher on a
-//! loopback port, and N workers running the real agent over the real
+//! An in-process cluster for tests and benchmarks that need many nodes but
+//! no Docker: one or more managers on real Raft (durable, each in its own
+//! temp dir, Raft between them over mutual TLS) with their dispatchers on
+//! loopback ports, and N workers running the real agent over the real
 //! dispatcher protocol with the in-memory `sim` executor. Tests drive it
 //! through the Control API and read the store directly.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +16,7 @@ use shoal_manager::ca::{tls, Ca, PeerIdentity, Role};
 use shoal_manager::controlapi::{ControlApi, LocalNode, LogSource};
 use shoal_manager::dispatcher::Dispatcher;
 use shoal_manager::enrollment::StoreView;
+use shoal_manager::keys::ClusterKey;
 use shoal_manager::proposer::{all_applied, batch, Proposer};
 use shoal_manager::raft::{RaftConfig, RaftNode};
 use shoal_manager::store::put;
@@ -21,7 +24,7 @@ use shoal_manager::store::{Store, StoreData};
 use shoal_proto::control_server::Control;
 use shoal_proto::{
     Cluster, CreateServiceRequest, GetServiceRequest, LogLine, Node, NodeAvailability, NodeRole,
-    NodeSpec, NodeState, ServiceSpec, ServiceView, UpdateServiceRequest,
+    NodeSpec, NodeState, NodeStatus, ServiceSpec, ServiceView, UpdateServiceRequest,
 };
 use shoal_worker::agent::{run_agent, AgentConfig, AgentLinks};
 use shoal_worker::exec::sim::SimExecutor;
@@ -32,9 +35,36 @@ use tonic::Request;
 /// The sim cluster's id, in its CA and every certificate.
 const CLUSTER_ID: &str = "sim-cluster";
 
+/// How long the test certificates are valid.
+const VALIDITY: Duration = Duration::from_secs(3_600);
+
+/// How many managers and sim workers a [`SimCluster`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimSize {
+    /// Voting managers, at least 1. Manager 1 bootstraps Raft and adds the
+    /// others, as `shoal init` and `shoal join --token <manager token>` do.
+    pub managers: u64,
+    pub workers: usize,
+}
+
+/// The id (and certificate name) of manager `raft_id`.
+fn manager_node_id(raft_id: u64) -> String {
+    format!("sim-manager-{raft_id}")
+}
+
+/// The id of sim worker `i`.
+pub fn worker_node_id(i: usize) -> String {
+    format!("sim-node-{i}")
+}
+
 /// Records the cluster and admits the sim workers, as `shoal init` and
-/// `shoal join` do, so their certificates are accepted.
-async fn admit(raft: &RaftNode, node_ids: &[String]) {
+/// `shoal join` do, so their certificates are accepted. With several
+/// managers, the managers are recorded as manager nodes too (with their
+/// Raft id and address, as the daemon records itself): once the cluster is
+/// replicated, Raft between them is authorized against the store, and a
+/// dispatcher that does not lead names the leader's address from it. They
+/// run no agent, so they are never Ready and nothing is placed on them.
+async fn admit(raft: &RaftNode, managers: &[(u64, String)], node_ids: &[String]) {
     let cluster = Cluster {
         id: CLUSTER_ID.into(),
         name: "sim".into(),
@@ -42,6 +72,28 @@ async fn admit(raft: &RaftNode, node_ids: &[String]) {
         ..Default::default()
     };
     let mut mutations = vec![put(cluster, 0)];
+    if managers.len() > 1 {
+        for (raft_id, addr) in managers {
+            mutations.push(put(
+                Node {
+                    id: manager_node_id(*raft_id),
+                    spec: Some(NodeSpec {
+                        role: NodeRole::Manager as i32,
+                        availability: NodeAvailability::Active as i32,
+                        ..Default::default()
+                    }),
+                    status: Some(NodeStatus {
+                        state: NodeState::Unknown as i32,
+                        addr: addr.clone(),
+                        ..Default::default()
+                    }),
+                    raft_id: *raft_id,
+                    ..Default::default()
+                },
+                0,
+            ));
+        }
+    }
     for id in node_ids {
         mutations.push(put(
             Node {
@@ -78,62 +130,60 @@ impl LogSource for NoLogs {
     }
 }
 
-pub struct SimCluster {
-    pub api: ControlApi,
-    pub store: Arc<Store>,
-    pub workers: Vec<SimExecutor>,
+/// One manager of a [`SimCluster`]: its own store, Raft log (in its own
+/// temp dir), dispatcher and leader-side controllers, served on its own
+/// loopback port.
+pub struct SimManager {
+    pub raft_id: u64,
     /// The manager's cluster gRPC address (mutual TLS).
     pub addr: String,
-    /// The cluster's CA, to issue test certificates.
-    pub ca: Arc<Ca>,
-    raft: RaftNode,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
+    pub store: Arc<Store>,
+    pub raft: RaftNode,
+    /// The Control API, called in process (not over the network): on a
+    /// manager that does not lead, writes fail with "not the leader".
+    pub api: ControlApi,
+    dir: tempfile::TempDir,
 }
 
-impl SimCluster {
-    /// Starts a manager and `workers` sim workers, and waits until every
-    /// worker's node is Ready.
-    pub async fn start(workers: usize) -> SimCluster {
+impl SimManager {
+    /// Starts manager `raft_id` in a fresh temp dir: Raft (not yet a member
+    /// of anything), the dispatcher, the authorized cluster gRPC server, and
+    /// the supervisor that runs the controllers while it leads.
+    async fn start(
+        raft_id: u64,
+        ca: &Ca,
+        key: &ClusterKey,
+        shutdown: &CancellationToken,
+    ) -> SimManager {
         let dir = tempfile::tempdir().expect("temp dir");
         let tcp = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
-        let addr = tcp.local_addr().unwrap();
+        let addr = tcp.local_addr().unwrap().to_string();
+        let creds = ca
+            .issue_credentials(
+                &PeerIdentity::new(&manager_node_id(raft_id), Role::Manager, CLUSTER_ID, 1)
+                    .unwrap(),
+                VALIDITY,
+            )
+            .expect("manager certificate");
         let store = Store::new();
         let raft = RaftNode::open(
             RaftConfig {
-                node_id: 1,
+                node_id: raft_id,
                 data_dir: dir.path().to_path_buf(),
-                advertise_addr: addr.to_string(),
-                tls: None,
+                advertise_addr: addr.clone(),
+                tls: Some(tls::client_config(&creds).unwrap()),
             },
             store.clone(),
         )
         .await
         .expect("open raft");
-        let shutdown = CancellationToken::new();
-        raft.bootstrap_single().await.expect("bootstrap");
-        raft.wait_for_leader(Duration::from_secs(10))
-            .await
-            .expect("leader");
 
-        // The cluster's PKI, as `shoal init` and `shoal join` make it: the
-        // workers are admitted nodes with their own certificates, and talk
-        // to the dispatcher over mutual TLS behind the authorization layer.
-        let ca = Arc::new(Ca::generate(CLUSTER_ID, SystemTime::now()).expect("a CA"));
-        let node_ids: Vec<String> = (0..workers).map(|i| format!("sim-node-{i}")).collect();
-        admit(&raft, &node_ids).await;
-        let validity = Duration::from_secs(3_600);
-        let manager_creds = ca
-            .issue_credentials(
-                &PeerIdentity::new("sim-manager", Role::Manager, CLUSTER_ID, 1).unwrap(),
-                validity,
-            )
-            .expect("manager certificate");
-
-        // One key for the control API (seals) and the dispatcher (opens).
-        let key = shoal_manager::keys::ClusterKey::generate();
+        // The workers talk to the dispatcher over mutual TLS behind the
+        // authorization layer, as in the daemon. Until the cluster object
+        // is replicated here, a joining manager trusts its peers'
+        // certificates (as the daemon's does).
         let proposer: Arc<dyn Proposer> = Arc::new(raft.clone());
         let dispatcher = Dispatcher::new(
             store.clone(),
@@ -141,13 +191,14 @@ impl SimCluster {
             key.clone(),
             shutdown.child_token(),
         );
-        let view = Arc::new(StoreView::new(store.clone(), proposer));
+        let view =
+            Arc::new(StoreView::new(store.clone(), proposer).until_replicated(CLUSTER_ID, 1));
         let server = tonic::transport::Server::builder()
             .layer(AuthzLayer::new(Policy::new(view)))
             .add_service(raft.grpc_service())
             .add_service(dispatcher.clone().into_service())
             .serve_with_incoming_shutdown(
-                tls::incoming(tcp, tls::server_config(&manager_creds).unwrap()),
+                tls::incoming(tcp, tls::server_config(&creds).unwrap()),
                 shutdown.clone().cancelled_owned(),
             );
         tokio::spawn(server);
@@ -157,59 +208,121 @@ impl SimCluster {
             dispatcher,
             shutdown.clone(),
         ));
-        let mut execs = Vec::new();
-        for (i, node_id) in node_ids.iter().enumerate() {
-            let exec = SimExecutor::new();
-            let creds = ca
-                .issue_credentials(
-                    &PeerIdentity::new(node_id, Role::Worker, CLUSTER_ID, 1).unwrap(),
-                    validity,
-                )
-                .expect("worker certificate");
-            let client_tls = tls::client_config(&creds).unwrap();
-            let links = AgentLinks {
-                connect: Arc::new(move |addr: &str| {
-                    tls::connect_lazy(addr, client_tls.clone()).map_err(|e| e.to_string())
-                }),
-                on_managers: None,
-                on_role: None,
-            };
-            let config = AgentConfig {
-                node_id: node_id.clone(),
-                hostname: format!("sim{i}"),
-                advertise_addr: format!("127.0.0.1:{}", 40000 + i),
-                managers: vec![addr.to_string()],
-            };
-            tokio::spawn(run_agent(
-                config,
-                links,
-                Arc::new(exec.clone()),
-                None,
-                shutdown.child_token(),
-            ));
-            execs.push(exec);
-        }
         let api = ControlApi::new(
             store.clone(),
             raft.clone(),
             Arc::new(NoLogs),
             LocalNode::default(),
             Arc::new(|_| {}),
-            key,
+            key.clone(),
             ca.digest().clone(),
         );
-        let cluster = SimCluster {
-            api,
+        SimManager {
+            raft_id,
+            addr,
             store,
-            workers: execs,
-            addr: addr.to_string(),
-            ca,
             raft,
+            api,
+            dir,
+        }
+    }
+
+    /// The manager's data directory (Raft's files are under `raft/`).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+pub struct SimCluster {
+    /// Manager 1's Control API, store and address: the manager that
+    /// bootstrapped Raft, and the leader unless leadership moved.
+    pub api: ControlApi,
+    pub store: Arc<Store>,
+    pub workers: Vec<SimExecutor>,
+    /// The manager's cluster gRPC address (mutual TLS).
+    pub addr: String,
+    /// The cluster's CA, to issue test certificates.
+    pub ca: Arc<Ca>,
+    /// Every manager, manager 1 first.
+    pub managers: Vec<SimManager>,
+    /// One per worker: cancelling it stops that worker's agent.
+    agents: Vec<CancellationToken>,
+    shutdown: CancellationToken,
+}
+
+impl SimCluster {
+    /// Starts a manager and `workers` sim workers, and waits until every
+    /// worker's node is Ready.
+    pub async fn start(workers: usize) -> SimCluster {
+        SimCluster::start_with(SimSize {
+            managers: 1,
+            workers,
+        })
+        .await
+    }
+
+    /// Starts `size.managers` managers on one Raft cluster and
+    /// `size.workers` sim workers, each worker knowing every manager (it
+    /// follows a manager's hint to the leader), and waits until every
+    /// worker's node is Ready.
+    pub async fn start_with(size: SimSize) -> SimCluster {
+        assert!(size.managers >= 1, "a sim cluster needs a manager");
+        let shutdown = CancellationToken::new();
+        // The cluster's PKI, as `shoal init` and `shoal join` make it: every
+        // node has its own certificate from the cluster's CA.
+        let ca = Arc::new(Ca::generate(CLUSTER_ID, SystemTime::now()).expect("a CA"));
+        // One key for the control API (seals) and the dispatchers (open).
+        let key = ClusterKey::generate();
+        let mut managers = Vec::new();
+        for raft_id in 1..=size.managers {
+            managers.push(SimManager::start(raft_id, &ca, &key, &shutdown).await);
+        }
+        let first = &managers[0].raft;
+        first.bootstrap_single().await.expect("bootstrap");
+        first
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .expect("leader");
+        let node_ids: Vec<String> = (0..size.workers).map(worker_node_id).collect();
+        let manager_addrs: Vec<(u64, String)> = managers
+            .iter()
+            .map(|m| (m.raft_id, m.addr.clone()))
+            .collect();
+        admit(first, &manager_addrs, &node_ids).await;
+        for m in &managers[1..] {
+            first
+                .add_manager(m.raft_id, &m.addr)
+                .await
+                .expect("add a manager to raft");
+        }
+
+        let addrs: Vec<String> = managers.iter().map(|m| m.addr.clone()).collect();
+        let mut execs = Vec::new();
+        let mut agents = Vec::new();
+        for (i, node_id) in node_ids.iter().enumerate() {
+            let exec = SimExecutor::new();
+            let stop = shutdown.child_token();
+            start_agent(&ca, i, node_id, &addrs, &exec, stop.clone());
+            execs.push(exec);
+            agents.push(stop);
+        }
+        let SimManager {
+            api, store, addr, ..
+        } = &managers[0];
+        let cluster = SimCluster {
+            api: api.clone(),
+            store: store.clone(),
+            workers: execs,
+            addr: addr.clone(),
+            ca,
+            managers,
+            agents,
             shutdown,
-            _dir: dir,
         };
+        // Each node registers with one Raft write: allow for many.
+        let timeout = Duration::from_secs(20) + Duration::from_millis(20) * size.workers as u32;
         cluster
-            .wait("every sim node to be ready", Duration::from_secs(20), |d| {
+            .wait("every sim node to be ready", timeout, |d| {
                 let ready = d
                     .nodes
                     .values()
@@ -219,10 +332,26 @@ impl SimCluster {
                             .is_some_and(|s| s.state() == NodeState::Ready)
                     })
                     .count();
-                ready == workers
+                ready == size.workers
             })
             .await;
         cluster
+    }
+
+    /// The manager that leads now, if any (as the managers see it).
+    pub fn leader(&self) -> Option<&SimManager> {
+        let id = self.managers.iter().find_map(|m| {
+            let leader = *m.raft.leader_watch().borrow();
+            leader
+        })?;
+        self.managers.iter().find(|m| m.raft_id == id)
+    }
+
+    /// Stops worker `i`'s agent, as when its host dies: its heartbeats and
+    /// session end, and the dispatcher marks the node Down once it misses
+    /// enough heartbeats. Its (simulated) containers stop with it.
+    pub fn stop_worker(&self, i: usize) {
+        self.agents[i].cancel();
     }
 
     pub async fn create(&self, spec: ServiceSpec) -> ServiceView {
@@ -263,7 +392,7 @@ impl SimCluster {
         self.ca
             .issue_credentials(
                 &PeerIdentity::new(node_id, role, CLUSTER_ID, 1).unwrap(),
-                Duration::from_secs(3_600),
+                VALIDITY,
             )
             .expect("certificate")
     }
@@ -288,6 +417,41 @@ impl SimCluster {
     /// Stops every task of the cluster.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.raft.shutdown().await;
+        for m in &self.managers {
+            m.raft.shutdown().await;
+        }
     }
+}
+
+/// Starts sim worker `i`'s agent with its own certificate, reporting to
+/// the first of `managers` that leads.
+fn start_agent(
+    ca: &Ca,
+    i: usize,
+    node_id: &str,
+    managers: &[String],
+    exec: &SimExecutor,
+    stop: CancellationToken,
+) {
+    let creds = ca
+        .issue_credentials(
+            &PeerIdentity::new(node_id, Role::Worker, CLUSTER_ID, 1).unwrap(),
+            VALIDITY,
+        )
+        .expect("worker certificate");
+    let client_tls = tls::client_config(&creds).unwrap();
+    let links = AgentLinks {
+        connect: Arc::new(move |addr: &str| {
+            tls::connect_lazy(addr, client_tls.clone()).map_err(|e| e.to_string())
+        }),
+        on_managers: None,
+        on_role: None,
+    };
+    let config = AgentConfig {
+        node_id: node_id.to_string(),
+        hostname: format!("sim{i}"),
+        advertise_addr: format!("127.0.0.1:{}", 40000 + i),
+        managers: managers.to_vec(),
+    };
+    tokio::spawn(run_agent(config, links, Arc::new(exec.clone()), None, stop));
 }

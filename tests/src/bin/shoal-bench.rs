@@ -61,7 +61,33 @@
 //!
 //! The shoal daemon is the `shoal` binary next to this executable, so that a
 //! `--release` benchmark measures a release daemon (node containers mount it).
+//!
+//! `shoal-bench sim [--nodes N] [--pods P] [--reps R]` runs shoal alone at a
+//! scale no single machine holds, in this process and without Docker
+//! ([`SimCluster`]): three managers on real Raft, each with its own durable
+//! log in a temp dir, and N simulated workers, each the real agent with the
+//! in-memory sim executor over the real dispatcher protocol (mutual TLS on
+//! loopback). A fresh cluster per repetition; it creates one service of P
+//! replicas and measures:
+//!
+//! - placements_per_s: P / seconds from the create call until the last pod
+//!   is assigned to a node in the leader's store (committed and applied);
+//! - converge_s: from the create call until every pod reports running;
+//! - manager_bytes_per_pod: (this process's VmRSS after convergence - before
+//!   the service existed) / P. The process holds the three managers' stores
+//!   and the agents' own copies of their pods, so this is an upper bound of
+//!   one manager's cost;
+//! - raft_log_bytes: the leader's log file after convergence; snapshot_ms:
+//!   a snapshot built then on the leader, written and fsynced;
+//! - reschedule_s: the agents of 10% of the nodes stop (as when their hosts
+//!   die: heartbeats stop, the dispatcher marks them Down); from then until
+//!   P pods run on the other nodes.
+//!
+//! Liveness comes from the dispatchers' heartbeat sessions alone (gossip
+//! does not reach these sizes). It prints a line per repetition, then one
+//! JSON line of medians.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +95,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use shoal_manager::objects::observed;
+use shoal_manager::store::StoreData;
+use shoal_proto::control_server::Control;
+use shoal_proto::{ContainerSpec, CreateServiceRequest, PodState, ServiceSpec};
+use shoal_tests::cluster::{worker_node_id, SimCluster, SimSize};
 use shoal_tests::cmd::{describe, try_run};
 use shoal_tests::{Hosts, Node};
 
@@ -105,7 +136,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: shoal-bench swarm [--reps N]\n\
          \x20      shoal-bench update [--reps N] [--grace DURATION]\n\
-         \x20      shoal-bench cluster [--reps N] [--attempt-timeout SECS]\n\n\
+         \x20      shoal-bench cluster [--reps N] [--attempt-timeout SECS]\n\
+         \x20      shoal-bench sim [--nodes N] [--pods P] [--reps N]\n\n\
          swarm   shoal against Docker Swarm on the local engine: create -> 10/10 running,\n\
          \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions)\n\
          update  shoal against Docker Swarm: rolling update of 30 replicas v1 -> v2 (parallelism 5,\n\
@@ -114,7 +146,11 @@ fn usage() -> ! {
          cluster shoal against Docker Swarm in node containers (each with its own engine): time\n\
          \x20       for a worker and a manager to join, and leader failover with three managers (kill\n\
          \x20       the leader's node -> first successful write; each write attempt with a client\n\
-         \x20       timeout, default 2 s) (default 3 repetitions)\n\n\
+         \x20       timeout, default 2 s) (default 3 repetitions)\n\
+         sim     shoal alone in this process, no Docker: 3 managers on Raft and N simulated\n\
+         \x20       workers (default 1000) running P pods (default 20000): placements/s,\n\
+         \x20       convergence, memory per pod, Raft log and snapshot, rescheduling after 10% of\n\
+         \x20       the nodes die; one JSON line of medians (default 3 repetitions)\n\n\
          Run it from a release build: cargo run --release -p shoal-tests --bin shoal-bench -- swarm"
     );
     std::process::exit(2)
@@ -126,6 +162,7 @@ enum Bench {
     Swarm,
     Update,
     Cluster,
+    Sim,
 }
 
 /// The command line, parsed.
@@ -137,6 +174,9 @@ struct Opts {
     grace: String,
     /// Only for `cluster`: each write attempt's client time limit, seconds.
     attempt_timeout: u32,
+    /// Only for `sim`: simulated workers, and the replicas of the service.
+    nodes: usize,
+    pods: usize,
 }
 
 /// A positive repetition count.
@@ -161,6 +201,7 @@ fn parse_args(args: &[String]) -> Option<Opts> {
         Some("swarm") => Bench::Swarm,
         Some("update") => Bench::Update,
         Some("cluster") => Bench::Cluster,
+        Some("sim") => Bench::Sim,
         _ => return None,
     };
     let update = bench == Bench::Update;
@@ -169,8 +210,11 @@ fn parse_args(args: &[String]) -> Option<Opts> {
         reps: 3,
         grace: UPDATE_GRACE.to_string(),
         attempt_timeout: ATTEMPT_TIMEOUT_S,
+        nodes: SIM_NODES,
+        pods: SIM_PODS,
     };
     let cluster = bench == Bench::Cluster;
+    let sim = bench == Bench::Sim;
     let secs = |v: Option<&str>| v.and_then(|v| v.parse::<u32>().ok()).filter(|n| *n > 0);
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -187,6 +231,14 @@ fn parse_args(args: &[String]) -> Option<Opts> {
             _ if cluster && a.starts_with("--attempt-timeout=") => {
                 opts.attempt_timeout = secs(Some(&a["--attempt-timeout=".len()..]))?
             }
+            "--nodes" if sim => opts.nodes = parse_reps(it.next().map(String::as_str))?,
+            _ if sim && a.starts_with("--nodes=") => {
+                opts.nodes = parse_reps(Some(&a["--nodes=".len()..]))?
+            }
+            "--pods" if sim => opts.pods = parse_reps(it.next().map(String::as_str))?,
+            _ if sim && a.starts_with("--pods=") => {
+                opts.pods = parse_reps(Some(&a["--pods=".len()..]))?
+            }
             _ => return None,
         }
     }
@@ -196,6 +248,11 @@ fn parse_args(args: &[String]) -> Option<Opts> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = parse_args(&args).unwrap_or_else(|| usage());
+    if opts.bench == Bench::Sim {
+        // In this process, without Docker or the daemon binary; the temp
+        // dirs go with the clusters.
+        std::process::exit(bench_sim(opts.reps, opts.nodes, opts.pods));
+    }
     let shoal = shoal_binary();
     // Node::start and Hosts::start run shoal_tests::shoal_bin(), which
     // honours SHOAL_BIN. Set before any thread starts.
@@ -205,6 +262,7 @@ fn main() {
         Bench::Update => bench_update(opts.reps, &opts.grace, &shoal),
         Bench::Swarm => bench_swarm(opts.reps, &shoal),
         Bench::Cluster => bench_cluster(opts.reps, opts.attempt_timeout, &shoal),
+        Bench::Sim => unreachable!("sim runs without the daemon"),
     }) {
         Ok(()) => 0,
         Err(_) => 1,
@@ -2182,6 +2240,343 @@ fn bench_cluster(reps: usize, attempt_timeout: u32, shoal: &Path) {
     println!("\n{line}");
 }
 
+// ---------------------------------------------------------------- sim
+
+/// Default size of a `sim` run (the issue's first goal: under a minute).
+const SIM_NODES: usize = 1000;
+const SIM_PODS: usize = 20_000;
+/// Managers of a `sim` cluster.
+const SIM_MANAGERS: u64 = 3;
+/// The service a `sim` run creates.
+const SIM_SERVICE: &str = "simbench";
+/// One in this many simulated nodes dies in the reschedule phase.
+const SIM_KILL_ONE_IN: usize = 10;
+/// Pause before each memory reading, so that work in flight (status
+/// batches, the last session messages) has settled.
+const SIM_SETTLE: Duration = Duration::from_secs(2);
+/// Longest waits: they grow with the size (a slow run fails, it does not hang).
+fn sim_converge_timeout(pods: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(5) * pods as u32
+}
+const SIM_RESCHEDULE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What one repetition of `sim` measured.
+#[derive(Debug, Clone, Default)]
+struct SimRep {
+    /// Starting the cluster until every node is Ready (not a goal; shown).
+    setup_s: f64,
+    /// Create call -> every pod assigned (committed and applied).
+    placed_s: f64,
+    placements_per_s: f64,
+    converge_s: f64,
+    reschedule_s: f64,
+    /// Pods that were on the nodes that died.
+    moved_pods: usize,
+    rss_before_kib: u64,
+    rss_after_kib: u64,
+    manager_bytes_per_pod: f64,
+    raft_log_bytes: u64,
+    /// Raft log index after convergence (entries, including elections).
+    raft_index: u64,
+    snapshot_ms: f64,
+    snapshot_bytes: u64,
+}
+
+impl SimRep {
+    fn line(&self) -> String {
+        format!(
+            "setup {:.1} s, placed {:.2} s ({:.0} placements/s), converged {:.2} s, \
+             reschedule of {} pods {:.2} s, RSS {:.1} -> {:.1} MiB ({:.0} B/pod), \
+             raft log {:.1} MiB at index {}, snapshot {:.0} ms ({:.1} MiB)",
+            self.setup_s,
+            self.placed_s,
+            self.placements_per_s,
+            self.converge_s,
+            self.moved_pods,
+            self.reschedule_s,
+            mib(self.rss_before_kib),
+            mib(self.rss_after_kib),
+            self.manager_bytes_per_pod,
+            self.raft_log_bytes as f64 / 1048576.0,
+            self.raft_index,
+            self.snapshot_ms,
+            self.snapshot_bytes as f64 / 1048576.0,
+        )
+    }
+}
+
+/// The service of a `sim` run: `pods` replicas of an image the sim
+/// executor runs until it is stopped.
+fn sim_spec(pods: usize) -> ServiceSpec {
+    ServiceSpec {
+        name: SIM_SERVICE.into(),
+        replicas: pods as u64,
+        container: Some(ContainerSpec {
+            image: "sim/bench:v1".into(),
+            stop_grace_period_ms: 100,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The service's pods that should run: (assigned to a node, running),
+/// and running on a node outside `dead`.
+fn sim_counts(d: &StoreData, dead: &HashSet<String>) -> (usize, usize, usize) {
+    let Some(dep) = d.deployment_by_name(SIM_SERVICE) else {
+        return (0, 0, 0);
+    };
+    let (mut assigned, mut running, mut alive) = (0, 0, 0);
+    for p in d
+        .pods_of_deployment(&dep.id)
+        .filter(|p| p.desired_state() == PodState::Running)
+    {
+        if p.node_id.is_empty() {
+            continue;
+        }
+        assigned += 1;
+        if observed(p) == PodState::Running {
+            running += 1;
+            if !dead.contains(&p.node_id) {
+                alive += 1;
+            }
+        }
+    }
+    (assigned, running, alive)
+}
+
+/// Waits until `done` holds on `store`, re-reading it after every applied
+/// change; returns when that was seen. Fails after `timeout`, saying what
+/// was last seen (`show`).
+async fn sim_wait(
+    store: &shoal_manager::store::Store,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&StoreData) -> bool,
+    show: impl Fn(&StoreData) -> String,
+) -> Result<Instant, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut changes = store.subscribe();
+    loop {
+        changes.borrow_and_update();
+        if store.read(&mut done) {
+            return Ok(Instant::now());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(format!("timed out after {timeout:?} waiting for {what} ({})", store.read(&show)));
+            }
+            r = changes.changed() => if r.is_err() {
+                return Err(format!("the store closed while waiting for {what}"));
+            }
+        }
+    }
+}
+
+/// The size of a file, 0 when it cannot be read.
+fn file_bytes(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Bytes of the files directly in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| file_bytes(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+fn self_rss() -> u64 {
+    rss_kib(std::process::id()).unwrap_or(0)
+}
+
+/// One repetition: a fresh cluster, the service, the kill, the teardown.
+async fn sim_rep(nodes: usize, pods: usize) -> Result<SimRep, String> {
+    let mut rep = SimRep::default();
+    let started = Instant::now();
+    let cluster = SimCluster::start_with(SimSize {
+        managers: SIM_MANAGERS,
+        workers: nodes,
+    })
+    .await;
+    rep.setup_s = secs(started.elapsed());
+    let result = sim_measure(&cluster, nodes, pods, &mut rep).await;
+    cluster.stop().await;
+    result.map(|()| rep)
+}
+
+async fn sim_measure(
+    cluster: &SimCluster,
+    nodes: usize,
+    pods: usize,
+    rep: &mut SimRep,
+) -> Result<(), String> {
+    tokio::time::sleep(SIM_SETTLE).await;
+    rep.rss_before_kib = self_rss();
+    let leader = cluster.leader().ok_or("no raft leader")?;
+    let store = leader.store.clone();
+    let nobody = HashSet::new();
+    let show = |d: &StoreData| {
+        let (assigned, running, alive) = sim_counts(d, &nobody);
+        format!("{assigned} assigned, {running} running, {alive} on live nodes")
+    };
+
+    let t0 = Instant::now();
+    leader
+        .api
+        .create_service(tonic::Request::new(CreateServiceRequest {
+            spec: Some(sim_spec(pods)),
+        }))
+        .await
+        .map_err(|e| format!("create service: {}", e.message()))?;
+    let timeout = sim_converge_timeout(pods);
+    let placed = sim_wait(
+        &store,
+        "every pod assigned",
+        timeout,
+        |d| sim_counts(d, &nobody).0 >= pods,
+        show,
+    )
+    .await?;
+    rep.placed_s = secs(placed - t0);
+    rep.placements_per_s = pods as f64 / rep.placed_s;
+    let running = sim_wait(
+        &store,
+        "every pod running",
+        timeout,
+        |d| sim_counts(d, &nobody).1 >= pods,
+        show,
+    )
+    .await?;
+    rep.converge_s = secs(running - t0);
+
+    tokio::time::sleep(SIM_SETTLE).await;
+    rep.rss_after_kib = self_rss();
+    rep.manager_bytes_per_pod =
+        (rep.rss_after_kib.saturating_sub(rep.rss_before_kib) * 1024) as f64 / pods as f64;
+    let raft_dir = leader.data_dir().join("raft");
+    rep.raft_log_bytes = file_bytes(&raft_dir.join("log.redb"));
+    rep.raft_index = leader.raft.last_applied();
+    let t = Instant::now();
+    leader
+        .raft
+        .snapshot_now()
+        .await
+        .map_err(|e| format!("snapshot: {e}"))?;
+    rep.snapshot_ms = t.elapsed().as_secs_f64() * 1000.0;
+    rep.snapshot_bytes = dir_bytes(&raft_dir.join("snapshots"));
+
+    // Every tenth node dies: its agent stops, as with its host.
+    let dead: HashSet<String> = (0..nodes)
+        .filter(|i| i % SIM_KILL_ONE_IN == 0)
+        .map(worker_node_id)
+        .collect();
+    rep.moved_pods = store.read(|d| {
+        let (_, running, alive) = sim_counts(d, &dead);
+        running - alive
+    });
+    let t1 = Instant::now();
+    for i in (0..nodes).filter(|i| i % SIM_KILL_ONE_IN == 0) {
+        cluster.stop_worker(i);
+    }
+    let leader = cluster.leader().ok_or("no raft leader after the kill")?;
+    let show_dead = |d: &StoreData| {
+        let (assigned, running, alive) = sim_counts(d, &dead);
+        format!("{assigned} assigned, {running} running, {alive} on live nodes")
+    };
+    let moved = sim_wait(
+        &leader.store,
+        "every pod running on a live node",
+        SIM_RESCHEDULE_TIMEOUT,
+        |d| sim_counts(d, &dead).2 >= pods,
+        show_dead,
+    )
+    .await?;
+    rep.reschedule_s = secs(moved - t1);
+    Ok(())
+}
+
+/// Runs `sim` `reps` times; prints each repetition, then one JSON line of
+/// medians. Returns the exit code: 1 when no repetition succeeded.
+fn bench_sim(reps: usize, nodes: usize, pods: usize) -> i32 {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let load_start = loadavg();
+    println!(
+        "shoal-bench sim: {SIM_MANAGERS} managers, {nodes} simulated nodes, {pods} pods, \
+         {reps} repetitions ({profile} build, {nproc} CPUs, load average at start {load_start})"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let mut done: Vec<SimRep> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    for i in 1..=reps {
+        match rt.block_on(sim_rep(nodes, pods)) {
+            Ok(r) => {
+                println!("rep {i}: {} [load {}]", r.line(), loadavg());
+                done.push(r);
+            }
+            Err(e) => {
+                println!("rep {i}: FAILED: {e}");
+                errors.push(e);
+            }
+        }
+    }
+    let med = |f: fn(&SimRep) -> f64| median(&done.iter().map(f).collect::<Vec<_>>());
+    let round = |v: Option<f64>, places: i32| {
+        let scale = 10f64.powi(places);
+        v.map(|v| (v * scale).round() / scale)
+    };
+    let repetitions: Vec<Value> = done
+        .iter()
+        .map(|r| {
+            json!({
+                "setup_s": r.setup_s, "placed_s": r.placed_s, "placements_per_s": r.placements_per_s,
+                "converge_s": r.converge_s, "reschedule_s": r.reschedule_s, "moved_pods": r.moved_pods,
+                "rss_before_kib": r.rss_before_kib, "rss_after_kib": r.rss_after_kib,
+                "manager_bytes_per_pod": r.manager_bytes_per_pod, "raft_log_bytes": r.raft_log_bytes,
+                "raft_index": r.raft_index, "snapshot_ms": r.snapshot_ms, "snapshot_bytes": r.snapshot_bytes,
+            })
+        })
+        .collect();
+    let line = json!({
+        "bench": "sim",
+        "managers": SIM_MANAGERS,
+        "nodes": nodes,
+        "pods": pods,
+        "reps": reps,
+        "ok_reps": done.len(),
+        "placements_per_s": round(med(|r| r.placements_per_s), 0),
+        "converge_s": round(med(|r| r.converge_s), 3),
+        "reschedule_s": round(med(|r| r.reschedule_s), 3),
+        "manager_bytes_per_pod": round(med(|r| r.manager_bytes_per_pod), 0),
+        "raft_log_bytes": med(|r| r.raft_log_bytes as f64).map(|v| v as u64),
+        "snapshot_ms": round(med(|r| r.snapshot_ms), 1),
+        "placed_s": round(med(|r| r.placed_s), 3),
+        "setup_s": round(med(|r| r.setup_s), 2),
+        "snapshot_bytes": med(|r| r.snapshot_bytes as f64).map(|v| v as u64),
+        "profile": profile,
+        "nproc": nproc,
+        "load_start": load_start,
+        "load_end": loadavg(),
+        "repetitions": repetitions,
+        "errors": errors,
+    });
+    println!("{line}");
+    if done.is_empty() {
+        1
+    } else {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2214,6 +2609,29 @@ mod tests {
         );
         assert!(parse_args(&args(&["update", "--grace", "1m"])).is_none());
         assert_eq!(parse_args(&args(&["swarm"])).unwrap().bench, Bench::Swarm);
+    }
+
+    #[test]
+    fn the_sim_subcommand_parses_its_size() {
+        let o = parse_args(&args(&["sim"])).unwrap();
+        assert_eq!(
+            (o.bench, o.nodes, o.pods, o.reps),
+            (Bench::Sim, 1000, 20_000, 3)
+        );
+        let o = parse_args(&args(&[
+            "sim",
+            "--nodes",
+            "50",
+            "--pods=500",
+            "--reps",
+            "1",
+        ]))
+        .unwrap();
+        assert_eq!((o.nodes, o.pods, o.reps), (50, 500, 1));
+        assert!(parse_args(&args(&["sim", "--nodes", "0"])).is_none());
+        assert!(parse_args(&args(&["sim", "--pods"])).is_none());
+        // --nodes and --pods belong to sim only.
+        assert!(parse_args(&args(&["swarm", "--nodes", "5"])).is_none());
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod recovery;
 mod rollout;
 mod secrets;
 mod service;
+mod sim_bench;
 mod sim_placement;
 mod sim_rollout;
 mod stack;
