@@ -52,6 +52,13 @@ use types::{NodeId, Raft};
 /// batches, and a batch of scheduling decisions can be large.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Most mutations in one log entry: a larger non-atomic batch is proposed
+/// as several entries (see [`RaftNode::propose`]). A scheduling pass over
+/// 100,000 pods is tens of megabytes; as one entry it must cross to each
+/// follower in one AppendEntries call within openraft's heartbeat interval
+/// (see `network::MAX_APPEND_BYTES`), which it never does.
+pub const MAX_MUTATIONS_PER_ENTRY: usize = 500;
+
 /// Log entries kept behind a snapshot, so a follower that lags a little
 /// catches up from the log instead of receiving a whole snapshot.
 const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
@@ -128,6 +135,13 @@ pub enum ProposeError {
 }
 
 impl ProposeError {
+    fn write(e: ClientWriteError<NodeId, RaftPeer>) -> ProposeError {
+        match e {
+            ClientWriteError::ForwardToLeader(f) => ProposeError::forward(f),
+            e @ ClientWriteError::ChangeMembershipError(_) => ProposeError::Fatal(e.to_string()),
+        }
+    }
+
     fn forward(f: ForwardToLeader<NodeId, RaftPeer>) -> ProposeError {
         match f.leader_id {
             Some(leader) => ProposeError::NotLeader {
@@ -291,20 +305,57 @@ impl RaftNode {
     /// Proposes one batch and waits until it is committed and applied here.
     /// Returns the state machine's result.
     ///
+    /// A non-atomic batch of more than [`MAX_MUTATIONS_PER_ENTRY`] mutations
+    /// becomes several consecutive log entries, submitted in order at once
+    /// (so they are appended and replicated together) and applied in
+    /// order: the same outcome as one entry, since each mutation of a
+    /// non-atomic batch is checked against the store as the earlier ones
+    /// left it. Its result is their outcomes, in order, at the last one's
+    /// index. If leadership is lost part way, some entries may have
+    /// committed: the error says so no more than for one entry (the caller
+    /// reads the store again). Atomic batches are always one entry.
+    ///
     /// On a leader that has lost its quorum this waits until the quorum is
     /// back (the entry may still commit then); callers with a deadline wrap
     /// it in a timeout and treat the outcome as unknown when it expires.
     pub async fn propose(&self, batch: Batch) -> Result<BatchResult, ProposeError> {
-        match self.inner.raft.client_write(batch).await {
-            Ok(resp) => Ok(resp.data),
-            Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::forward(f))
-            }
-            Err(openraft::error::RaftError::APIError(
-                e @ ClientWriteError::ChangeMembershipError(_),
-            )) => Err(ProposeError::Fatal(e.to_string())),
-            Err(openraft::error::RaftError::Fatal(f)) => Err(ProposeError::Fatal(f.to_string())),
+        if batch.atomic || batch.mutations.len() <= MAX_MUTATIONS_PER_ENTRY {
+            return match self.inner.raft.client_write(batch).await {
+                Ok(resp) => Ok(resp.data),
+                Err(openraft::error::RaftError::APIError(e)) => Err(ProposeError::write(e)),
+                Err(openraft::error::RaftError::Fatal(f)) => {
+                    Err(ProposeError::Fatal(f.to_string()))
+                }
+            };
         }
+        let Batch {
+            format, mutations, ..
+        } = batch;
+        let mut answers = Vec::new();
+        for chunk in mutations.chunks(MAX_MUTATIONS_PER_ENTRY) {
+            let entry = Batch {
+                format,
+                mutations: chunk.to_vec(),
+                atomic: false,
+            };
+            let answer = self
+                .inner
+                .raft
+                .client_write_ff(entry)
+                .await
+                .map_err(|f| ProposeError::Fatal(f.to_string()))?;
+            answers.push(answer);
+        }
+        let mut result = BatchResult::default();
+        for answer in answers {
+            let written = answer
+                .await
+                .map_err(|_| ProposeError::Fatal("raft stopped before answering".into()))?
+                .map_err(ProposeError::write)?;
+            result.index = written.data.index;
+            result.outcomes.extend(written.data.outcomes);
+        }
+        Ok(result)
     }
 
     /// Waits until some node is leader (or the timeout passes) and returns its id.
@@ -553,6 +604,47 @@ mod tests {
         assert_eq!(again.outcomes, vec![EXISTS, APPLIED]);
         assert!(again.index > last_index);
         assert_eq!(node.last_applied(), again.index);
+        node.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_large_batch_is_several_entries_applied_in_order_with_every_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new();
+        let node = open_leader(dir.path(), store.clone()).await;
+        node.propose(put_nodes(&["n-5"])).await.unwrap();
+        let before = node.last_applied();
+
+        // Three entries; n-5 exists already, and n-7 is put twice: the
+        // second put (in the second entry) sees the first.
+        let n = 2 * MAX_MUTATIONS_PER_ENTRY + 1;
+        let mut ids: Vec<String> = (0..n - 1).map(|i| format!("n-{i}")).collect();
+        ids.insert(MAX_MUTATIONS_PER_ENTRY + 1, "n-7".into());
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let result = node.propose(put_nodes(&refs)).await.unwrap();
+        assert_eq!(result.index, before + 3);
+        assert_eq!(result.index, node.last_applied());
+        assert_eq!(result.outcomes.len(), n);
+        for (i, (id, outcome)) in ids.iter().zip(&result.outcomes).enumerate() {
+            let again = id == "n-5" || (id == "n-7" && i > MAX_MUTATIONS_PER_ENTRY);
+            let expected = if again { EXISTS } else { APPLIED };
+            assert_eq!(*outcome, expected, "{id} at {i}");
+        }
+        assert_eq!(node_ids(&store).len(), n - 1);
+
+        // An atomic batch stays one entry, whatever its size.
+        let mut atomic = put_nodes(
+            &(0..n)
+                .map(|i| format!("a-{i}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        atomic.atomic = true;
+        let result = node.propose(atomic).await.unwrap();
+        assert_eq!(result.index, before + 4);
+        assert!(result.outcomes.iter().all(|o| *o == APPLIED));
         node.shutdown().await;
     }
 

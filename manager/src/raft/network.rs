@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch,
-    Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    SnapshotMismatch, Timeout, Unreachable,
 };
 use openraft::network::RPCOption;
-use openraft::{RPCTypes, RaftNetwork, RaftNetworkFactory, SnapshotSegmentId};
+use openraft::{EntryPayload, RPCTypes, RaftNetwork, RaftNetworkFactory, SnapshotSegmentId};
+use prost::Message;
 use shoal_proto::raft_client::RaftClient;
 use shoal_proto::RaftPeer;
 use tonic::transport::{Channel, Endpoint};
@@ -221,6 +222,32 @@ impl PeerClient {
     }
 }
 
+/// Most bytes of log entries one AppendEntries carries (unless one entry
+/// alone is larger). openraft gives the whole call its heartbeat interval
+/// (75 ms) to be encoded, sent, written and fsynced by the follower: a
+/// call carrying megabytes misses that on two busy cores, is retried whole,
+/// misses it again, and nothing commits. So a larger call is refused
+/// before it is sent, with the number of entries that fit, and openraft
+/// sends that many at a time for a while.
+const MAX_APPEND_BYTES: usize = 1 << 20;
+
+/// How many of `entries`, from the first, fit in [`MAX_APPEND_BYTES`]
+/// (at least one); None when all of them do.
+fn entries_that_fit(entries: &[super::types::Entry]) -> Option<u64> {
+    let mut bytes = 0;
+    for (i, e) in entries.iter().enumerate() {
+        bytes += match &e.payload {
+            EntryPayload::Normal(batch) => batch.encoded_len(),
+            // Blank and membership entries are a few bytes.
+            _ => 64,
+        };
+        if bytes > MAX_APPEND_BYTES {
+            return Some(i.max(1) as u64);
+        }
+    }
+    None
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
@@ -230,6 +257,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         openraft::raft::AppendEntriesResponse<NodeId>,
         RPCError<NodeId, RaftPeer, RaftError<NodeId>>,
     > {
+        if rpc.entries.len() > 1 {
+            if let Some(fit) = entries_that_fit(&rpc.entries) {
+                return Err(PayloadTooLarge::new_entries_hint(fit).into());
+            }
+        }
         let mut client = self.client().await?;
         let req = codec::append_entries_request_to_proto(&rpc);
         let resp = self
@@ -302,5 +334,46 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .call(RPCTypes::Vote, &option, client.request_vote(req))
             .await?;
         codec::vote_response_from_proto(&resp).map_err(|e| self.decode_error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry, LogId};
+    use shoal_proto::{mutation, object, Batch, Mutation, Node, Object};
+
+    /// An entry whose batch encodes to about `bytes`.
+    fn entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
+        let node = Node {
+            id: "x".repeat(bytes),
+            ..Default::default()
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Batch {
+                format: 1,
+                mutations: vec![Mutation {
+                    op: Some(mutation::Op::Put(Object {
+                        kind: Some(object::Kind::Node(node)),
+                    })),
+                    ..Default::default()
+                }],
+                atomic: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn an_append_is_cut_where_its_entries_pass_the_byte_budget() {
+        let quarter = MAX_APPEND_BYTES / 4;
+        let small: Vec<_> = (1..=3).map(|i| entry(i, quarter)).collect();
+        assert_eq!(entries_that_fit(&small), None);
+        let five: Vec<_> = (1..=5).map(|i| entry(i, quarter)).collect();
+        assert_eq!(entries_that_fit(&five), Some(3));
+        // One entry over the budget still goes, alone.
+        let big = vec![entry(1, 2 * MAX_APPEND_BYTES), entry(2, 10)];
+        assert_eq!(entries_that_fit(&big), Some(1));
+        assert_eq!(entries_that_fit(&big[..1]), Some(1));
     }
 }
