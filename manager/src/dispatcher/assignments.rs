@@ -65,9 +65,7 @@ pub fn session_message(
     epoch: u64,
 ) -> SessionMessage {
     let mut assignments: Vec<Assignment> = data
-        .pods
-        .values()
-        .filter(|p| p.node_id == node_id)
+        .pods_on_node(node_id)
         .filter_map(|p| {
             let template = data.replica_sets.get(&p.replica_set_id)?.template.clone();
             let spec = data
@@ -256,18 +254,15 @@ mod tests {
                     ..Default::default()
                 },
             );
-            d.pods.insert(
-                format!("{svc}-pod"),
-                Pod {
-                    id: format!("{svc}-pod"),
-                    deployment_id: svc.into(),
-                    replica_set_id: format!("{svc}-1"),
-                    slot: 1,
-                    node_id: node.into(),
-                    desired_state: PodState::Running as i32,
-                    ..Default::default()
-                },
-            );
+            d.put_pod(Pod {
+                id: format!("{svc}-pod"),
+                deployment_id: svc.into(),
+                replica_set_id: format!("{svc}-1"),
+                slot: 1,
+                node_id: node.into(),
+                desired_state: PodState::Running as i32,
+                ..Default::default()
+            });
         }
         d
     }

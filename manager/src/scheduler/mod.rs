@@ -105,11 +105,7 @@ fn node_infos(data: &StoreData) -> Vec<NodeInfo> {
 /// (the global orchestrator) and check them with [`fits`].
 pub fn node_info(data: &StoreData, node_id: &str) -> Option<NodeInfo> {
     let mut info = NodeInfo::new(data.nodes.get(node_id)?.clone());
-    for p in data
-        .pods
-        .values()
-        .filter(|p| p.node_id == node_id && occupies(p))
-    {
+    for p in data.pods_on_node(node_id).filter(|p| occupies(p)) {
         info.place(&p.deployment_id, template_of(data, p));
     }
     Some(info)

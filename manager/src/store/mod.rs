@@ -8,7 +8,7 @@
 
 mod mutate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use shoal_proto::{
@@ -21,6 +21,13 @@ pub use mutate::{delete, put, put_forced};
 
 /// Every object kind, by id. BTreeMaps keep iteration (and so snapshots and
 /// listings) in a stable order.
+///
+/// Pods are also indexed by node ([`StoreData::pods_on_node`]), because
+/// every worker session rebuilds its node's assignments after each change:
+/// scanning every pod there costs nodes x pods per change, which at
+/// thousands of nodes is the whole CPU. The index is kept by
+/// [`Store::apply`] and [`Store::restore`]; code that fills a `StoreData`
+/// by hand adds pods with [`StoreData::put_pod`] so the index follows.
 #[derive(Debug, Default, Clone)]
 pub struct StoreData {
     pub clusters: BTreeMap<String, Cluster>,
@@ -34,6 +41,8 @@ pub struct StoreData {
     pub configs: BTreeMap<String, Config>,
     /// Raft log index of the last batch applied.
     pub last_applied: u64,
+    /// Ids of the pods placed on each node (those with a `node_id`).
+    pods_by_node: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl StoreData {
@@ -80,6 +89,48 @@ impl StoreData {
             .filter(move |p| p.deployment_id == deployment_id)
     }
 
+    /// Pods placed on one node, every state included, by id.
+    pub fn pods_on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Pod> + 'a {
+        self.pods_by_node
+            .get(node_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.pods.get(id))
+    }
+
+    /// Adds or replaces a pod, keeping the index by node.
+    pub fn put_pod(&mut self, pod: Pod) {
+        let old_node = self.pods.get(&pod.id).map(|p| p.node_id.as_str());
+        if old_node != Some(pod.node_id.as_str()) {
+            if let Some(old) = old_node.map(str::to_owned) {
+                self.unindex_pod(&old, &pod.id);
+            }
+            if !pod.node_id.is_empty() {
+                self.pods_by_node
+                    .entry(pod.node_id.clone())
+                    .or_default()
+                    .insert(pod.id.clone());
+            }
+        }
+        self.pods.insert(pod.id.clone(), pod);
+    }
+
+    /// Removes a pod, keeping the index by node.
+    pub fn remove_pod(&mut self, id: &str) -> Option<Pod> {
+        let pod = self.pods.remove(id)?;
+        self.unindex_pod(&pod.node_id, id);
+        Some(pod)
+    }
+
+    fn unindex_pod(&mut self, node_id: &str, id: &str) {
+        if let Some(ids) = self.pods_by_node.get_mut(node_id) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.pods_by_node.remove(node_id);
+            }
+        }
+    }
+
     /// ReplicaSets (revisions) of one deployment, oldest first.
     pub fn replica_sets_of_deployment(&self, deployment_id: &str) -> Vec<&ReplicaSet> {
         let mut v: Vec<&ReplicaSet> = self
@@ -105,9 +156,7 @@ impl StoreData {
             Some(object::Kind::ReplicaSet(o)) => {
                 self.replica_sets.insert(o.id.clone(), o);
             }
-            Some(object::Kind::Pod(o)) => {
-                self.pods.insert(o.id.clone(), o);
-            }
+            Some(object::Kind::Pod(o)) => self.put_pod(o),
             Some(object::Kind::Service(o)) => {
                 self.services.insert(o.id.clone(), o);
             }

@@ -98,7 +98,7 @@ fn remove(data: &mut StoreData, key: &Key) {
         ObjectKind::Node => drop(data.nodes.remove(id)),
         ObjectKind::Deployment => drop(data.deployments.remove(id)),
         ObjectKind::ReplicaSet => drop(data.replica_sets.remove(id)),
-        ObjectKind::Pod => drop(data.pods.remove(id)),
+        ObjectKind::Pod => drop(data.remove_pod(id)),
         ObjectKind::Service => drop(data.services.remove(id)),
         ObjectKind::Secret => drop(data.secrets.remove(id)),
         ObjectKind::Config => drop(data.configs.remove(id)),

@@ -211,3 +211,72 @@ fn secrets_and_configs_are_stored_versioned_deleted_and_snapshotted() {
     assert_eq!(outcomes(&r), vec![MutationOutcome::Applied; 2]);
     assert!(store.read(|d| d.secrets.is_empty() && d.configs.is_empty()));
 }
+
+fn placed(id: &str, node: &str) -> Object {
+    Object {
+        kind: Some(object::Kind::Pod(Pod {
+            id: id.into(),
+            node_id: node.into(),
+            slot: 1,
+            ..Default::default()
+        })),
+    }
+}
+
+fn on(d: &StoreData, node: &str) -> Vec<String> {
+    d.pods_on_node(node).map(|p| p.id.clone()).collect()
+}
+
+#[test]
+fn pods_on_a_node_follow_placements_moves_deletes_and_restores() {
+    let store = Store::new();
+    store.apply(
+        1,
+        &batch(
+            false,
+            vec![
+                put(placed("p1", "n1"), 0),
+                put(placed("p2", "n1"), 0),
+                put(placed("p3", ""), 0),
+            ],
+        ),
+    );
+    store.read(|d| {
+        assert_eq!(on(d, "n1"), vec!["p1", "p2"]);
+        assert!(on(d, "").is_empty(), "an unplaced pod is on no node");
+    });
+    // p2 moves to n2, p3 is placed there, p1 is deleted.
+    store.apply(
+        2,
+        &batch(
+            false,
+            vec![
+                put(placed("p2", "n2"), 1),
+                put(placed("p3", "n2"), 1),
+                delete(ObjectKind::Pod, "p1", 0),
+            ],
+        ),
+    );
+    store.read(|d| {
+        assert!(on(d, "n1").is_empty());
+        assert_eq!(on(d, "n2"), vec!["p2", "p3"]);
+    });
+    // A failed write leaves the index alone.
+    store.apply(3, &batch(true, vec![put(placed("p2", "n3"), 1)]));
+    store.read(|d| assert!(on(d, "n3").is_empty()));
+
+    let restored = Store::new();
+    restored.restore(store.snapshot(), 3);
+    restored.read(|d| assert_eq!(on(d, "n2"), vec!["p2", "p3"]));
+
+    // By hand, as tests fill a StoreData.
+    let mut d = StoreData::default();
+    d.put_pod(Pod {
+        id: "p9".into(),
+        node_id: "n9".into(),
+        ..Default::default()
+    });
+    assert_eq!(on(&d, "n9"), vec!["p9"]);
+    assert_eq!(d.remove_pod("p9").map(|p| p.id), Some("p9".into()));
+    assert!(on(&d, "n9").is_empty());
+}
