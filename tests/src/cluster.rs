@@ -35,6 +35,9 @@ use tonic::Request;
 /// The sim cluster's id, in its CA and every certificate.
 const CLUSTER_ID: &str = "sim-cluster";
 
+/// Sim workers started at once (see [`SimCluster::start_with`]).
+const JOIN_WAVE: usize = 250;
+
 /// How long the test certificates are valid.
 const VALIDITY: Duration = Duration::from_secs(3_600);
 
@@ -296,45 +299,49 @@ impl SimCluster {
                 .expect("add a manager to raft");
         }
 
-        let addrs: Vec<String> = managers.iter().map(|m| m.addr.clone()).collect();
-        let mut execs = Vec::new();
-        let mut agents = Vec::new();
-        for (i, node_id) in node_ids.iter().enumerate() {
-            let exec = SimExecutor::new();
-            let stop = shutdown.child_token();
-            start_agent(&ca, i, node_id, &addrs, &exec, stop.clone());
-            execs.push(exec);
-            agents.push(stop);
-        }
         let SimManager {
             api, store, addr, ..
         } = &managers[0];
-        let cluster = SimCluster {
+        let mut cluster = SimCluster {
             api: api.clone(),
             store: store.clone(),
-            workers: execs,
+            workers: Vec::new(),
             addr: addr.clone(),
             ca,
             managers,
-            agents,
+            agents: Vec::new(),
             shutdown,
         };
-        // Each node registers with one Raft write: allow for many.
-        let timeout = Duration::from_secs(20) + Duration::from_millis(20) * size.workers as u32;
-        cluster
-            .wait("every sim node to be ready", timeout, |d| {
-                let ready = d
-                    .nodes
-                    .values()
-                    .filter(|n| {
-                        n.status
-                            .as_ref()
-                            .is_some_and(|s| s.state() == NodeState::Ready)
-                    })
-                    .count();
-                ready == size.workers
-            })
-            .await;
+        // Nodes join in waves, each Ready before the next starts: a
+        // thousand handshakes at one instant overflow the listener's
+        // accept queue, and the dropped connections are retried only after
+        // TCP's and the agent's back-offs, which then dominate the start.
+        let addrs: Vec<String> = cluster.managers.iter().map(|m| m.addr.clone()).collect();
+        for wave in node_ids.chunks(JOIN_WAVE) {
+            for node_id in wave {
+                let i = cluster.workers.len();
+                let exec = SimExecutor::new();
+                let stop = cluster.shutdown.child_token();
+                start_agent(&cluster.ca, i, node_id, &addrs, &exec, stop.clone());
+                cluster.workers.push(exec);
+                cluster.agents.push(stop);
+            }
+            let started = cluster.workers.len();
+            cluster
+                .wait("every sim node to be ready", Duration::from_secs(30), |d| {
+                    let ready = d
+                        .nodes
+                        .values()
+                        .filter(|n| {
+                            n.status
+                                .as_ref()
+                                .is_some_and(|s| s.state() == NodeState::Ready)
+                        })
+                        .count();
+                    ready == started
+                })
+                .await;
+        }
         cluster
     }
 

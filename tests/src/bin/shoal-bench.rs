@@ -87,7 +87,7 @@
 //! does not reach these sizes). It prints a line per repetition, then one
 //! JSON line of medians.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -2345,6 +2345,27 @@ fn sim_counts(d: &StoreData, dead: &HashSet<String>) -> (usize, usize, usize) {
     (assigned, running, alive)
 }
 
+/// What a timed-out wait last saw: the counts, and the states of the pods
+/// not running (how many, on how many nodes).
+fn sim_progress(d: &StoreData, dead: &HashSet<String>) -> String {
+    let (assigned, running, alive) = sim_counts(d, dead);
+    let mut states: BTreeMap<String, usize> = BTreeMap::new();
+    let mut nodes: HashSet<&str> = HashSet::new();
+    if let Some(dep) = d.deployment_by_name(SIM_SERVICE) {
+        for p in d
+            .pods_of_deployment(&dep.id)
+            .filter(|p| p.desired_state() == PodState::Running && observed(p) != PodState::Running)
+        {
+            *states.entry(format!("{:?}", observed(p))).or_default() += 1;
+            nodes.insert(&p.node_id);
+        }
+    }
+    format!(
+        "{assigned} assigned, {running} running, {alive} on live nodes; not running: {states:?} on {} nodes",
+        nodes.len()
+    )
+}
+
 /// Waits until `done` holds on `store`, re-reading it after every applied
 /// change; returns when that was seen. Fails after `timeout`, saying what
 /// was last seen (`show`).
@@ -2415,10 +2436,7 @@ async fn sim_measure(
     let leader = cluster.leader().ok_or("no raft leader")?;
     let store = leader.store.clone();
     let nobody = HashSet::new();
-    let show = |d: &StoreData| {
-        let (assigned, running, alive) = sim_counts(d, &nobody);
-        format!("{assigned} assigned, {running} running, {alive} on live nodes")
-    };
+    let show = |d: &StoreData| sim_progress(d, &nobody);
 
     let t0 = Instant::now();
     leader
@@ -2479,10 +2497,7 @@ async fn sim_measure(
         cluster.stop_worker(i);
     }
     let leader = cluster.leader().ok_or("no raft leader after the kill")?;
-    let show_dead = |d: &StoreData| {
-        let (assigned, running, alive) = sim_counts(d, &dead);
-        format!("{assigned} assigned, {running} running, {alive} on live nodes")
-    };
+    let show_dead = |d: &StoreData| sim_progress(d, &dead);
     let moved = sim_wait(
         &leader.store,
         "every pod running on a live node",
