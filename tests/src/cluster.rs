@@ -328,7 +328,7 @@ impl SimCluster {
             }
             let started = cluster.workers.len();
             cluster
-                .wait("every sim node to be ready", Duration::from_secs(30), |d| {
+                .wait("every sim node to be ready", Duration::from_secs(90), |d| {
                     let ready = d
                         .nodes
                         .values()

@@ -94,6 +94,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use serde_json::{json, Value};
 use shoal_manager::objects::observed;
 use shoal_manager::store::StoreData;
@@ -2526,6 +2527,14 @@ fn bench_sim(reps: usize, nodes: usize, pods: usize) -> i32 {
         "shoal-bench sim: {SIM_MANAGERS} managers, {nodes} simulated nodes, {pods} pods, \
          {reps} repetitions ({profile} build, {nproc} CPUs, load average at start {load_start})"
     );
+    // The managers' and agents' logs, on stderr, only when asked for
+    // (RUST_LOG=warn shows nodes marked down and sessions ended).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -2533,7 +2542,16 @@ fn bench_sim(reps: usize, nodes: usize, pods: usize) -> i32 {
     let mut done: Vec<SimRep> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     for i in 1..=reps {
-        match rt.block_on(sim_rep(nodes, pods)) {
+        // SimCluster panics when its nodes do not all come up: that fails
+        // this repetition, not the run.
+        let rep = std::panic::AssertUnwindSafe(sim_rep(nodes, pods)).catch_unwind();
+        let outcome = rt.block_on(rep).unwrap_or_else(|p| {
+            Err(p
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "panicked".into()))
+        });
+        match outcome {
             Ok(r) => {
                 println!("rep {i}: {} [load {}]", r.line(), loadavg());
                 done.push(r);
