@@ -55,6 +55,25 @@ fn payloads(
     (secrets, configs)
 }
 
+/// Marks of everything [`session_message`] reads for `node_id`: equal
+/// marks mean an equal message, so a session rebuilds its message only
+/// when they change (at thousands of nodes, rebuilding every session's
+/// message on every change of the store was the managers' main work).
+/// Pods on other nodes count only when a service publishes ingress ports,
+/// whose endpoints every node is sent.
+pub fn session_inputs(data: &StoreData, node_id: &str) -> (u64, u64, u64) {
+    let ingress = data.services.values().any(|s| {
+        s.ports
+            .iter()
+            .any(|p| p.publish_mode() == PublishMode::Ingress)
+    });
+    (
+        data.pods_changed_on(node_id),
+        data.others_changed(),
+        if ingress { data.pods_changed() } else { 0 },
+    )
+}
+
 /// The complete message for one node. Pods are sent without their observed
 /// status and meta, so status reports alone do not cause a resend.
 pub fn session_message(

@@ -31,7 +31,7 @@ use crate::objects::{touch, version};
 use crate::proposer::{all_applied, batch, Proposer};
 use crate::store::{put, Store};
 
-pub use assignments::{manager_addrs, session_message};
+pub use assignments::{manager_addrs, session_inputs, session_message};
 
 /// Last heartbeat per node id, on this manager.
 type Heartbeats = Arc<Mutex<HashMap<String, Instant>>>;
@@ -291,11 +291,18 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         tokio::spawn(async move {
             let mut changes = store.subscribe();
             let mut last: Option<SessionMessage> = None;
+            let mut inputs = None;
             let mut leadership = tokio::time::interval(Duration::from_millis(HEARTBEAT_PERIOD_MS));
             loop {
                 changes.borrow_and_update();
-                let msg = store.read(|d| session_message(d, &key, &node_id, &session_id, epoch));
-                if last.as_ref() != Some(&msg) {
+                let msg = store.read(|d| {
+                    let now = Some(session_inputs(d, &node_id));
+                    (inputs != now).then(|| {
+                        inputs = now;
+                        session_message(d, &key, &node_id, &session_id, epoch)
+                    })
+                });
+                if let Some(msg) = msg.filter(|m| last.as_ref() != Some(m)) {
                     if tx.send(Ok(msg.clone())).await.is_err() {
                         break;
                     }

@@ -8,12 +8,12 @@
 
 mod mutate;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use shoal_proto::{
-    object, Batch, BatchResult, Cluster, Config, Deployment, Node, Object, Pod, ReplicaSet, Secret,
-    Service, StoreSnapshot,
+    object, Batch, BatchResult, Cluster, Config, Deployment, Node, Object, ObjectKind, Pod,
+    ReplicaSet, Secret, Service, StoreSnapshot,
 };
 use tokio::sync::watch;
 
@@ -43,6 +43,13 @@ pub struct StoreData {
     pub last_applied: u64,
     /// Ids of the pods placed on each node (those with a `node_id`).
     pods_by_node: BTreeMap<String, BTreeSet<String>>,
+    /// Change marks (see [`StoreData::pods_changed_on`]): a count of
+    /// writes and removals, never reset (a restore goes on from it), and
+    /// its value at the last change of each kind.
+    writes: u64,
+    pod_writes: u64,
+    pod_writes_on_node: HashMap<String, u64>,
+    other_writes: u64,
 }
 
 impl StoreData {
@@ -98,8 +105,49 @@ impl StoreData {
             .filter_map(|id| self.pods.get(id))
     }
 
+    /// A mark of the last change to a pod placed on `node_id` (written,
+    /// removed, or moved to or from it). Marks are only compared: equal
+    /// marks from two reads mean no such change in between. For readers
+    /// that rebuild something per node on every change of the store (a
+    /// worker session's assignments) and skip it when nothing they read
+    /// changed. Kept, like the index, by apply, restore and `put_pod`.
+    pub fn pods_changed_on(&self, node_id: &str) -> u64 {
+        self.pod_writes_on_node.get(node_id).copied().unwrap_or(0)
+    }
+
+    /// A mark of the last change to any pod (see [`StoreData::pods_changed_on`]).
+    pub fn pods_changed(&self) -> u64 {
+        self.pod_writes
+    }
+
+    /// A mark of the last change to anything but a pod (see
+    /// [`StoreData::pods_changed_on`]).
+    pub fn others_changed(&self) -> u64 {
+        self.other_writes
+    }
+
+    fn pod_changed_on(&mut self, node_id: &str) {
+        self.writes += 1;
+        self.pod_writes = self.writes;
+        if !node_id.is_empty() {
+            self.pod_writes_on_node
+                .insert(node_id.to_string(), self.writes);
+        }
+    }
+
+    fn other_changed(&mut self) {
+        self.writes += 1;
+        self.other_writes = self.writes;
+    }
+
     /// Adds or replaces a pod, keeping the index by node.
     pub fn put_pod(&mut self, pod: Pod) {
+        if let Some(old) = self.pods.get(&pod.id).map(|p| p.node_id.clone()) {
+            if old != pod.node_id {
+                self.pod_changed_on(&old);
+            }
+        }
+        self.pod_changed_on(&pod.node_id);
         let old_node = self.pods.get(&pod.id).map(|p| p.node_id.as_str());
         if old_node != Some(pod.node_id.as_str()) {
             if let Some(old) = old_node.map(str::to_owned) {
@@ -119,7 +167,25 @@ impl StoreData {
     pub fn remove_pod(&mut self, id: &str) -> Option<Pod> {
         let pod = self.pods.remove(id)?;
         self.unindex_pod(&pod.node_id, id);
+        self.pod_changed_on(&pod.node_id);
         Some(pod)
+    }
+
+    /// Removes an object that is not a pod (see [`StoreData::remove_pod`]).
+    fn remove_other(&mut self, kind: ObjectKind, id: &str) {
+        let removed = match kind {
+            ObjectKind::Cluster => self.clusters.remove(id).is_some(),
+            ObjectKind::Node => self.nodes.remove(id).is_some(),
+            ObjectKind::Deployment => self.deployments.remove(id).is_some(),
+            ObjectKind::ReplicaSet => self.replica_sets.remove(id).is_some(),
+            ObjectKind::Service => self.services.remove(id).is_some(),
+            ObjectKind::Secret => self.secrets.remove(id).is_some(),
+            ObjectKind::Config => self.configs.remove(id).is_some(),
+            ObjectKind::Pod | ObjectKind::Unspecified => false,
+        };
+        if removed {
+            self.other_changed();
+        }
     }
 
     fn unindex_pod(&mut self, node_id: &str, id: &str) {
@@ -143,6 +209,9 @@ impl StoreData {
     }
 
     fn insert(&mut self, obj: Object) {
+        if !matches!(obj.kind, Some(object::Kind::Pod(_)) | None) {
+            self.other_changed();
+        }
         match obj.kind {
             Some(object::Kind::Cluster(o)) => {
                 self.clusters.insert(o.id.clone(), o);
@@ -280,12 +349,18 @@ impl Store {
     /// Replaces the whole content with a snapshot's, taken at Raft index `index`.
     pub fn restore(&self, snapshot: StoreSnapshot, index: u64) {
         {
-            let mut fresh = StoreData::default();
+            let mut guard = self.data.write().unwrap_or_else(|e| e.into_inner());
+            // Change marks go on from the replaced content's, so a reader's
+            // earlier mark never matches a restored store by accident.
+            let mut fresh = StoreData {
+                writes: guard.writes,
+                ..StoreData::default()
+            };
+            fresh.other_changed();
             for obj in snapshot.objects {
                 fresh.insert(obj);
             }
             fresh.last_applied = index;
-            let mut guard = self.data.write().unwrap_or_else(|e| e.into_inner());
             *guard = fresh;
         }
         self.changes.send_replace(index);

@@ -94,15 +94,8 @@ fn stored_version(data: &StoreData, key: &Key) -> Option<u64> {
 fn remove(data: &mut StoreData, key: &Key) {
     let (kind, id) = key;
     match ObjectKind::try_from(*kind).unwrap_or(ObjectKind::Unspecified) {
-        ObjectKind::Cluster => drop(data.clusters.remove(id)),
-        ObjectKind::Node => drop(data.nodes.remove(id)),
-        ObjectKind::Deployment => drop(data.deployments.remove(id)),
-        ObjectKind::ReplicaSet => drop(data.replica_sets.remove(id)),
         ObjectKind::Pod => drop(data.remove_pod(id)),
-        ObjectKind::Service => drop(data.services.remove(id)),
-        ObjectKind::Secret => drop(data.secrets.remove(id)),
-        ObjectKind::Config => drop(data.configs.remove(id)),
-        ObjectKind::Unspecified => {}
+        other => data.remove_other(other, id),
     }
 }
 

@@ -280,3 +280,73 @@ fn pods_on_a_node_follow_placements_moves_deletes_and_restores() {
     assert_eq!(d.remove_pod("p9").map(|p| p.id), Some("p9".into()));
     assert!(on(&d, "n9").is_empty());
 }
+
+fn marks(store: &Store) -> (u64, u64, u64, u64, u64) {
+    store.read(|d| {
+        (
+            d.pods_changed_on("n1"),
+            d.pods_changed_on("n2"),
+            d.pods_changed_on("n3"),
+            d.pods_changed(),
+            d.others_changed(),
+        )
+    })
+}
+
+#[test]
+fn change_marks_move_only_for_what_changed() {
+    let store = Store::new();
+    store.apply(
+        1,
+        &batch(
+            false,
+            vec![put(placed("p1", "n1"), 0), put(placed("p2", "n2"), 0)],
+        ),
+    );
+    let (n1, n2, n3, pods, others) = marks(&store);
+    assert!(n1 > 0 && n2 > 0 && n3 == 0);
+
+    // p1 changes on n1: n2's mark stays, and so does the rest.
+    store.apply(2, &batch(false, vec![put(placed("p1", "n1"), 1)]));
+    let after = marks(&store);
+    assert!(after.0 != n1 && after.1 == n2 && after.2 == n3);
+    assert!(after.3 != pods && after.4 == others);
+
+    // p1 moves to n3: both nodes' marks move.
+    store.apply(3, &batch(false, vec![put(placed("p1", "n3"), 2)]));
+    let moved = marks(&store);
+    assert!(moved.0 != after.0 && moved.2 != after.2 && moved.1 == n2);
+
+    // A node object: only the others' mark moves; a failed write moves none.
+    let node = Object {
+        kind: Some(object::Kind::Node(shoal_proto::Node {
+            id: "n1".into(),
+            ..Default::default()
+        })),
+    };
+    store.apply(4, &batch(false, vec![put(node, 0)]));
+    let noded = marks(&store);
+    assert!(noded.4 != moved.4 && noded.3 == moved.3 && noded.0 == moved.0);
+    store.apply(5, &batch(false, vec![put(placed("p2", "n2"), 99)]));
+    assert_eq!(marks(&store), noded);
+
+    // Removing p2 moves n2's mark; removing the node, the others'.
+    store.apply(
+        6,
+        &batch(
+            false,
+            vec![
+                delete(ObjectKind::Pod, "p2", 0),
+                delete(ObjectKind::Node, "n1", 0),
+            ],
+        ),
+    );
+    let removed = marks(&store);
+    assert!(removed.1 != noded.1 && removed.4 != noded.4);
+
+    // A restore never gives a mark seen before.
+    let before = marks(&store);
+    store.restore(store.snapshot(), 6);
+    let restored = marks(&store);
+    assert!(restored.2 != before.2 && restored.3 != before.3 && restored.4 != before.4);
+}
