@@ -84,8 +84,11 @@
 //!   P pods run on the other nodes.
 //!
 //! Liveness comes from the dispatchers' heartbeat sessions alone (gossip
-//! does not reach these sizes). It prints a line per repetition, then one
-//! JSON line of medians.
+//! does not reach these sizes). With more than one repetition, each runs in
+//! a fresh child process (this program with `--reps 1`), so that each
+//! memory figure starts from a clean heap. It prints a line per
+//! repetition, then one JSON line of medians; `RUST_LOG=warn` adds the
+//! cluster's log on stderr (nodes marked down, sessions ended).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -2306,6 +2309,90 @@ impl SimRep {
     }
 }
 
+impl SimRep {
+    fn to_json(&self) -> Value {
+        json!({
+            "setup_s": self.setup_s, "placed_s": self.placed_s,
+            "placements_per_s": self.placements_per_s, "converge_s": self.converge_s,
+            "reschedule_s": self.reschedule_s, "moved_pods": self.moved_pods,
+            "rss_before_kib": self.rss_before_kib, "rss_after_kib": self.rss_after_kib,
+            "manager_bytes_per_pod": self.manager_bytes_per_pod,
+            "raft_log_bytes": self.raft_log_bytes, "raft_index": self.raft_index,
+            "snapshot_ms": self.snapshot_ms, "snapshot_bytes": self.snapshot_bytes,
+        })
+    }
+
+    fn from_json(v: &Value) -> Option<SimRep> {
+        let f = |k: &str| v[k].as_f64();
+        let n = |k: &str| v[k].as_u64();
+        Some(SimRep {
+            setup_s: f("setup_s")?,
+            placed_s: f("placed_s")?,
+            placements_per_s: f("placements_per_s")?,
+            converge_s: f("converge_s")?,
+            reschedule_s: f("reschedule_s")?,
+            moved_pods: n("moved_pods")? as usize,
+            rss_before_kib: n("rss_before_kib")?,
+            rss_after_kib: n("rss_after_kib")?,
+            manager_bytes_per_pod: f("manager_bytes_per_pod")?,
+            raft_log_bytes: n("raft_log_bytes")?,
+            raft_index: n("raft_index")?,
+            snapshot_ms: f("snapshot_ms")?,
+            snapshot_bytes: n("snapshot_bytes")?,
+        })
+    }
+}
+
+/// One repetition in this process. SimCluster panics when its nodes do not
+/// all come up: that fails the repetition, not the run.
+fn sim_in_process(nodes: usize, pods: usize) -> Result<SimRep, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let rep = std::panic::AssertUnwindSafe(sim_rep(nodes, pods)).catch_unwind();
+    rt.block_on(rep).unwrap_or_else(|p| {
+        Err(p
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "panicked".into()))
+    })
+}
+
+/// One repetition in a fresh process (this program, `--reps 1`), so that
+/// its memory figure starts from a clean heap: the allocator keeps what an
+/// earlier repetition freed, and a second cluster in the same process
+/// grows into it without growing the resident set.
+fn sim_in_child(nodes: usize, pods: usize) -> Result<SimRep, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+    let out = Command::new(exe)
+        .args([
+            "sim",
+            "--nodes",
+            &nodes.to_string(),
+            "--pods",
+            &pods.to_string(),
+            "--reps",
+            "1",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run a repetition: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("a repetition printed no JSON ({}): {stdout}", out.status))?;
+    match line["repetitions"].get(0).and_then(SimRep::from_json) {
+        Some(rep) => Ok(rep),
+        None => Err(line["errors"][0]
+            .as_str()
+            .unwrap_or("a repetition failed without saying why")
+            .to_string()),
+    }
+}
+
 /// The service of a `sim` run: `pods` replicas of an image the sim
 /// executor runs until it is stopped.
 fn sim_spec(pods: usize) -> ServiceSpec {
@@ -2535,22 +2622,14 @@ fn bench_sim(reps: usize, nodes: usize, pods: usize) -> i32 {
             .with_writer(std::io::stderr)
             .init();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
     let mut done: Vec<SimRep> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     for i in 1..=reps {
-        // SimCluster panics when its nodes do not all come up: that fails
-        // this repetition, not the run.
-        let rep = std::panic::AssertUnwindSafe(sim_rep(nodes, pods)).catch_unwind();
-        let outcome = rt.block_on(rep).unwrap_or_else(|p| {
-            Err(p
-                .downcast_ref::<String>()
-                .cloned()
-                .unwrap_or_else(|| "panicked".into()))
-        });
+        let outcome = if reps == 1 {
+            sim_in_process(nodes, pods)
+        } else {
+            sim_in_child(nodes, pods)
+        };
         match outcome {
             Ok(r) => {
                 println!("rep {i}: {} [load {}]", r.line(), loadavg());
@@ -2567,18 +2646,7 @@ fn bench_sim(reps: usize, nodes: usize, pods: usize) -> i32 {
         let scale = 10f64.powi(places);
         v.map(|v| (v * scale).round() / scale)
     };
-    let repetitions: Vec<Value> = done
-        .iter()
-        .map(|r| {
-            json!({
-                "setup_s": r.setup_s, "placed_s": r.placed_s, "placements_per_s": r.placements_per_s,
-                "converge_s": r.converge_s, "reschedule_s": r.reschedule_s, "moved_pods": r.moved_pods,
-                "rss_before_kib": r.rss_before_kib, "rss_after_kib": r.rss_after_kib,
-                "manager_bytes_per_pod": r.manager_bytes_per_pod, "raft_log_bytes": r.raft_log_bytes,
-                "raft_index": r.raft_index, "snapshot_ms": r.snapshot_ms, "snapshot_bytes": r.snapshot_bytes,
-            })
-        })
-        .collect();
+    let repetitions: Vec<Value> = done.iter().map(SimRep::to_json).collect();
     let line = json!({
         "bench": "sim",
         "managers": SIM_MANAGERS,
@@ -2665,6 +2733,28 @@ mod tests {
         assert!(parse_args(&args(&["sim", "--pods"])).is_none());
         // --nodes and --pods belong to sim only.
         assert!(parse_args(&args(&["swarm", "--nodes", "5"])).is_none());
+    }
+
+    #[test]
+    fn a_sim_repetition_survives_the_trip_through_json() {
+        let r = SimRep {
+            setup_s: 1.5,
+            placed_s: 2.0,
+            placements_per_s: 10_000.0,
+            converge_s: 4.25,
+            reschedule_s: 6.5,
+            moved_pods: 2000,
+            rss_before_kib: 100,
+            rss_after_kib: 300,
+            manager_bytes_per_pod: 10.24,
+            raft_log_bytes: 1 << 20,
+            raft_index: 1131,
+            snapshot_ms: 47.5,
+            snapshot_bytes: 4096,
+        };
+        let back = SimRep::from_json(&r.to_json()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{r:?}"));
+        assert!(SimRep::from_json(&json!({"setup_s": 1.0})).is_none());
     }
 
     #[test]
