@@ -165,8 +165,7 @@ impl SimManager {
         let addr = tcp.local_addr().unwrap().to_string();
         let creds = ca
             .issue_credentials(
-                &PeerIdentity::new(&manager_node_id(raft_id), Role::Manager, CLUSTER_ID, 1)
-                    .unwrap(),
+                &PeerIdentity::new(manager_node_id(raft_id), Role::Manager, CLUSTER_ID, 1).unwrap(),
                 VALIDITY,
             )
             .expect("manager certificate");
