@@ -62,10 +62,10 @@
 //! The shoal daemon is the `shoal` binary next to this executable, so that a
 //! `--release` benchmark measures a release daemon (node containers mount it).
 //!
-//! `shoal-bench sim [--nodes N] [--pods P] [--reps R]` runs shoal alone at a
-//! scale no single machine holds, in this process and without Docker
-//! ([`SimCluster`]): three managers on real Raft, each with its own durable
-//! log in a temp dir, and N simulated workers, each the real agent with the
+//! `shoal-bench sim [--nodes N] [--pods P] [--managers M] [--reps R]` runs
+//! shoal alone at a scale no single machine holds, in this process and
+//! without Docker ([`SimCluster`]): three managers (M) on real Raft, each
+//! with its own durable log in a temp dir, and N simulated workers, each the real agent with the
 //! in-memory sim executor over the real dispatcher protocol (mutual TLS on
 //! loopback). A fresh cluster per repetition; it creates one service of P
 //! replicas and measures:
@@ -141,7 +141,7 @@ fn usage() -> ! {
         "usage: shoal-bench swarm [--reps N]\n\
          \x20      shoal-bench update [--reps N] [--grace DURATION]\n\
          \x20      shoal-bench cluster [--reps N] [--attempt-timeout SECS]\n\
-         \x20      shoal-bench sim [--nodes N] [--pods P] [--reps N]\n\n\
+         \x20      shoal-bench sim [--nodes N] [--pods P] [--managers M] [--reps N]\n\n\
          swarm   shoal against Docker Swarm on the local engine: create -> 10/10 running,\n\
          \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions)\n\
          update  shoal against Docker Swarm: rolling update of 30 replicas v1 -> v2 (parallelism 5,\n\
@@ -178,9 +178,8 @@ struct Opts {
     grace: String,
     /// Only for `cluster`: each write attempt's client time limit, seconds.
     attempt_timeout: u32,
-    /// Only for `sim`: simulated workers, and the replicas of the service.
-    nodes: usize,
-    pods: usize,
+    /// Only for `sim`: its size.
+    sim: SimSetup,
 }
 
 /// A positive repetition count.
@@ -214,8 +213,11 @@ fn parse_args(args: &[String]) -> Option<Opts> {
         reps: 3,
         grace: UPDATE_GRACE.to_string(),
         attempt_timeout: ATTEMPT_TIMEOUT_S,
-        nodes: SIM_NODES,
-        pods: SIM_PODS,
+        sim: SimSetup {
+            managers: SIM_MANAGERS,
+            nodes: SIM_NODES,
+            pods: SIM_PODS,
+        },
     };
     let cluster = bench == Bench::Cluster;
     let sim = bench == Bench::Sim;
@@ -235,13 +237,16 @@ fn parse_args(args: &[String]) -> Option<Opts> {
             _ if cluster && a.starts_with("--attempt-timeout=") => {
                 opts.attempt_timeout = secs(Some(&a["--attempt-timeout=".len()..]))?
             }
-            "--nodes" if sim => opts.nodes = parse_reps(it.next().map(String::as_str))?,
+            "--nodes" if sim => opts.sim.nodes = parse_reps(it.next().map(String::as_str))?,
             _ if sim && a.starts_with("--nodes=") => {
-                opts.nodes = parse_reps(Some(&a["--nodes=".len()..]))?
+                opts.sim.nodes = parse_reps(Some(&a["--nodes=".len()..]))?
             }
-            "--pods" if sim => opts.pods = parse_reps(it.next().map(String::as_str))?,
+            "--pods" if sim => opts.sim.pods = parse_reps(it.next().map(String::as_str))?,
             _ if sim && a.starts_with("--pods=") => {
-                opts.pods = parse_reps(Some(&a["--pods=".len()..]))?
+                opts.sim.pods = parse_reps(Some(&a["--pods=".len()..]))?
+            }
+            "--managers" if sim => {
+                opts.sim.managers = parse_reps(it.next().map(String::as_str))? as u64
             }
             _ => return None,
         }
@@ -255,7 +260,7 @@ fn main() {
     if opts.bench == Bench::Sim {
         // In this process, without Docker or the daemon binary; the temp
         // dirs go with the clusters.
-        std::process::exit(bench_sim(opts.reps, opts.nodes, opts.pods));
+        std::process::exit(bench_sim(opts.reps, opts.sim));
     }
     let shoal = shoal_binary();
     // Node::start and Hosts::start run shoal_tests::shoal_bin(), which
@@ -2249,8 +2254,17 @@ fn bench_cluster(reps: usize, attempt_timeout: u32, shoal: &Path) {
 /// Default size of a `sim` run (the issue's first goal: under a minute).
 const SIM_NODES: usize = 1000;
 const SIM_PODS: usize = 20_000;
-/// Managers of a `sim` cluster.
+/// Managers of a `sim` cluster (`--managers`: comparing 1 with 3 tells
+/// a manager's share of the memory figure).
 const SIM_MANAGERS: u64 = 3;
+
+/// The size of a `sim` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SimSetup {
+    managers: u64,
+    nodes: usize,
+    pods: usize,
+}
 /// The service a `sim` run creates.
 const SIM_SERVICE: &str = "simbench";
 /// One in this many simulated nodes dies in the reschedule phase.
@@ -2345,12 +2359,12 @@ impl SimRep {
 
 /// One repetition in this process. SimCluster panics when its nodes do not
 /// all come up: that fails the repetition, not the run.
-fn sim_in_process(nodes: usize, pods: usize) -> Result<SimRep, String> {
+fn sim_in_process(setup: SimSetup) -> Result<SimRep, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let rep = std::panic::AssertUnwindSafe(sim_rep(nodes, pods)).catch_unwind();
+    let rep = std::panic::AssertUnwindSafe(sim_rep(setup)).catch_unwind();
     rt.block_on(rep).unwrap_or_else(|p| {
         Err(p
             .downcast_ref::<String>()
@@ -2363,15 +2377,17 @@ fn sim_in_process(nodes: usize, pods: usize) -> Result<SimRep, String> {
 /// its memory figure starts from a clean heap: the allocator keeps what an
 /// earlier repetition freed, and a second cluster in the same process
 /// grows into it without growing the resident set.
-fn sim_in_child(nodes: usize, pods: usize) -> Result<SimRep, String> {
+fn sim_in_child(setup: SimSetup) -> Result<SimRep, String> {
     let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
     let out = Command::new(exe)
         .args([
             "sim",
+            "--managers",
+            &setup.managers.to_string(),
             "--nodes",
-            &nodes.to_string(),
+            &setup.nodes.to_string(),
             "--pods",
-            &pods.to_string(),
+            &setup.pods.to_string(),
             "--reps",
             "1",
         ])
@@ -2499,16 +2515,16 @@ fn self_rss() -> u64 {
 }
 
 /// One repetition: a fresh cluster, the service, the kill, the teardown.
-async fn sim_rep(nodes: usize, pods: usize) -> Result<SimRep, String> {
+async fn sim_rep(setup: SimSetup) -> Result<SimRep, String> {
     let mut rep = SimRep::default();
     let started = Instant::now();
     let cluster = SimCluster::start_with(SimSize {
-        managers: SIM_MANAGERS,
-        workers: nodes,
+        managers: setup.managers,
+        workers: setup.nodes,
     })
     .await;
     rep.setup_s = secs(started.elapsed());
-    let result = sim_measure(&cluster, nodes, pods, &mut rep).await;
+    let result = sim_measure(&cluster, setup.nodes, setup.pods, &mut rep).await;
     cluster.stop().await;
     result.map(|()| rep)
 }
@@ -2600,7 +2616,12 @@ async fn sim_measure(
 
 /// Runs `sim` `reps` times; prints each repetition, then one JSON line of
 /// medians. Returns the exit code: 1 when no repetition succeeded.
-fn bench_sim(reps: usize, nodes: usize, pods: usize) -> i32 {
+fn bench_sim(reps: usize, setup: SimSetup) -> i32 {
+    let SimSetup {
+        managers,
+        nodes,
+        pods,
+    } = setup;
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -2611,7 +2632,7 @@ fn bench_sim(reps: usize, nodes: usize, pods: usize) -> i32 {
         .unwrap_or(0);
     let load_start = loadavg();
     println!(
-        "shoal-bench sim: {SIM_MANAGERS} managers, {nodes} simulated nodes, {pods} pods, \
+        "shoal-bench sim: {managers} managers, {nodes} simulated nodes, {pods} pods, \
          {reps} repetitions ({profile} build, {nproc} CPUs, load average at start {load_start})"
     );
     // The managers' and agents' logs, on stderr, only when asked for
@@ -2626,9 +2647,9 @@ fn bench_sim(reps: usize, nodes: usize, pods: usize) -> i32 {
     let mut errors: Vec<String> = Vec::new();
     for i in 1..=reps {
         let outcome = if reps == 1 {
-            sim_in_process(nodes, pods)
+            sim_in_process(setup)
         } else {
-            sim_in_child(nodes, pods)
+            sim_in_child(setup)
         };
         match outcome {
             Ok(r) => {
@@ -2649,7 +2670,7 @@ fn bench_sim(reps: usize, nodes: usize, pods: usize) -> i32 {
     let repetitions: Vec<Value> = done.iter().map(SimRep::to_json).collect();
     let line = json!({
         "bench": "sim",
-        "managers": SIM_MANAGERS,
+        "managers": managers,
         "nodes": nodes,
         "pods": pods,
         "reps": reps,
@@ -2715,10 +2736,12 @@ mod tests {
     #[test]
     fn the_sim_subcommand_parses_its_size() {
         let o = parse_args(&args(&["sim"])).unwrap();
-        assert_eq!(
-            (o.bench, o.nodes, o.pods, o.reps),
-            (Bench::Sim, 1000, 20_000, 3)
-        );
+        let default = SimSetup {
+            managers: 3,
+            nodes: 1000,
+            pods: 20_000,
+        };
+        assert_eq!((o.bench, o.sim, o.reps), (Bench::Sim, default, 3));
         let o = parse_args(&args(&[
             "sim",
             "--nodes",
@@ -2728,7 +2751,13 @@ mod tests {
             "1",
         ]))
         .unwrap();
-        assert_eq!((o.nodes, o.pods, o.reps), (50, 500, 1));
+        assert_eq!(
+            (o.sim.nodes, o.sim.pods, o.sim.managers, o.reps),
+            (50, 500, 3, 1)
+        );
+        let o = parse_args(&args(&["sim", "--managers", "1"])).unwrap();
+        assert_eq!(o.sim.managers, 1);
+        assert!(parse_args(&args(&["sim", "--managers", "0"])).is_none());
         assert!(parse_args(&args(&["sim", "--nodes", "0"])).is_none());
         assert!(parse_args(&args(&["sim", "--pods"])).is_none());
         // --nodes and --pods belong to sim only.
