@@ -508,10 +508,10 @@ impl control_server::Control for ControlApi {
         request: Request<ListPodsRequest>,
     ) -> Result<Response<ListPodsResponse>, Status> {
         let req = request.into_inner();
-        let pods = self
-            .read(|d| -> Result<Vec<PodView>, Status> {
+        let (pods, unplaced) = self
+            .read(|d| -> Result<(Vec<PodView>, Vec<String>), Status> {
                 if external::find(d, &req.service).is_some() {
-                    return Ok(vec![]); // an ExternalName service has no pods
+                    return Ok((vec![], vec![])); // an ExternalName service has no pods
                 }
                 let only = if req.service.is_empty() {
                     None
@@ -543,10 +543,20 @@ impl control_server::Control for ControlApi {
                     };
                     key(a).cmp(&key(b))
                 });
-                Ok(pods)
+                let unplaced = match &only {
+                    Some(id) => d.deployments.get(id).map_or_else(Vec::new, |dep| {
+                        crate::orchestrator::layout::unplaced_global(d, dep)
+                            .into_iter()
+                            .filter(|(n, _)| node.is_empty() || *n == node)
+                            .map(|(n, why)| format!("{}: {why}", nodes::display_name(d, &n)))
+                            .collect()
+                    }),
+                    None => Vec::new(),
+                };
+                Ok((pods, unplaced))
             })
             .await??;
-        Ok(Response::new(ListPodsResponse { pods }))
+        Ok(Response::new(ListPodsResponse { pods, unplaced }))
     }
 
     type ServiceLogsStream = LogStream;

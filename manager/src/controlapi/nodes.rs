@@ -41,6 +41,21 @@ pub fn find_node<'a>(d: &'a StoreData, name: &str) -> Result<&'a Node, Status> {
     }
 }
 
+/// A node as users name it: its hostname and id prefix when the hostname
+/// is known ("web-2 (k3x9e1f0)"), else its id.
+pub fn display_name(d: &StoreData, node_id: &str) -> String {
+    let hostname = d
+        .nodes
+        .get(node_id)
+        .and_then(|n| n.status.as_ref())
+        .map(|s| s.hostname.as_str())
+        .filter(|h| !h.is_empty());
+    match hostname {
+        Some(h) => format!("{h} ({})", &node_id[..node_id.len().min(8)]),
+        None => node_id.to_string(),
+    }
+}
+
 fn is_manager(n: &Node) -> bool {
     n.spec
         .as_ref()

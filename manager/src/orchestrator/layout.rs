@@ -162,6 +162,36 @@ impl Constraints {
     }
 }
 
+/// The nodes a global deployment should have a pod on (ready, active,
+/// meeting its constraints) that have none because the pod does not fit
+/// there, each with the reason ("insufficient memory (...)"), for
+/// `service ps`: the orchestrator skips them until the pod fits.
+pub fn unplaced_global(data: &StoreData, d: &Deployment) -> Vec<(String, String)> {
+    let Some(spec) = d
+        .spec
+        .as_ref()
+        .filter(|s| s.mode() == DeploymentMode::Global)
+    else {
+        return Vec::new();
+    };
+    let template = spec.template.clone().unwrap_or_default();
+    let constraints = Constraints::of(&template);
+    data.nodes
+        .values()
+        .filter(|n| constraints.takes_new_pods(n))
+        .filter(|n| {
+            !data
+                .pods_of_deployment(&d.id)
+                .any(|p| p.node_id == n.id && wanted(p))
+        })
+        .filter_map(|n| {
+            let info = crate::scheduler::node_info(data, &n.id)?;
+            let reason = crate::scheduler::fits(&info, &template, &d.id).err()?;
+            Some((n.id.clone(), reason))
+        })
+        .collect()
+}
+
 fn global<'a>(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a> {
     let template = d
         .spec

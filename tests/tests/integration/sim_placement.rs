@@ -7,8 +7,8 @@ use std::time::Duration;
 use shoal_manager::store::StoreData;
 use shoal_proto::control_server::Control;
 use shoal_proto::{
-    restart_policy::Condition, ContainerSpec, NodeAvailability, Placement, Pod, PodState,
-    RestartPolicy, ServiceSpec, UpdateNodeRequest, UpdateServiceRequest,
+    restart_policy::Condition, ContainerSpec, DeploymentMode, ListPodsRequest, NodeAvailability,
+    Placement, Pod, PodState, RestartPolicy, ServiceSpec, UpdateNodeRequest, UpdateServiceRequest,
 };
 use shoal_tests::cluster::SimCluster;
 use tonic::Request;
@@ -185,5 +185,61 @@ async fn a_returning_node_gets_new_pods_first_and_a_forced_update_rebalances() {
         spread(d, "web") == [3, 3, 3] && wanted(d, "web").len() == 9
     })
     .await;
+    c.stop().await;
+}
+
+/// A global service's pod that does not fit a node is not placed there, and
+/// `service ps` (ListPods) says which node and why; it starts once it fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_pod_that_does_not_fit_a_node_is_explained_and_placed_once_it_fits() {
+    let c = SimCluster::start(2).await;
+    let mut hog = spec("hog", 1);
+    hog.container.as_mut().unwrap().reserve_memory_bytes = 6 * GIB;
+    c.create(hog).await;
+    c.wait("hog running", LONG, |d| {
+        wanted(d, "hog")
+            .iter()
+            .any(|p| shoal_manager::objects::observed(p) == PodState::Running)
+    })
+    .await;
+    let hog_node = c.store.read(|d| wanted(d, "hog")[0].node_id.clone());
+    let free_node = if hog_node == "sim-node-0" {
+        "sim-node-1"
+    } else {
+        "sim-node-0"
+    };
+
+    let mut agent = spec("agent", 0);
+    agent.mode = DeploymentMode::Global as i32;
+    agent.container.as_mut().unwrap().reserve_memory_bytes = 4 * GIB;
+    c.create(agent).await;
+    c.wait("agent on the free node only", LONG, |d| {
+        running_on(d, "agent", free_node) == 1 && wanted(d, "agent").len() == 1
+    })
+    .await;
+    let list = || async {
+        c.api
+            .list_pods(Request::new(ListPodsRequest {
+                service: "agent".into(),
+                ..Default::default()
+            }))
+            .await
+            .expect("list pods")
+            .into_inner()
+    };
+    let hostname = format!("sim{}", &hog_node["sim-node-".len()..]);
+    assert_eq!(
+        list().await.unplaced,
+        vec![format!(
+            "{hostname} (sim-node): insufficient memory (the pod reserves 4 GiB)"
+        )]
+    );
+
+    c.update("hog", |s| s.replicas = 0).await;
+    c.wait("agent on both nodes once hog is gone", LONG, |d| {
+        running_on(d, "agent", &hog_node) == 1 && running_on(d, "agent", free_node) == 1
+    })
+    .await;
+    assert!(list().await.unplaced.is_empty());
     c.stop().await;
 }
