@@ -105,7 +105,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: shoal-bench swarm [--reps N]\n\
          \x20      shoal-bench update [--reps N] [--grace DURATION]\n\
-         \x20      shoal-bench cluster [--reps N] [--attempt-timeout SECS]\n\n\
+         \x20      shoal-bench cluster [--reps N] [--attempt-timeout SECS]\n\
+         \x20      shoal-bench nodeloss [--reps N]\n\n\
          swarm   shoal against Docker Swarm on the local engine: create -> 10/10 running,\n\
          \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions)\n\
          update  shoal against Docker Swarm: rolling update of 30 replicas v1 -> v2 (parallelism 5,\n\
@@ -114,7 +115,9 @@ fn usage() -> ! {
          cluster shoal against Docker Swarm in node containers (each with its own engine): time\n\
          \x20       for a worker and a manager to join, and leader failover with three managers (kill\n\
          \x20       the leader's node -> first successful write; each write attempt with a client\n\
-         \x20       timeout, default 2 s) (default 3 repetitions)\n\n\
+         \x20       timeout, default 2 s) (default 3 repetitions)\n\
+         nodeloss shoal against Docker Swarm in three node containers: 6 replicas, docker kill of a\n\
+         \x20       worker's node -> its replicas running on the other two (default 3 repetitions)\n\n\
          Run it from a release build: cargo run --release -p shoal-tests --bin shoal-bench -- swarm"
     );
     std::process::exit(2)
@@ -126,6 +129,7 @@ enum Bench {
     Swarm,
     Update,
     Cluster,
+    NodeLoss,
 }
 
 /// The command line, parsed.
@@ -161,6 +165,7 @@ fn parse_args(args: &[String]) -> Option<Opts> {
         Some("swarm") => Bench::Swarm,
         Some("update") => Bench::Update,
         Some("cluster") => Bench::Cluster,
+        Some("nodeloss") => Bench::NodeLoss,
         _ => return None,
     };
     let update = bench == Bench::Update;
@@ -205,6 +210,7 @@ fn main() {
         Bench::Update => bench_update(opts.reps, &opts.grace, &shoal),
         Bench::Swarm => bench_swarm(opts.reps, &shoal),
         Bench::Cluster => bench_cluster(opts.reps, opts.attempt_timeout, &shoal),
+        Bench::NodeLoss => bench_nodeloss(opts.reps, &shoal),
     }) {
         Ok(()) => 0,
         Err(_) => 1,
@@ -2182,6 +2188,268 @@ fn bench_cluster(reps: usize, attempt_timeout: u32, shoal: &Path) {
     println!("\n{line}");
 }
 
+// ------------------------------------------------------------ nodeloss
+
+/// Node containers of a `nodeloss` repetition: n1 manages, n2 and n3 work.
+const NODELOSS_NODES: usize = 3;
+/// Replicas of the service spread over the three nodes.
+const NODELOSS_REPLICAS: usize = 6;
+/// Longest wait for the lost replicas to run elsewhere.
+const NODELOSS_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What one `nodeloss` repetition measured for one system.
+#[derive(Debug, Clone, Default)]
+struct NodeLossRep {
+    /// From `docker kill` of n2's container returning to all replicas
+    /// running on n1 and n3.
+    replaced: f64,
+    /// Replicas n2 ran when it was killed.
+    lost: usize,
+    /// Polls of the survivors' engines until then.
+    polls: usize,
+}
+
+/// The label each system puts on a service's containers.
+fn service_label(system: System, service: &str) -> String {
+    match system {
+        System::Shoal => format!("label=io.shoal.service.name={service}"),
+        System::Swarm => format!("label=com.docker.swarm.service.name={service}"),
+    }
+}
+
+/// Running containers of `service` on `node`'s own engine.
+fn running_in(hosts: &Hosts, system: System, node: &str, service: &str) -> Result<usize, String> {
+    let filter = service_label(system, service);
+    let out = node_ok(hosts, node, &["docker", "ps", "-q", "--filter", &filter])?;
+    Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
+}
+
+/// Forms the cluster, creates the service, kills n2 and times until its
+/// replicas run on n1 and n3.
+fn nodeloss_measure(hosts: &Hosts, system: System, image: &str) -> Result<NodeLossRep, String> {
+    let ip1 = hosts.ip("n1").to_string();
+    let replicas = NODELOSS_REPLICAS.to_string();
+    match system {
+        System::Shoal => {
+            node_ok(
+                hosts,
+                "n1",
+                &[
+                    "shoal",
+                    "init",
+                    "--advertise-addr",
+                    &ip1,
+                    "--pod-network-internal",
+                ],
+            )?;
+            let token = node_ok(hosts, "n1", &["shoal", "join-token", "worker", "-q"])?;
+            for n in ["n2", "n3"] {
+                node_ok(
+                    hosts,
+                    n,
+                    &[
+                        "shoal",
+                        "join",
+                        "--token",
+                        token.trim(),
+                        "--pod-network-internal",
+                        &ip1,
+                    ],
+                )?;
+            }
+            node_ok(
+                hosts,
+                "n1",
+                &[
+                    "shoal",
+                    "service",
+                    "create",
+                    "--name",
+                    "web",
+                    "--replicas",
+                    &replicas,
+                    "--stop-grace-period",
+                    "1s",
+                    image,
+                ],
+            )?;
+        }
+        System::Swarm => {
+            node_ok(
+                hosts,
+                "n1",
+                &["docker", "swarm", "init", "--advertise-addr", &ip1],
+            )?;
+            let token = node_ok(
+                hosts,
+                "n1",
+                &["docker", "swarm", "join-token", "-q", "worker"],
+            )?;
+            let addr = format!("{ip1}:2377");
+            for n in ["n2", "n3"] {
+                node_ok(
+                    hosts,
+                    n,
+                    &["docker", "swarm", "join", "--token", token.trim(), &addr],
+                )?;
+            }
+            node_ok(
+                hosts,
+                "n1",
+                &[
+                    "docker",
+                    "service",
+                    "create",
+                    "--name",
+                    "web",
+                    "--replicas",
+                    &replicas,
+                    "--stop-grace-period",
+                    "1s",
+                    "--no-resolve-image",
+                    "--detach=false",
+                    image,
+                ],
+            )?;
+        }
+    }
+    let lost = running_in(hosts, system, "n2", "web")?;
+    if lost == 0 {
+        return Err(format!("{}: n2 runs no replica of web", system.name()));
+    }
+    // Heartbeats and gossip settle, as on a cluster in use.
+    std::thread::sleep(Duration::from_secs(3));
+    must(&mut docker(&["kill", &hosts.node("n2").container]))
+        .map_err(|e| format!("docker kill of n2: {e}"))?;
+    let t0 = Instant::now();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let n = running_in(hosts, system, "n1", "web")? + running_in(hosts, system, "n3", "web")?;
+        if n >= NODELOSS_REPLICAS {
+            return Ok(NodeLossRep {
+                replaced: secs(t0.elapsed()),
+                lost,
+                polls,
+            });
+        }
+        if t0.elapsed() > NODELOSS_TIMEOUT {
+            return Err(format!(
+                "{}: {n} of {NODELOSS_REPLICAS} replicas on n1 and n3 {NODELOSS_TIMEOUT:?} after n2 was killed",
+                system.name()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One repetition of one system in fresh node containers (removed by
+/// Hosts' Drop, Swarm left first by SwarmNodes' Drop).
+fn nodeloss_rep(system: System, image: &str) -> Result<NodeLossRep, String> {
+    let hosts = Hosts::builder(NODELOSS_NODES).image(image).start();
+    *CLUSTER_HOSTS.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+        hosts.nodes().iter().map(|n| n.container.clone()).collect(),
+        hosts.network.clone(),
+        system == System::Swarm,
+    ));
+    let result = {
+        let _swarm = (system == System::Swarm).then(|| SwarmNodes(&hosts));
+        nodeloss_measure(&hosts, system, image)
+    };
+    CLUSTER_HOSTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    drop(hosts);
+    result
+}
+
+fn bench_nodeloss(reps: usize, shoal: &Path) {
+    let (env, profile) = header(&format!("nodeloss: {reps} repetitions"), shoal);
+    let image = shoal_tests::images::web_image("v1");
+    println!(
+        "three node containers per system and repetition (n1 manager, n2 and n3 workers), {NODELOSS_REPLICAS} replicas\n\
+         of {image} with --stop-grace-period 1s; docker kill of n2's container, then the survivors' engines\n\
+         polled every 100 ms until {NODELOSS_REPLICAS} replicas run on n1 and n3\n"
+    );
+    let mut done: [Vec<NodeLossRep>; 2] = [Vec::new(), Vec::new()];
+    let mut errors: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    for i in 1..=reps {
+        // Alternate the order: neither system always runs on a warmer machine.
+        let order = if i % 2 == 1 {
+            [System::Shoal, System::Swarm]
+        } else {
+            [System::Swarm, System::Shoal]
+        };
+        for system in order {
+            let k = (system == System::Swarm) as usize;
+            let img = image.clone();
+            match guarded(move || nodeloss_rep(system, &img)) {
+                Ok(r) => {
+                    println!(
+                        "rep {i} {}: {} replicas of n2 running elsewhere {:.2} s after the kill ({} polls) [load {}]",
+                        system.name(),
+                        r.lost,
+                        r.replaced,
+                        r.polls,
+                        loadavg()
+                    );
+                    done[k].push(r);
+                }
+                Err(e) => {
+                    println!("rep {i} {}: FAILED: {e}", system.name());
+                    errors[k].push(e);
+                }
+            }
+        }
+    }
+    let figures = |reps: &[NodeLossRep]| reps.iter().map(|r| r.replaced).collect::<Vec<_>>();
+    let (a, b) = (median(&figures(&done[0])), median(&figures(&done[1])));
+    let ratio = match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} s"));
+    println!(
+        "\nmedians of {} shoal and {} Swarm repetitions (of {reps}):\n",
+        done[0].len(),
+        done[1].len()
+    );
+    println!(
+        "{:<30} {:>11} {:>11} {:>12}",
+        "FIGURE", "SHOAL", "SWARM", "SHOAL/SWARM"
+    );
+    println!(
+        "{:<30} {:>11} {:>11} {:>12}",
+        "node killed -> replicas back",
+        show(a),
+        show(b),
+        ratio.map_or("-".to_string(), |r| format!("{r:.2}"))
+    );
+    for (k, system) in [System::Shoal, System::Swarm].into_iter().enumerate() {
+        for e in &errors[k] {
+            println!("\n{}: {e}", system.name());
+        }
+    }
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    let line = json!({
+        "bench": "nodeloss",
+        "reps": reps,
+        "load_end": loadavg(),
+        "shoal_profile": profile,
+        "machine": env,
+        "replicas": NODELOSS_REPLICAS,
+        "shoal_replaced_s": a.map(round),
+        "swarm_replaced_s": b.map(round),
+        "ratio_shoal_over_swarm": ratio.map(round),
+        "shoal_reps_s": figures(&done[0]).into_iter().map(round).collect::<Vec<_>>(),
+        "swarm_reps_s": figures(&done[1]).into_iter().map(round).collect::<Vec<_>>(),
+        "shoal_errors": errors[0],
+        "swarm_errors": errors[1],
+    });
+    println!("\n{line}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2214,6 +2482,8 @@ mod tests {
         );
         assert!(parse_args(&args(&["update", "--grace", "1m"])).is_none());
         assert_eq!(parse_args(&args(&["swarm"])).unwrap().bench, Bench::Swarm);
+        let o = parse_args(&args(&["nodeloss", "--reps", "2"])).unwrap();
+        assert_eq!((o.bench, o.reps), (Bench::NodeLoss, 2));
     }
 
     #[test]
