@@ -153,13 +153,20 @@ pub fn remove(
             node.id, node.id
         )));
     }
-    let ready = node
+    // A Disconnected node is alive too (gossip hears it).
+    let alive = node
         .status
         .as_ref()
-        .is_some_and(|s| s.state() == NodeState::Ready);
-    if ready && !force {
+        .map(|s| s.state())
+        .filter(|s| matches!(s, NodeState::Ready | NodeState::Disconnected));
+    if let (Some(state), false) = (alive, force) {
+        let state = if state == NodeState::Ready {
+            "Ready"
+        } else {
+            "Disconnected (gossip still hears it)"
+        };
         return Err(Status::failed_precondition(format!(
-            "node {hostname} ({}) is Ready: stop it (shoal leave on it) or use --force",
+            "node {hostname} ({}) is {state}: stop it (shoal leave on it) or use --force",
             node.id
         )));
     }
