@@ -61,6 +61,10 @@ pub const HEALTH_START_PERIOD_MS: u64 = 0;
 pub const HEARTBEAT_PERIOD_MS: u64 = 1_000;
 /// Missed heartbeat periods before a node is marked down.
 pub const HEARTBEAT_MISSES_BEFORE_DOWN: u64 = 5;
+/// How often the leader looks for nodes whose heartbeats stopped: a
+/// fraction of the period, so a dead node is marked Down close to the
+/// expiry rather than up to a period after it.
+pub const NODE_MONITOR_TICK_MS: u64 = 250;
 /// A node without heartbeats that gossip still hears is Disconnected, not
 /// Down (a one-way loss between it and the leader); past this it is marked
 /// Down anyway: its pods then run elsewhere.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use shoal_proto::defaults::{
     GOSSIP_KEY_ROTATION_MS, GOSSIP_KEY_STEP_WAIT_MS, HEARTBEAT_MISSES_BEFORE_DOWN,
-    HEARTBEAT_PERIOD_MS,
+    HEARTBEAT_PERIOD_MS, NODE_MONITOR_TICK_MS,
 };
 use shoal_proto::dispatcher_server::{self, DispatcherServer};
 use shoal_proto::{
@@ -238,7 +238,7 @@ impl Dispatcher {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(HEARTBEAT_PERIOD_MS)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(NODE_MONITOR_TICK_MS)) => {}
             }
             if started.elapsed() < expiry {
                 continue;
