@@ -199,7 +199,7 @@ fn drain_slot(
         DrainState::Waiting => {
             if *budget > 0 {
                 *budget -= 1;
-                let attempt = live().last().map_or(0, |p| p.attempt + 1);
+                let attempt = live().next_back().map_or(0, |p| p.attempt + 1);
                 out.mutations
                     .push(put(layout.new_pod(d, rs_id, slot, attempt, now, now), 0));
             }

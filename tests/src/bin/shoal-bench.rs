@@ -1856,6 +1856,69 @@ fn leader_events(log: &str, t0: u128) -> String {
     }
 }
 
+/// A cluster just created on n1: its address and join tokens.
+struct FirstNode {
+    ip: String,
+    worker_token: String,
+    manager_token: String,
+}
+
+impl FirstNode {
+    /// The join command for a node with `role`'s token (worker or manager).
+    fn join(&self, system: System, role: &str) -> Vec<String> {
+        let token = if role == "worker" {
+            &self.worker_token
+        } else {
+            &self.manager_token
+        };
+        let manager = format!("{}:2377", self.ip);
+        let args: Vec<&str> = match system {
+            System::Shoal => vec![
+                "shoal",
+                "join",
+                "--token",
+                token,
+                "--pod-network-internal",
+                &self.ip,
+            ],
+            System::Swarm => vec!["docker", "swarm", "join", "--token", token, &manager],
+        };
+        args.into_iter().map(String::from).collect()
+    }
+}
+
+/// `shoal init` / `docker swarm init` on n1, advertising its address; the
+/// join tokens of both roles.
+fn init_first(hosts: &Hosts, system: System) -> Result<FirstNode, String> {
+    let ip = hosts.ip("n1").to_string();
+    /// A role's `join-token -q` command.
+    type TokenCommand = fn(&'static str) -> Vec<&'static str>;
+    let (init, token): (Vec<&str>, TokenCommand) = match system {
+        System::Shoal => (
+            vec![
+                "shoal",
+                "init",
+                "--advertise-addr",
+                &ip,
+                "--pod-network-internal",
+            ],
+            |role| vec!["shoal", "join-token", role, "-q"],
+        ),
+        System::Swarm => (
+            vec!["docker", "swarm", "init", "--advertise-addr", &ip],
+            |role| vec!["docker", "swarm", "join-token", "-q", role],
+        ),
+    };
+    node_ok(hosts, "n1", &init)?;
+    let worker_token = node_ok(hosts, "n1", &token("worker"))?.trim().to_string();
+    let manager_token = node_ok(hosts, "n1", &token("manager"))?.trim().to_string();
+    Ok(FirstNode {
+        ip,
+        worker_token,
+        manager_token,
+    })
+}
+
 /// Puts the cluster together, times the joins, then the failover.
 fn cluster_measure(
     hosts: &Hosts,
@@ -1864,68 +1927,14 @@ fn cluster_measure(
     attempt_timeout: u32,
 ) -> Result<ClusterRep, String> {
     let mut rep = ClusterRep::default();
-    let ip1 = hosts.ip("n1").to_string();
-    let manager_addr = format!("{ip1}:2377");
-    let (worker_token, manager_token) = match system {
-        System::Shoal => {
-            node_ok(
-                hosts,
-                "n1",
-                &[
-                    "shoal",
-                    "init",
-                    "--advertise-addr",
-                    &ip1,
-                    "--pod-network-internal",
-                ],
-            )?;
-            (
-                node_ok(hosts, "n1", &["shoal", "join-token", "worker", "-q"])?,
-                node_ok(hosts, "n1", &["shoal", "join-token", "manager", "-q"])?,
-            )
-        }
-        System::Swarm => {
-            node_ok(
-                hosts,
-                "n1",
-                &["docker", "swarm", "init", "--advertise-addr", &ip1],
-            )?;
-            (
-                node_ok(
-                    hosts,
-                    "n1",
-                    &["docker", "swarm", "join-token", "-q", "worker"],
-                )?,
-                node_ok(
-                    hosts,
-                    "n1",
-                    &["docker", "swarm", "join-token", "-q", "manager"],
-                )?,
-            )
-        }
-    };
-    let (worker_token, manager_token) = (worker_token.trim(), manager_token.trim());
-    let join = |token: &'static str| -> Vec<&str> {
-        let token = if token == "worker" {
-            worker_token
-        } else {
-            manager_token
-        };
-        match system {
-            System::Shoal => vec![
-                "shoal",
-                "join",
-                "--token",
-                token,
-                "--pod-network-internal",
-                &ip1,
-            ],
-            System::Swarm => vec!["docker", "swarm", "join", "--token", token, &manager_addr],
-        }
-    };
-    rep.worker_join = timed_in_node(hosts, "n2", &join("worker"))?;
-    rep.manager_join = timed_in_node(hosts, "n3", &join("manager"))?;
-    node_ok(hosts, "n4", &join("manager"))?;
+    let first = init_first(hosts, system)?;
+    let joins = [first.join(system, "worker"), first.join(system, "manager")];
+    let [worker_join, manager_join] = joins
+        .each_ref()
+        .map(|j| j.iter().map(String::as_str).collect::<Vec<_>>());
+    rep.worker_join = timed_in_node(hosts, "n2", &worker_join)?;
+    rep.manager_join = timed_in_node(hosts, "n3", &manager_join)?;
+    node_ok(hosts, "n4", &manager_join)?;
     wait_managers(hosts, system, "n1", CLUSTER_MANAGERS.len())?;
     std::thread::sleep(CLUSTER_SETTLE);
     let leader = wait_managers(hosts, system, "n1", CLUSTER_MANAGERS.len())?;
@@ -2227,92 +2236,38 @@ fn running_in(hosts: &Hosts, system: System, node: &str, service: &str) -> Resul
 /// Forms the cluster, creates the service, kills n2 and times until its
 /// replicas run on n1 and n3.
 fn nodeloss_measure(hosts: &Hosts, system: System, image: &str) -> Result<NodeLossRep, String> {
-    let ip1 = hosts.ip("n1").to_string();
-    let replicas = NODELOSS_REPLICAS.to_string();
-    match system {
-        System::Shoal => {
-            node_ok(
-                hosts,
-                "n1",
-                &[
-                    "shoal",
-                    "init",
-                    "--advertise-addr",
-                    &ip1,
-                    "--pod-network-internal",
-                ],
-            )?;
-            let token = node_ok(hosts, "n1", &["shoal", "join-token", "worker", "-q"])?;
-            for n in ["n2", "n3"] {
-                node_ok(
-                    hosts,
-                    n,
-                    &[
-                        "shoal",
-                        "join",
-                        "--token",
-                        token.trim(),
-                        "--pod-network-internal",
-                        &ip1,
-                    ],
-                )?;
-            }
-            node_ok(
-                hosts,
-                "n1",
-                &[
-                    "shoal",
-                    "service",
-                    "create",
-                    "--name",
-                    "web",
-                    "--replicas",
-                    &replicas,
-                    "--stop-grace-period",
-                    "1s",
-                    image,
-                ],
-            )?;
-        }
-        System::Swarm => {
-            node_ok(
-                hosts,
-                "n1",
-                &["docker", "swarm", "init", "--advertise-addr", &ip1],
-            )?;
-            let token = node_ok(
-                hosts,
-                "n1",
-                &["docker", "swarm", "join-token", "-q", "worker"],
-            )?;
-            let addr = format!("{ip1}:2377");
-            for n in ["n2", "n3"] {
-                node_ok(
-                    hosts,
-                    n,
-                    &["docker", "swarm", "join", "--token", token.trim(), &addr],
-                )?;
-            }
-            node_ok(
-                hosts,
-                "n1",
-                &[
-                    "docker",
-                    "service",
-                    "create",
-                    "--name",
-                    "web",
-                    "--replicas",
-                    &replicas,
-                    "--stop-grace-period",
-                    "1s",
-                    "--no-resolve-image",
-                    "--detach=false",
-                    image,
-                ],
-            )?;
-        }
+    let first = init_first(hosts, system)?;
+    for n in ["n2", "n3"] {
+        let join = first.join(system, "worker");
+        node_ok(
+            hosts,
+            n,
+            &join.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
     }
+    let replicas = NODELOSS_REPLICAS.to_string();
+    let create: Vec<&str> = match system {
+        System::Shoal => vec!["shoal", "service", "create"],
+        // Swarm: local images only, and wait until converged as shoal does.
+        System::Swarm => vec![
+            "docker",
+            "service",
+            "create",
+            "--no-resolve-image",
+            "--detach=false",
+        ],
+    };
+    let mut create = create;
+    create.extend([
+        "--name",
+        "web",
+        "--replicas",
+        &replicas,
+        "--stop-grace-period",
+        "1s",
+        image,
+    ]);
+    node_ok(hosts, "n1", &create)?;
     let lost = running_in(hosts, system, "n2", "web")?;
     if lost == 0 {
         return Err(format!("{}: n2 runs no replica of web", system.name()));
