@@ -1856,6 +1856,44 @@ fn leader_events(log: &str, t0: u128) -> String {
     }
 }
 
+/// Runs `reps` repetitions of both systems (the order alternating, so
+/// neither always runs on a warmer machine), printing each one's `line`;
+/// the results and errors, shoal's first.
+fn alternate<R>(
+    reps: usize,
+    run: impl Fn(System, usize) -> Result<R, String> + std::panic::RefUnwindSafe,
+    line: impl Fn(&R) -> String,
+) -> ([Vec<R>; 2], [Vec<String>; 2]) {
+    let mut done: [Vec<R>; 2] = [Vec::new(), Vec::new()];
+    let mut errors: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    for i in 1..=reps {
+        let order = if i % 2 == 1 {
+            [System::Shoal, System::Swarm]
+        } else {
+            [System::Swarm, System::Shoal]
+        };
+        for system in order {
+            let k = (system == System::Swarm) as usize;
+            match guarded(|| run(system, i)) {
+                Ok(r) => {
+                    println!(
+                        "rep {i} {}: {} [load {}]",
+                        system.name(),
+                        line(&r),
+                        loadavg()
+                    );
+                    done[k].push(r);
+                }
+                Err(e) => {
+                    println!("rep {i} {}: FAILED: {e}", system.name());
+                    errors[k].push(e);
+                }
+            }
+        }
+    }
+    (done, errors)
+}
+
 /// A cluster just created on n1: its address and join tokens.
 struct FirstNode {
     ip: String,
@@ -2096,34 +2134,11 @@ fn bench_cluster(reps: usize, attempt_timeout: u32, shoal: &Path) {
          the figure runs from docker kill's return to that write's completion\n"
     );
 
-    let mut done: [Vec<ClusterRep>; 2] = [Vec::new(), Vec::new()];
-    let mut errors: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-    for i in 1..=reps {
-        // Alternate the order: neither system always runs on a warmer machine.
-        let order = if i % 2 == 1 {
-            [System::Shoal, System::Swarm]
-        } else {
-            [System::Swarm, System::Shoal]
-        };
-        for system in order {
-            let k = (system == System::Swarm) as usize;
-            match guarded(move || cluster_rep(system, i, attempt_timeout)) {
-                Ok(r) => {
-                    println!(
-                        "rep {i} {}: {} [load {}]",
-                        system.name(),
-                        r.line(),
-                        loadavg()
-                    );
-                    done[k].push(r);
-                }
-                Err(e) => {
-                    println!("rep {i} {}: FAILED: {e}", system.name());
-                    errors[k].push(e);
-                }
-            }
-        }
-    }
+    let (done, errors) = alternate(
+        reps,
+        |system, i| cluster_rep(system, i, attempt_timeout),
+        ClusterRep::line,
+    );
 
     type ClusterField = fn(&ClusterRep) -> f64;
     let rows: [(&str, &str, ClusterField); 3] = [
@@ -2391,38 +2406,16 @@ fn bench_nodeloss(reps: usize, shoal: &Path) {
          polled until {NODELOSS_REPLICAS} replicas run on n1 and n3; the figure runs from docker kill's return to\n\
          the last replacement's start (State.StartedAt on its engine; node containers share the host clock)\n"
     );
-    let mut done: [Vec<NodeLossRep>; 2] = [Vec::new(), Vec::new()];
-    let mut errors: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-    for i in 1..=reps {
-        // Alternate the order: neither system always runs on a warmer machine.
-        let order = if i % 2 == 1 {
-            [System::Shoal, System::Swarm]
-        } else {
-            [System::Swarm, System::Shoal]
-        };
-        for system in order {
-            let k = (system == System::Swarm) as usize;
-            let img = image.clone();
-            match guarded(move || nodeloss_rep(system, &img)) {
-                Ok(r) => {
-                    println!(
-                        "rep {i} {}: {} replicas of n2 started elsewhere {:.2} s after the kill (seen by polling after {:.2} s, {} polls) [load {}]",
-                        system.name(),
-                        r.lost,
-                        r.replaced,
-                        r.polled,
-                        r.polls,
-                        loadavg()
-                    );
-                    done[k].push(r);
-                }
-                Err(e) => {
-                    println!("rep {i} {}: FAILED: {e}", system.name());
-                    errors[k].push(e);
-                }
-            }
-        }
-    }
+    let (done, errors) = alternate(
+        reps,
+        |system, _| nodeloss_rep(system, &image),
+        |r: &NodeLossRep| {
+            format!(
+                "{} replicas of n2 started elsewhere {:.2} s after the kill (seen by polling after {:.2} s, {} polls)",
+                r.lost, r.replaced, r.polled, r.polls
+            )
+        },
+    );
     let figures = |reps: &[NodeLossRep]| reps.iter().map(|r| r.replaced).collect::<Vec<_>>();
     let (a, b) = (median(&figures(&done[0])), median(&figures(&done[1])));
     let ratio = match (a, b) {
