@@ -580,21 +580,26 @@ impl control_server::Control for ControlApi {
 
     async fn list_nodes(
         &self,
-        _: Request<ListNodesRequest>,
+        request: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
+        let only = request.into_inner().node;
         let raft_view = self
             .raft
             .as_ref()
             .map(RaftNode::managers)
             .unwrap_or_default();
         let (nodes, managers) = self
-            .read(|d| {
-                (
-                    d.nodes.values().cloned().collect(),
-                    nodes::manager_statuses(d, &raft_view),
-                )
+            .read(|d| -> Result<_, Status> {
+                let nodes: Vec<Node> = if only.is_empty() {
+                    d.nodes.values().cloned().collect()
+                } else {
+                    vec![nodes::find_node(d, &only)?.clone()]
+                };
+                let mut managers = nodes::manager_statuses(d, &raft_view);
+                managers.retain(|m| nodes.iter().any(|n| n.id == m.node_id));
+                Ok((nodes, managers))
             })
-            .await?;
+            .await??;
         Ok(Response::new(ListNodesResponse { nodes, managers }))
     }
 

@@ -82,6 +82,23 @@ fn gossip_keeps_one_way_loss_from_downing_a_node_and_rotates_keys_without_a_down
     let mut all = ids.clone();
     all.sort();
 
+    // `node inspect` resolves names on the manager, as every node command.
+    let inspect = |name: &str| -> Value {
+        let out = hosts.shoal("n1", &["node", "inspect", name]).ok();
+        serde_json::from_str(&out.stdout).expect("node inspect json")
+    };
+    let worker = inspect(&ids[1][..8]);
+    assert_eq!(worker["Node"]["id"], ids[1].as_str());
+    assert!(worker["ManagerStatus"].is_null(), "{worker}");
+    let leader = inspect(&ids[0]);
+    assert_eq!(leader["Node"]["id"], ids[0].as_str());
+    assert!(!leader["ManagerStatus"].is_null(), "{leader}");
+    let missing = hosts.shoal("n1", &["node", "inspect", "no-such-node"]);
+    assert!(
+        !missing.success() && missing.stderr.contains("not found"),
+        "{missing}"
+    );
+
     // Every node's gossip sees the three of them.
     for n in ["n1", "n2", "n3"] {
         wait_for(
