@@ -36,6 +36,9 @@ pub struct PodController {
     assignment: Assignment,
     pod: PodRef,
     status: PodStatus,
+    /// Another pod of the same slot on this node is still being stopped:
+    /// this one waits in Ready (stop-first), set by the agent ([`Self::hold`]).
+    held: bool,
 }
 
 impl PodController {
@@ -51,7 +54,15 @@ impl PodController {
             pod: PodRef::of(&assignment),
             assignment,
             status,
+            held: false,
         }
+    }
+
+    /// Holds the pod before starting (or lets it go): its container is
+    /// created, but it starts only once the other pod of its slot that is
+    /// being stopped has stopped, as stop-first promises.
+    pub fn hold(&mut self, held: bool) {
+        self.held = held;
     }
 
     /// A newer version of the assignment (desired state, not_before). The
@@ -159,11 +170,11 @@ impl PodController {
         }
     }
 
-    /// Ready: start when the pod is wanted running and its restart delay
-    /// (`not_before`) has passed.
+    /// Ready: start when the pod is wanted running, its restart delay
+    /// (`not_before`) has passed and it is not held.
     fn ready(&mut self) -> Result<Step, ExecError> {
         let not_before = self.assignment.pod.as_ref().map_or(0, |p| p.not_before);
-        if self.desired() < PodState::Running || now_ms() < not_before {
+        if self.held || self.desired() < PodState::Running || now_ms() < not_before {
             return Ok(Step::Wait);
         }
         self.transition(PodState::Starting, "starting");
@@ -663,5 +674,32 @@ mod tests {
             step(&mut ctl, &exec).await,
             (PodState::Starting, Step::Progressed)
         );
+    }
+
+    #[tokio::test]
+    async fn a_held_pod_is_created_but_starts_only_when_let_go() {
+        let exec = FakeExecutor::default();
+        let mut ctl = PodController::new(assignment(PodState::Running));
+        ctl.hold(true);
+        for _ in 0..3 {
+            ctl.step(&exec).await.unwrap();
+        }
+        assert_eq!(ctl.status().state(), PodState::Ready);
+        assert_eq!(step(&mut ctl, &exec).await, (PodState::Ready, Step::Wait));
+        assert_eq!(
+            exec.calls(),
+            vec!["prepare", "create"],
+            "created, not started"
+        );
+        ctl.hold(false);
+        assert_eq!(
+            step(&mut ctl, &exec).await,
+            (PodState::Starting, Step::Progressed)
+        );
+        assert_eq!(
+            step(&mut ctl, &exec).await,
+            (PodState::Running, Step::Progressed)
+        );
+        assert_eq!(exec.calls(), vec!["prepare", "create", "start"]);
     }
 }
