@@ -173,6 +173,8 @@ impl SimCluster {
                 }),
                 on_managers: None,
                 on_role: None,
+                // Sim nodes do not gossip: sessions alone say who is up.
+                gossip: None,
             };
             let config = AgentConfig {
                 node_id: node_id.clone(),

@@ -16,6 +16,7 @@ fn state(n: &shoal_proto::Node) -> &'static str {
     match n.status.as_ref().map(|s| s.state()) {
         Some(NodeState::Ready) => "Ready",
         Some(NodeState::Down) => "Down",
+        Some(NodeState::Disconnected) => "Disconnected",
         _ => "Unknown",
     }
 }

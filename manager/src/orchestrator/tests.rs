@@ -322,9 +322,10 @@ fn pods_of_a_node_that_goes_down_are_replaced_at_once_and_the_old_ones_shut_down
 }
 
 #[test]
-fn draining_a_node_moves_its_pods_but_pausing_keeps_them() {
+fn draining_a_node_moves_its_pods_a_batch_at_a_time_but_pausing_keeps_them() {
     let f = Fixture::new();
     f.ready_node("n1");
+    f.ready_node("n2");
     let d = f.deployment("web", 2, policy(Condition::Any, 0, 0));
     settle(&f, 1_000);
     place_all(&f, &d, "n1");
@@ -336,18 +337,59 @@ fn draining_a_node_moves_its_pods_but_pausing_keeps_them() {
     f.edit_node("n1", |n| {
         n.spec.as_mut().unwrap().availability = shoal_proto::NodeAvailability::Drain as i32
     });
+    let on = |node: &str| {
+        f.pods(&d)
+            .into_iter()
+            .filter(|p| wanted(p) && p.node_id == node)
+            .collect::<Vec<_>>()
+    };
+    // Parallelism 1 (the default): one replacement at a time, started
+    // before its old pod stops.
     settle(&f, 3_000);
+    assert_eq!(on("").len(), 1, "one replacement: {:?}", f.pods(&d));
+    assert_eq!(on("n1").len(), 2, "the old pods keep serving");
+    place_all(&f, &d, "n2");
+    settle(&f, 3_500);
+    assert_eq!(on("n1").len(), 2, "not before the replacement is ready");
+    assert!(on("").is_empty(), "no second replacement yet");
+    let first = on("n2").pop().unwrap();
+    f.report(&first.id, PodState::Running);
+    settle(&f, 4_000);
+    assert_eq!(on("n1").len(), 1, "the first old pod stopped once replaced");
+    assert_eq!(on("").len(), 1, "then the next replacement");
+    place_all(&f, &d, "n2");
+    for p in on("n2") {
+        f.report(&p.id, PodState::Running);
+    }
+    settle(&f, 5_000);
+    assert!(on("n1").is_empty());
+    assert_eq!(on("n2").len(), 2);
+    assert!(f
+        .pods(&d)
+        .iter()
+        .filter(|p| p.node_id == "n1")
+        .all(|p| p.desired_state() == PodState::Shutdown));
+}
+
+#[test]
+fn a_down_node_loses_its_pods_at_once() {
+    let f = Fixture::new();
+    f.ready_node("n1");
+    let d = f.deployment("web", 3, policy(Condition::Any, 0, 0));
+    settle(&f, 1_000);
+    place_all(&f, &d, "n1");
+    f.edit_node("n1", |n| {
+        n.status.as_mut().unwrap().state = shoal_proto::NodeState::Down as i32
+    });
+    settle(&f, 2_000);
     let pods = f.pods(&d);
     assert_eq!(
         pods.iter()
             .filter(|p| wanted(p) && p.node_id.is_empty())
             .count(),
-        2
+        3,
+        "all replaced at once, whatever the parallelism"
     );
-    assert!(pods
-        .iter()
-        .filter(|p| p.node_id == "n1")
-        .all(|p| p.desired_state() == PodState::Shutdown));
 }
 
 #[test]
