@@ -8,18 +8,31 @@
 //! Two cases:
 //! - a new pod that may start now goes where the scheduler would put it;
 //!   one that no node takes is left unassigned, and the scheduler writes it
-//!   Pending with the explanation, as before;
+//!   Pending with the explanation, as before. Pods that compete with others
+//!   for what a node has (reservations, host-mode ports, a maximum per node)
+//!   are left to the scheduler too: it is the one writer that hands those
+//!   out, since two controllers placing at the same moment could both give
+//!   away the last of a node's memory or the same port;
 //! - the replacement of a pod in a stop-first rolling update goes on the
 //!   old pod's node, in the write that shuts the old pod down, when that node
 //!   takes it once the old pod is gone. The node holds it (created, not
 //!   started) until the old container has stopped (worker/src/agent/pods.rs),
 //!   so stop-first still means stop first, but the container is created
 //!   during the old one's grace period and started the moment it is gone,
-//!   with no round trip through the managers in between.
+//!   with no round trip through the managers in between. The old pod's
+//!   reservations and ports pass to its replacement in that one write, so
+//!   the scheduler never sees them free; a replacement that claims more than
+//!   the old pod held waits for the old pod to stop and goes through the
+//!   scheduler, as before.
 
-use shoal_proto::{mutation, object, Mutation, Pod, PodState, PodStatus, PodTemplate};
+use std::collections::BTreeSet;
+
+use shoal_proto::{
+    mutation, object, port_config::PublishMode, Mutation, Pod, PodState, PodStatus, PodTemplate,
+};
 
 use crate::objects::observed;
+use crate::scheduler::filter::reservation;
 use crate::scheduler::{assign, Placer};
 use crate::store::StoreData;
 
@@ -56,6 +69,9 @@ impl<'a> Placement<'a> {
         }
         let template = self.template(&new)?;
         let old_template = self.template(old);
+        if !claims_within(template, old_template) {
+            return None;
+        }
         let data = self.data;
         let placer = self.placer.get_or_insert_with(|| Placer::new(data));
         let node = placer.place_instead_of(template, &new.deployment_id, old, old_template)?;
@@ -80,7 +96,7 @@ impl<'a> Placement<'a> {
             if !unplaced {
                 continue;
             }
-            let Some(template) = self.template(pod) else {
+            let Some(template) = self.template(pod).filter(|t| !contends(t)) else {
                 continue;
             };
             let data = self.data;
@@ -104,4 +120,35 @@ fn created_pod(m: &mut Mutation) -> Option<&mut Pod> {
         },
         _ => None,
     }
+}
+
+/// The host-mode ports a pod of `template` binds on its node.
+fn host_ports(template: &PodTemplate) -> BTreeSet<u32> {
+    template
+        .host_ports
+        .iter()
+        .filter(|p| p.publish_mode() == PublishMode::Host && p.published_port != 0)
+        .map(|p| p.published_port)
+        .collect()
+}
+
+/// Whether pods of `template` compete with other pods for what a node has:
+/// reservations, host-mode ports, a maximum per node.
+fn contends(template: &PodTemplate) -> bool {
+    let (cpus, memory) = reservation(template);
+    let max_per_node = template
+        .placement
+        .as_ref()
+        .is_some_and(|p| p.max_replicas_per_node > 0);
+    cpus > 0 || memory > 0 || max_per_node || !host_ports(template).is_empty()
+}
+
+/// Whether a pod of `new` claims nothing on its node beyond what the pod of
+/// `old` it replaces held there (one pod out, one in, so a maximum per node
+/// is unchanged).
+fn claims_within(new: &PodTemplate, old: Option<&PodTemplate>) -> bool {
+    let (cpus, memory) = reservation(new);
+    let (old_cpus, old_memory) = old.map_or((0, 0), reservation);
+    let old_ports = old.map(host_ports).unwrap_or_default();
+    cpus <= old_cpus && memory <= old_memory && host_ports(new).is_subset(&old_ports)
 }

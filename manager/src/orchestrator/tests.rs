@@ -324,11 +324,11 @@ fn pods_of_a_node_that_goes_down_are_replaced_at_once_and_the_old_ones_shut_down
 #[test]
 fn draining_a_node_moves_its_pods_a_batch_at_a_time_but_pausing_keeps_them() {
     let f = Fixture::new();
-    f.ready_node("n1");
-    f.ready_node("n2");
     let d = f.deployment("web", 2, policy(Condition::Any, 0, 0));
     settle(&f, 1_000);
     place_all(&f, &d, "n1");
+    f.ready_node("n1");
+    f.ready_node("n2");
     f.edit_node("n1", |n| {
         n.spec.as_mut().unwrap().availability = shoal_proto::NodeAvailability::Pause as i32
     });
@@ -343,21 +343,19 @@ fn draining_a_node_moves_its_pods_a_batch_at_a_time_but_pausing_keeps_them() {
             .filter(|p| wanted(p) && p.node_id == node)
             .collect::<Vec<_>>()
     };
-    // Parallelism 1 (the default): one replacement at a time, started
-    // before its old pod stops.
+    // Parallelism 1 (the default): one replacement at a time (placed on n2
+    // in the write that creates it), started before its old pod stops.
     settle(&f, 3_000);
-    assert_eq!(on("").len(), 1, "one replacement: {:?}", f.pods(&d));
+    assert_eq!(on("n2").len(), 1, "one replacement: {:?}", f.pods(&d));
     assert_eq!(on("n1").len(), 2, "the old pods keep serving");
-    place_all(&f, &d, "n2");
     settle(&f, 3_500);
     assert_eq!(on("n1").len(), 2, "not before the replacement is ready");
-    assert!(on("").is_empty(), "no second replacement yet");
+    assert_eq!(on("n2").len(), 1, "no second replacement yet");
     let first = on("n2").pop().unwrap();
     f.report(&first.id, PodState::Running);
     settle(&f, 4_000);
     assert_eq!(on("n1").len(), 1, "the first old pod stopped once replaced");
-    assert_eq!(on("").len(), 1, "then the next replacement");
-    place_all(&f, &d, "n2");
+    assert_eq!(on("n2").len(), 2, "then the next replacement");
     for p in on("n2") {
         f.report(&p.id, PodState::Running);
     }
@@ -508,4 +506,27 @@ fn a_pod_restarting_after_a_delay_is_left_to_the_scheduler() {
         next.node_id.is_empty(),
         "the scheduler places it when the delay ends"
     );
+}
+
+#[test]
+fn a_new_pod_that_reserves_resources_is_left_to_the_scheduler() {
+    // The scheduler is the one writer that hands out reservations, host
+    // ports and per-node maximums: two controllers placing at once could
+    // both give away the same memory.
+    let f = Fixture::new();
+    f.ready_node("n1");
+    let d = f.deployment("db", 1, policy(Condition::Any, 0, 0));
+    let mut rs = f.store.read(|s| s.replica_sets["rs-db-1"].clone());
+    let v = crate::objects::version(&rs.meta);
+    rs.template
+        .as_mut()
+        .unwrap()
+        .container
+        .as_mut()
+        .unwrap()
+        .reserve_memory_bytes = 64 << 20;
+    f.apply(vec![crate::store::put(rs, v)]);
+    settle(&f, 1_000);
+    let pod = f.pods(&d).remove(0);
+    assert!(pod.node_id.is_empty(), "{pod:?}");
 }

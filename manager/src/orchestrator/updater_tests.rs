@@ -540,3 +540,30 @@ fn the_old_pods_host_port_and_reservation_are_freed_for_its_replacement() {
         "the old pod's port and memory count as freed"
     );
 }
+
+#[test]
+fn a_replacement_that_claims_more_than_the_old_pod_waits_for_it_to_stop() {
+    let sim = Sim::on_ready_node(1, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    sim.f.edit_node("n1", |n| {
+        n.status.as_mut().unwrap().resources = Some(shoal_proto::NodeResources {
+            nano_cpus: 2_000_000_000,
+            memory_bytes: 1 << 30,
+        })
+    });
+    // The new revision reserves memory the old one did not: the scheduler,
+    // the one writer of reservations, places it once the old pod stopped.
+    let d = sim.f.store.read(|s| s.deployments[&sim.dep].clone());
+    let mut spec = sim
+        .f
+        .store
+        .read(|s| spec_of(&d, s.service_of_deployment(&d.id)));
+    spec.container.as_mut().unwrap().reserve_memory_bytes = 64 << 20;
+    let m = sim
+        .f
+        .store
+        .read(|s| rollout::update(s, &d, spec, false, sim.now))
+        .unwrap();
+    sim.f.apply(m);
+    let (created, stopped) = sim.pass();
+    assert_eq!((created.len(), stopped.len()), (0, 1));
+}
