@@ -15,7 +15,10 @@
 //!   away the last of a node's memory or the same port;
 //! - the replacement of a pod in a stop-first rolling update goes on the
 //!   old pod's node, in the write that shuts the old pod down, when that node
-//!   takes it once the old pod is gone. The node holds it (created, not
+//!   is the one the scheduler would choose once the old pod is gone (it
+//!   passes the filters and the spread prefers it; otherwise, say after a
+//!   node joined, the replacement is scheduled afresh, so a forced update
+//!   still rebalances). The node holds it (created, not
 //!   started) until the old container has stopped (worker/src/agent/pods.rs),
 //!   so stop-first still means stop first, but the container is created
 //!   during the old one's grace period and started the moment it is gone,
@@ -56,9 +59,9 @@ impl<'a> Placement<'a> {
     }
 
     /// `new`, placed on the node of `old` (the pod it replaces, being shut
-    /// down in the same write) if that node passes every filter without
-    /// `old`; None when it does not, or when `old` is not on a node: then the
-    /// replacement is created the usual way once `old` has stopped.
+    /// down in the same write) if that node is the scheduler's choice once
+    /// `old` is gone; None when it is not, or when `old` is not on a node:
+    /// then the replacement is created the usual way once `old` has stopped.
     pub fn instead_of(&mut self, mut new: Pod, old: &Pod, now: i64) -> Option<Pod> {
         if old.node_id.is_empty() || observed(old).is_terminal() {
             return None;

@@ -567,3 +567,22 @@ fn a_replacement_that_claims_more_than_the_old_pod_waits_for_it_to_stop() {
     let (created, stopped) = sim.pass();
     assert_eq!((created.len(), stopped.len()), (0, 1));
 }
+
+#[test]
+fn a_replacement_goes_where_the_spread_wants_it_so_a_forced_update_rebalances() {
+    let mut sim = Sim::on_ready_node(2, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    // A node joins: the spread prefers it for the next pod of the service.
+    sim.f.ready_node("n2");
+    sim.update_image("img:v2");
+    let (created, stopped) = sim.pass();
+    assert_eq!((created.len(), stopped.len()), (0, 1), "not kept on n1");
+    sim.f.report(&stopped[0].id, PodState::Shutdown);
+    let (created, _) = sim.pass();
+    assert_eq!(
+        created
+            .iter()
+            .map(|p| p.node_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["n2"]
+    );
+}

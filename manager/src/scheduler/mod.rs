@@ -251,6 +251,15 @@ impl Placer {
     /// and counts the pod there. The error says why no node fits, worded for
     /// `service ps` ("no suitable node (2 nodes not ready)").
     pub fn place(&mut self, template: &PodTemplate, deployment_id: &str) -> Result<&Node, String> {
+        let ni = self.choose(template, deployment_id)?;
+        let info = &mut self.nodes[ni];
+        info.place(deployment_id, Some(template));
+        Ok(&info.node)
+    }
+
+    /// The node the filters and the spread choose for one more pod, as an
+    /// index into `nodes`, without counting it; or why none fits.
+    fn choose(&mut self, template: &PodTemplate, deployment_id: &str) -> Result<usize, String> {
         let filters = &mut self.filters;
         let active: Vec<usize> = (0..filters.len())
             .filter(|&i| filters[i].applies(template, deployment_id))
@@ -267,21 +276,17 @@ impl Placer {
             .placement
             .as_ref()
             .map_or(&[][..], |p| p.spread.as_slice());
-        match pick(&self.nodes, &eligible, deployment_id, spread) {
-            Some(ni) => {
-                let info = &mut self.nodes[ni];
-                info.place(deployment_id, Some(template));
-                Ok(&info.node)
-            }
-            None => Err(explain(filters, &rejected_by, self.nodes.len())),
-        }
+        pick(&self.nodes, &eligible, deployment_id, spread)
+            .ok_or_else(|| explain(filters, &rejected_by, self.nodes.len()))
     }
 
     /// Places one more pod of `template` on the node of `leaving`, the pod
-    /// it replaces there (a stop-first rolling update), if that node passes
-    /// every filter once `leaving` (of `leaving_template`) is gone from it.
-    /// Then `leaving` no longer counts on the node and the new pod does;
-    /// otherwise nothing changes and the answer is None.
+    /// it replaces there (a stop-first rolling update), if that node is the
+    /// one the filters and the spread choose once `leaving` (of
+    /// `leaving_template`) is gone from it. Then `leaving` no longer counts on
+    /// the node and the new pod does; otherwise nothing changes and the
+    /// answer is None (so a forced update still rebalances a service over
+    /// nodes that joined or came back, as in Swarm).
     pub fn place_instead_of(
         &mut self,
         template: &PodTemplate,
@@ -289,25 +294,21 @@ impl Placer {
         leaving: &Pod,
         leaving_template: Option<&PodTemplate>,
     ) -> Option<&Node> {
-        let ni = self
+        let at = self
             .nodes
             .iter()
             .position(|n| n.node.id == leaving.node_id)?;
-        let info = &mut self.nodes[ni];
         let counted = occupies(leaving);
         if counted {
-            info.unplace(&leaving.deployment_id, leaving_template);
+            self.nodes[at].unplace(&leaving.deployment_id, leaving_template);
         }
-        let fits = self.filters.iter_mut().all(|f| {
-            let applies = f.applies(template, deployment_id);
-            !applies || f.check(info)
-        });
-        if fits {
+        if self.choose(template, deployment_id) == Ok(at) {
+            let info = &mut self.nodes[at];
             info.place(deployment_id, Some(template));
             return Some(&info.node);
         }
         if counted {
-            info.place(&leaving.deployment_id, leaving_template);
+            self.nodes[at].place(&leaving.deployment_id, leaving_template);
         }
         None
     }
