@@ -12,6 +12,7 @@ use shoal_proto::{
 };
 
 use super::layout::Layout;
+use super::placement::Placement;
 use super::restart::{decide, RestartDecision};
 use super::updater;
 use crate::ids::new_id;
@@ -33,9 +34,11 @@ impl Reconciliation {
     }
 }
 
-/// Computes the pass over every deployment and orphaned pod.
+/// Computes the pass over every deployment and orphaned pod. The pods it
+/// creates come already placed when a node takes them ([`Placement`]).
 pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
     let mut out = Reconciliation::default();
+    let mut placement = Placement::new(data);
     let mut by_deployment: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in data.pods.values() {
         by_deployment
@@ -58,7 +61,7 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
             .as_ref()
             .and_then(|s| data.replica_sets.get(&s.previous_replica_set_id))
             .and_then(|rs| rs.template.as_ref());
-        reconcile_deployment(d, previous, &layout, now, &mut out);
+        reconcile_deployment(d, previous, &layout, &mut placement, now, &mut out);
         trim_revisions(data, d, &mut out);
     }
 
@@ -83,6 +86,7 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
             ));
         }
     }
+    placement.place_new(&mut out.mutations, now);
     out
 }
 
@@ -90,6 +94,7 @@ fn reconcile_deployment(
     d: &Deployment,
     previous_template: Option<&shoal_proto::PodTemplate>,
     layout: &Layout,
+    placement: &mut Placement,
     now: i64,
     out: &mut Reconciliation,
 ) {
@@ -145,7 +150,7 @@ fn reconcile_deployment(
             remove_pod(p, now, out);
         }
     }
-    updater::step(d, previous_template, layout, &settled, now, out);
+    updater::step(d, previous_template, layout, &settled, placement, now, out);
 }
 
 /// Where a slot stands in moving off a drained node.
