@@ -59,6 +59,8 @@ pub enum Command {
     Get(GetArgs),
     /// Show (or rotate) the command that adds a worker or a manager
     JoinToken(JoinTokenArgs),
+    /// Show (or rotate) the key that seals gossip between nodes (ids only, never the key)
+    GossipKey(GossipKeyArgs),
     /// Cluster certificate authority: client certificates for remote use
     #[command(subcommand)]
     Ca(CaCommand),
@@ -99,6 +101,9 @@ pub struct InitArgs {
     /// Create the pod network with --internal (no route out of the host)
     #[arg(long)]
     pub pod_network_internal: bool,
+    /// UDP port for gossip (liveness hints, sealed with the cluster's gossip key); 0: no gossip
+    #[arg(long, default_value_t = d::GOSSIP_PORT)]
+    pub gossip_port: u16,
     /// On a surviving manager after the others are lost for good: make a new one-manager
     /// cluster from this node's state (the daemon is stopped and restarted; the node keeps its
     /// addresses, other flags but --data-dir and --socket are not used); the other managers are
@@ -126,6 +131,9 @@ pub struct JoinArgs {
     /// Create the pod network with --internal (no route out of the host)
     #[arg(long)]
     pub pod_network_internal: bool,
+    /// UDP port for gossip (liveness hints, sealed with the cluster's gossip key); 0: no gossip
+    #[arg(long, default_value_t = d::GOSSIP_PORT)]
+    pub gossip_port: u16,
     /// A manager's address, HOST[:PORT] (port 2377 by default)
     pub manager: String,
 }
@@ -164,6 +172,17 @@ pub struct JoinTokenArgs {
     /// Replace the token with a new one: the old one no longer admits new nodes
     #[arg(long)]
     pub rotate: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GossipKeyArgs {
+    /// Start a rotation: a new key is handed to every node, then seals, then the old one is
+    /// dropped, each step once every ready node has the last one (the leader also rotates
+    /// on its own every 12 hours)
+    #[arg(long)]
+    pub rotate: bool,
+    #[command(flatten)]
+    pub format: FormatArgs,
 }
 
 #[derive(Debug, Subcommand)]

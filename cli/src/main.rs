@@ -28,6 +28,17 @@ fn main() {
             | Command::Join(JoinArgs { daemon: o, .. })
             | Command::Daemon(DaemonArgs { daemon: o }) if o.foreground
     );
+    if !is_daemon {
+        // A client whose output goes to a closed pipe (`shoal service ls |
+        // head -1`) ends quietly, as other Unix tools do, instead of
+        // panicking on the failed write (Rust ignores SIGPIPE by default).
+        // Not for the daemon: its sockets must see EPIPE, not the signal.
+        // SAFETY: restoring a signal's default disposition at start-up,
+        // before any thread exists, has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = if is_daemon {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -113,6 +124,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Node(NodeCommand::Update(a)) => node::update(&host, &a).await,
         Command::Node(NodeCommand::Rm(a)) => node::rm(&host, &a).await,
         Command::JoinToken(a) => system::join_token(&host, &a).await,
+        Command::GossipKey(a) => system::gossip_key(&host, &a).await,
         Command::Ca(CaCommand::ClientCert(a)) => commands::ca::client_cert(&host, &a).await,
         Command::Leave(a) => system::leave(&host, &a).await,
         Command::Version => system::version(&host).await,
@@ -145,6 +157,7 @@ async fn init(a: InitArgs) -> Result<()> {
         &a.advertise_addr,
         &a.pod_network,
         a.pod_network_internal,
+        a.gossip_port,
     )?;
     if a.daemon.foreground {
         init_tracing();
@@ -169,6 +182,8 @@ async fn init(a: InitArgs) -> Result<()> {
         a.advertise_addr.clone().into(),
         "--pod-network".into(),
         a.pod_network.clone().into(),
+        "--gossip-port".into(),
+        a.gossip_port.to_string().into(),
     ];
     if a.pod_network_internal {
         args.push("--pod-network-internal".into());
@@ -258,6 +273,7 @@ async fn join(a: JoinArgs) -> Result<()> {
             listen_addr: a.listen_addr.as_deref(),
             pod_network: &a.pod_network,
             pod_network_internal: a.pod_network_internal,
+            gossip_port: a.gossip_port,
         },
     )
     .await?;

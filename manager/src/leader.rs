@@ -37,6 +37,9 @@ pub async fn supervise(
                 let d = dispatcher.clone();
                 let t = token.clone();
                 tokio::spawn(async move { d.run_node_monitor(t).await });
+                let d = dispatcher.clone();
+                let t = token.clone();
+                tokio::spawn(async move { d.run_gossip_keys(t).await });
                 running = Some(token);
             }
             (false, true) => {

@@ -7,6 +7,7 @@ pub mod controlapi;
 pub mod controller;
 pub mod dispatcher;
 pub mod enrollment;
+pub mod gossipkeys;
 pub mod ids;
 pub mod keys;
 pub mod leader;

@@ -350,6 +350,7 @@ mod tests {
                     manager_join_secret: "m".repeat(32),
                     epoch: 1,
                     removed_nodes: vec!["gone-worker".into()],
+                    gossip: None,
                 },
                 0,
             ),

@@ -146,3 +146,18 @@ pub fn policy(condition: Condition, delay_ms: u64, max_attempts: u64) -> Restart
         window_ms: 0,
     }
 }
+
+/// The pods a batch of mutations writes, with the version each expects
+/// (0: the write creates the pod).
+pub fn pods_written(mutations: &[Mutation]) -> Vec<(Pod, u64)> {
+    mutations
+        .iter()
+        .filter_map(|m| match &m.op {
+            Some(shoal_proto::mutation::Op::Put(o)) => match &o.kind {
+                Some(shoal_proto::object::Kind::Pod(p)) => Some((p.clone(), m.expected_version)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}

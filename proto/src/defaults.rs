@@ -61,6 +61,22 @@ pub const HEALTH_START_PERIOD_MS: u64 = 0;
 pub const HEARTBEAT_PERIOD_MS: u64 = 1_000;
 /// Missed heartbeat periods before a node is marked down.
 pub const HEARTBEAT_MISSES_BEFORE_DOWN: u64 = 5;
+/// How often the leader looks for nodes whose heartbeats stopped: a
+/// fraction of the period, so a dead node is marked Down close to the
+/// expiry rather than up to a period after it.
+pub const NODE_MONITOR_TICK_MS: u64 = 250;
+/// A node without heartbeats that gossip still hears is Disconnected, not
+/// Down (a one-way loss between it and the leader); past this it is marked
+/// Down anyway: its pods then run elsewhere.
+pub const DISCONNECTED_MAX_MS: u64 = 60_000;
+/// The gossip port (UDP), as Swarm's, so firewall rules carry over.
+pub const GOSSIP_PORT: u16 = 7946;
+/// How often the leader replaces the gossip key (Swarm: 12 h).
+pub const GOSSIP_KEY_ROTATION_MS: u64 = 12 * 3600 * 1000;
+/// How long a gossip key rotation waits at each step for every ready node
+/// to hold the keyring before it goes on without the stragglers (they only
+/// drop out of gossip, which is a hint; sessions decide Down).
+pub const GOSSIP_KEY_STEP_WAIT_MS: u64 = 30_000;
 /// How long the dispatcher gathers status reports into one Raft proposal.
 pub const STATUS_BATCH_MS: u64 = 50;
 /// How often a worker reconciles its containers with its assignments even

@@ -5,6 +5,7 @@
 //! the CLI's help alike.
 
 pub mod defaults;
+mod gossip;
 mod service_types;
 mod util;
 
@@ -16,5 +17,6 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/method_paths.rs"));
 }
 
+pub use gossip::{gossip_key_id, GOSSIP_KEY_LEN};
 pub use util::*;
 pub use v1::*;

@@ -452,6 +452,8 @@ fn start_agent(
         }),
         on_managers: None,
         on_role: None,
+        // Sim nodes do not gossip: sessions alone say who is up.
+        gossip: None,
     };
     let config = AgentConfig {
         node_id: node_id.to_string(),

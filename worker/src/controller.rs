@@ -36,6 +36,13 @@ pub struct PodController {
     assignment: Assignment,
     pod: PodRef,
     status: PodStatus,
+    /// Another pod of the same slot on this node is still being stopped:
+    /// this one waits in Ready (stop-first), set by the agent ([`Self::hold`]).
+    held: bool,
+    /// This controller created the container (rather than adopting one):
+    /// it is known to be in the Created state, so starting it needs no
+    /// inspect first.
+    created: bool,
 }
 
 impl PodController {
@@ -51,7 +58,16 @@ impl PodController {
             pod: PodRef::of(&assignment),
             assignment,
             status,
+            held: false,
+            created: false,
         }
+    }
+
+    /// Holds the pod before starting (or lets it go): its container is
+    /// created, but it starts only once the other pod of its slot that is
+    /// being stopped has stopped, as stop-first promises.
+    pub fn hold(&mut self, held: bool) {
+        self.held = held;
     }
 
     /// A newer version of the assignment (desired state, not_before). The
@@ -126,63 +142,78 @@ impl PodController {
         }
     }
 
-    /// Preparing: make the image available and create the container, unless
-    /// a container for the pod already exists (a restarted worker adopts it).
+    /// Preparing: make the image available and create the container, or
+    /// adopt the pod's container if it exists already (a restarted worker).
+    /// The name is unique per pod, so creating is also the existence check:
+    /// a new pod costs no inspect, an existing container answers "already
+    /// exists" and is adopted.
     async fn prepare(&mut self, exec: &dyn Executor) -> Result<Step, ExecError> {
-        let observed = exec.inspect(&self.pod).await?;
-        if observed.state != ContainerState::Missing {
-            debug!(pod = %self.pod.pod_id, "adopting existing container");
-            self.status.container_id = observed.container_id;
-            self.transition(PodState::Ready, "created");
-            return Ok(Step::Progressed);
-        }
         match exec.prepare(&self.assignment).await {
             Ok(()) => {}
             Err(e @ ExecError::Unavailable { .. }) => return Err(e),
-            Err(e) => return Ok(self.fail(PodState::Rejected, e.to_string())),
+            // An existing container is adopted even if its image is gone.
+            Err(e) => match self.adopt(exec).await? {
+                Some(step) => return Ok(step),
+                None => return Ok(self.fail(PodState::Rejected, e.to_string())),
+            },
         }
         match exec.create(&self.assignment).await {
             Ok(id) => {
                 self.status.container_id = id;
+                self.created = true;
                 self.transition(PodState::Ready, "created");
                 Ok(Step::Progressed)
             }
             // Created concurrently (or by a previous life): adopt it.
-            Err(ExecError::AlreadyExists { .. }) => {
-                let observed = exec.inspect(&self.pod).await?;
-                self.status.container_id = observed.container_id;
-                self.transition(PodState::Ready, "created");
-                Ok(Step::Progressed)
-            }
+            Err(ExecError::AlreadyExists { .. }) => match self.adopt(exec).await? {
+                Some(step) => Ok(step),
+                // Gone again in between: create it at the next step.
+                None => Ok(Step::Progressed),
+            },
             Err(e @ ExecError::Unavailable { .. }) => Err(e),
             Err(e) => Ok(self.fail(PodState::Rejected, e.to_string())),
         }
     }
 
-    /// Ready: start when the pod is wanted running and its restart delay
-    /// (`not_before`) has passed.
+    /// Takes over the pod's existing container, if there is one.
+    async fn adopt(&mut self, exec: &dyn Executor) -> Result<Option<Step>, ExecError> {
+        let observed = exec.inspect(&self.pod).await?;
+        if observed.state == ContainerState::Missing {
+            return Ok(None);
+        }
+        debug!(pod = %self.pod.pod_id, "adopting existing container");
+        self.status.container_id = observed.container_id;
+        self.transition(PodState::Ready, "created");
+        Ok(Some(Step::Progressed))
+    }
+
+    /// Ready: start when the pod is wanted running, its restart delay
+    /// (`not_before`) has passed and it is not held.
     fn ready(&mut self) -> Result<Step, ExecError> {
         let not_before = self.assignment.pod.as_ref().map_or(0, |p| p.not_before);
-        if self.desired() < PodState::Running || now_ms() < not_before {
+        if self.held || self.desired() < PodState::Running || now_ms() < not_before {
             return Ok(Step::Wait);
         }
         self.transition(PodState::Starting, "starting");
         Ok(Step::Progressed)
     }
 
-    /// Starting: start the container unless it already runs (or ran).
+    /// Starting: start the container unless it already runs (or ran). One
+    /// this controller created is known not to have started yet.
     async fn start(&mut self, exec: &dyn Executor) -> Result<Step, ExecError> {
-        let observed = exec.inspect(&self.pod).await?;
-        match observed.state {
-            ContainerState::Created => match exec.start(&self.pod).await {
-                Ok(()) => {
-                    let started = exec.inspect(&self.pod).await?;
-                    Ok(self.observed(started))
-                }
-                Err(e @ ExecError::Unavailable { .. }) => Err(e),
-                Err(e) => Ok(self.fail(PodState::Failed, e.to_string())),
-            },
-            _ => Ok(self.observed(observed)),
+        if !self.created {
+            let observed = exec.inspect(&self.pod).await?;
+            if observed.state != ContainerState::Created {
+                return Ok(self.observed(observed));
+            }
+        }
+        match exec.start(&self.pod).await {
+            Ok(()) => {
+                let started = exec.inspect(&self.pod).await?;
+                Ok(self.observed(started))
+            }
+            Err(e @ ExecError::Unavailable { .. }) => Err(e),
+            Err(e) => Ok(self.fail(PodState::Failed, e.to_string())),
         }
     }
 
@@ -305,6 +336,7 @@ mod tests {
         pull_error: Mutex<Option<String>>,
         create_error: Mutex<Option<String>>,
         calls: Mutex<Vec<String>>,
+        inspects: Mutex<usize>,
     }
 
     impl FakeExecutor {
@@ -324,6 +356,10 @@ mod tests {
 
         fn remove_container(&self) {
             *self.observed.lock().unwrap() = None;
+        }
+
+        fn inspects(&self) -> usize {
+            *self.inspects.lock().unwrap()
         }
 
         fn calls(&self) -> Vec<String> {
@@ -350,10 +386,15 @@ mod tests {
 
         fn create<'a>(&'a self, _: &'a Assignment) -> BoxFuture<'a, Result<String, ExecError>> {
             self.call("create");
+            let exists = self.observed.lock().unwrap().is_some();
             let result = match self.create_error.lock().unwrap().clone() {
                 Some(reason) => Err(ExecError::Create {
                     container: "web.1.p1".into(),
                     reason,
+                }),
+                // Container names are unique per pod, as with Docker.
+                None if exists => Err(ExecError::AlreadyExists {
+                    container: "web.1.p1".into(),
                 }),
                 None => {
                     self.set(ContainerState::Created, HealthState::None);
@@ -373,6 +414,7 @@ mod tests {
             &'a self,
             _: &'a PodRef,
         ) -> BoxFuture<'a, Result<ContainerStatus, ExecError>> {
+            *self.inspects.lock().unwrap() += 1;
             let s = self
                 .observed
                 .lock()
@@ -643,7 +685,33 @@ mod tests {
         while ctl.status().state() != PodState::Running {
             ctl.step(&exec).await.unwrap();
         }
-        assert!(exec.calls().is_empty(), "{:?}", exec.calls());
+        // Creating is the existence check: the engine says the pod's
+        // container exists, and it is taken over, never started again.
+        assert_eq!(exec.calls(), vec!["prepare", "create"]);
+        assert_eq!(ctl.status().container_id, "c1");
+    }
+
+    #[tokio::test]
+    async fn an_existing_container_is_adopted_even_if_its_image_is_gone() {
+        let exec = FakeExecutor::default();
+        exec.set(ContainerState::Running, HealthState::None);
+        *exec.pull_error.lock().unwrap() = Some("manifest unknown".into());
+        let mut ctl = PodController::new(assignment(PodState::Running));
+        while ctl.status().state() != PodState::Running {
+            ctl.step(&exec).await.unwrap();
+        }
+        assert_eq!(exec.calls(), vec!["prepare"]);
+    }
+
+    #[tokio::test]
+    async fn a_new_pod_costs_one_inspect_on_its_way_to_running() {
+        let exec = FakeExecutor::default();
+        running(&exec).await;
+        assert_eq!(
+            exec.inspects(),
+            1,
+            "only the one after start, which reads the address"
+        );
     }
 
     #[tokio::test]
@@ -663,5 +731,32 @@ mod tests {
             step(&mut ctl, &exec).await,
             (PodState::Starting, Step::Progressed)
         );
+    }
+
+    #[tokio::test]
+    async fn a_held_pod_is_created_but_starts_only_when_let_go() {
+        let exec = FakeExecutor::default();
+        let mut ctl = PodController::new(assignment(PodState::Running));
+        ctl.hold(true);
+        for _ in 0..3 {
+            ctl.step(&exec).await.unwrap();
+        }
+        assert_eq!(ctl.status().state(), PodState::Ready);
+        assert_eq!(step(&mut ctl, &exec).await, (PodState::Ready, Step::Wait));
+        assert_eq!(
+            exec.calls(),
+            vec!["prepare", "create"],
+            "created, not started"
+        );
+        ctl.hold(false);
+        assert_eq!(
+            step(&mut ctl, &exec).await,
+            (PodState::Starting, Step::Progressed)
+        );
+        assert_eq!(
+            step(&mut ctl, &exec).await,
+            (PodState::Running, Step::Progressed)
+        );
+        assert_eq!(exec.calls(), vec!["prepare", "create", "start"]);
     }
 }

@@ -16,6 +16,7 @@ fn state(n: &shoal_proto::Node) -> &'static str {
     match n.status.as_ref().map(|s| s.state()) {
         Some(NodeState::Ready) => "Ready",
         Some(NodeState::Down) => "Down",
+        Some(NodeState::Disconnected) => "Disconnected",
         _ => "Unknown",
     }
 }
@@ -36,7 +37,7 @@ pub async fn ls(host: &Host, a: &ListArgs) -> Result<()> {
         .map_err(|s| api_error(host, s))?
         .into_inner();
     let listed = client
-        .list_nodes(ListNodesRequest {})
+        .list_nodes(ListNodesRequest::default())
         .await
         .map_err(|s| api_error(host, s))?
         .into_inner();
@@ -112,26 +113,19 @@ pub async fn ls(host: &Host, a: &ListArgs) -> Result<()> {
 /// `shoal node inspect`: the node object and, for a manager, its Raft view.
 pub async fn inspect(host: &Host, a: &NodeArgs) -> Result<()> {
     let mut client = connect(host).await?;
+    // The manager resolves the name as for every other node command.
     let listed = client
-        .list_nodes(ListNodesRequest {})
+        .list_nodes(ListNodesRequest {
+            node: a.node.clone(),
+        })
         .await
         .map_err(|s| api_error(host, s))?
         .into_inner();
-    let wanted = |n: &&shoal_proto::Node| {
-        n.id == a.node
-            || n.status.as_ref().is_some_and(|s| s.hostname == a.node)
-            || n.id.starts_with(&a.node)
-    };
-    let found: Vec<&shoal_proto::Node> = listed.nodes.iter().filter(wanted).collect();
-    let node = match found.as_slice() {
-        [one] => *one,
-        [] => anyhow::bail!("node {} not found", a.node),
-        _ => anyhow::bail!(
-            "node {} is ambiguous: use its full id (shoal node ls)",
-            a.node
-        ),
-    };
-    let manager = listed.managers.iter().find(|m| m.node_id == node.id);
+    let node = listed
+        .nodes
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("node {} not found", a.node))?;
+    let manager = listed.managers.first();
     let out = serde_json::json!({
         "Node": node,
         "ManagerStatus": manager,

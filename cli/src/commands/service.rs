@@ -308,6 +308,7 @@ fn error_text(p: &PodView, no_trunc: bool) -> String {
 pub async fn ps(host: &Host, a: &PsArgs) -> Result<()> {
     let mut client = connect(host).await?;
     let mut pods: Vec<PodView> = Vec::new();
+    let mut unplaced = Vec::new();
     for svc in &a.services {
         let mut got = client
             .list_pods(ListPodsRequest {
@@ -317,11 +318,21 @@ pub async fn ps(host: &Host, a: &PsArgs) -> Result<()> {
             })
             .await
             .map_err(|s| api_error(host, s))?
-            .into_inner()
-            .pods;
-        pods.append(&mut got);
+            .into_inner();
+        pods.append(&mut got.pods);
+        unplaced.extend(got.unplaced.into_iter().map(|u| format!("{svc}: {u}")));
     }
-    print_pods(&pods, &a.pods)
+    print_pods(&pods, &a.pods)?;
+    // A global service's nodes that get no pod because it does not fit.
+    let table = !a.pods.list.quiet && a.pods.list.format.format != Format::Json;
+    if table && !unplaced.is_empty() {
+        println!();
+        println!("Global pods not placed (they start once they fit):");
+        for u in unplaced {
+            println!("  {u}");
+        }
+    }
+    Ok(())
 }
 
 /// The pods as `service ps` and `node ps` show them: IDs only (-q), JSON,

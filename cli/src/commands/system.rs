@@ -3,9 +3,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use shoal_proto::{InfoRequest, JoinTokenRequest, JoinTokenResponse, LeaveRequest, NodeRole};
+use shoal_proto::{
+    GossipInfo, GossipKeyRequest, InfoRequest, JoinTokenRequest, JoinTokenResponse, LeaveRequest,
+    NodeRole,
+};
 
-use crate::args::{Format, FormatArgs, JoinRole, JoinTokenArgs, LeaveArgs};
+use crate::args::{Format, FormatArgs, GossipKeyArgs, JoinRole, JoinTokenArgs, LeaveArgs};
 use crate::client::{api_error, connect, Host};
 
 pub async fn version(host: &Host) -> Result<()> {
@@ -48,6 +51,67 @@ pub async fn info(host: &Host, a: &FormatArgs) -> Result<()> {
     println!("Advertise address: {}", i.advertise_addr);
     println!("Raft applied:      {}", i.raft_last_applied);
     println!("Worker join:       {}", i.worker_join_command);
+    println!("Gossip:            {}", gossip_line(i.gossip.as_ref()));
+    Ok(())
+}
+
+/// One line on this node's gossip for `shoal info`.
+fn gossip_line(g: Option<&GossipInfo>) -> String {
+    match g {
+        None => "off".into(),
+        Some(g) if !g.running => format!("not running yet ({})", g.addr),
+        Some(g) => {
+            let dropped = g.forged + g.replayed + g.stale + g.oversized + g.malformed;
+            format!(
+                "{} live nodes on {}, key {:08x}{}, {dropped} datagrams dropped{}",
+                g.live_nodes.len(),
+                g.addr,
+                g.primary_key_id,
+                if g.key_ids.len() > 1 {
+                    format!(" (+{} more, rotating)", g.key_ids.len() - 1)
+                } else {
+                    String::new()
+                },
+                if g.degraded {
+                    " (past its ceiling: not trusted)"
+                } else {
+                    ""
+                }
+            )
+        }
+    }
+}
+
+/// `shoal gossip-key [--rotate]`: the gossip keys' ids, ages and the one
+/// that seals.
+pub async fn gossip_key(host: &Host, a: &GossipKeyArgs) -> Result<()> {
+    let mut client = connect(host).await?;
+    let answer = if a.rotate {
+        client.rotate_gossip_key(GossipKeyRequest {}).await
+    } else {
+        client.get_gossip_keys(GossipKeyRequest {}).await
+    };
+    let ring = answer.map_err(|s| api_error(host, s))?.into_inner();
+    if a.format.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&ring)?);
+        return Ok(());
+    }
+    if a.rotate {
+        println!("Gossip key rotation started: the new key seals once every node has it.");
+    }
+    let now = shoal_proto::now_ms();
+    let rows: Vec<Vec<String>> = ring
+        .keys
+        .iter()
+        .map(|k| {
+            vec![
+                format!("{:08x}", k.id),
+                if k.id == ring.primary { "yes" } else { "" }.to_string(),
+                format!("{}s", (now - k.created_ms).max(0) / 1000),
+            ]
+        })
+        .collect();
+    crate::output::table(&["KEY ID", "SEALS", "AGE"], &rows);
     Ok(())
 }
 

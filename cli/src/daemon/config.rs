@@ -21,6 +21,13 @@ pub struct NodeConfig {
     /// join address at first): where it reports after a restart.
     #[serde(default)]
     pub managers: Vec<String>,
+    /// The gossip port (UDP) on this node's addresses; 0: no gossip.
+    #[serde(default = "default_gossip_port")]
+    pub gossip_port: u16,
+}
+
+fn default_gossip_port() -> u16 {
+    d::GOSSIP_PORT
 }
 
 const CONFIG_FILE: &str = "node.json";

@@ -195,6 +195,7 @@ mod tests {
             pod_network: "n".into(),
             pod_network_internal: false,
             managers: Vec::new(),
+            gossip_port: 0,
         }
     }
 

@@ -35,6 +35,7 @@ pub struct JoinRequest<'a> {
     pub listen_addr: Option<&'a str>,
     pub pod_network: &'a str,
     pub pod_network_internal: bool,
+    pub gossip_port: u16,
 }
 
 /// The manager address with the cluster port when none is given.
@@ -124,6 +125,7 @@ pub async fn join(data_dir: &Path, req: JoinRequest<'_>) -> Result<NodeConfig> {
         pod_network: req.pod_network.to_string(),
         pod_network_internal: req.pod_network_internal,
         managers: vec![manager.clone()],
+        gossip_port: req.gossip_port,
     };
     let written = write_data_dir(data_dir, &manager, &credentials, &cfg).await;
     if written.is_err() {

@@ -12,7 +12,7 @@ use shoal_manager::ca::authz::{AuthzLayer, Policy};
 use shoal_manager::ca::{tls, JoinSecrets, NodeCaService, NodeCredentials};
 use shoal_manager::controlapi::forward::ForwardLayer;
 use shoal_manager::controlapi::{ControlApi, LeaveHook, LocalNode, LogSource};
-use shoal_manager::dispatcher::Dispatcher;
+use shoal_manager::dispatcher::{Dispatcher, LivenessHint};
 use shoal_manager::enrollment::StoreView;
 use shoal_manager::keys::ClusterKey;
 use shoal_manager::managers::ManagersService;
@@ -41,6 +41,8 @@ pub struct Start<'a> {
     pub local: LocalNode,
     pub logs: Arc<dyn LogSource>,
     pub leave: LeaveHook,
+    /// This node's gossip, a hint for the node monitor.
+    pub gossip: Option<Arc<dyn LivenessHint>>,
 }
 
 /// The running manager role.
@@ -94,6 +96,8 @@ async fn create_cluster_objects(raft: &RaftNode, cfg: &NodeConfig) -> Result<()>
         manager_join_secret: secrets.manager,
         epoch: shoal_proto::defaults::FIRST_CLUSTER_EPOCH,
         removed_nodes: Vec::new(),
+        // Made by the leader's gossip key controller within a second.
+        gossip: None,
     };
     let node = Node {
         id: cfg.node_id.clone(),
@@ -159,6 +163,7 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
         local,
         logs,
         leave,
+        gossip,
     } = start;
     let key = cluster_key(data_dir, init)?;
     let listen = config::check_listen_addr(&cfg.listen_addr)?;
@@ -217,7 +222,11 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
         StoreView::new(store.clone(), proposer.clone())
             .until_replicated(&own.cluster_id, own.epoch),
     );
-    let dispatcher = Dispatcher::new(store.clone(), proposer, key.clone(), shutdown.child_token());
+    let mut dispatcher =
+        Dispatcher::new(store.clone(), proposer, key.clone(), shutdown.child_token());
+    if let Some(g) = &gossip {
+        dispatcher = dispatcher.with_liveness(g.clone());
+    }
     let control = ControlApi::new(
         store.clone(),
         raft.clone(),
@@ -228,6 +237,10 @@ pub async fn start(start: Start<'_>, shutdown: &CancellationToken) -> Result<Man
         ca.digest().clone(),
     )
     .with_ca(ca.clone());
+    let control = match gossip {
+        Some(g) => control.with_gossip(g),
+        None => control,
+    };
 
     // Cluster gRPC: mutual TLS, every call authorized against the store
     // (first, so a caller is checked before anything is forwarded for it),

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod detach;
 pub mod force_new;
+mod gossip;
 pub mod join;
 mod logs;
 mod manager;
@@ -20,6 +21,7 @@ use rand::Rng;
 use shoal_manager::ca::{tls, Role};
 use shoal_manager::controlapi::worker_node::NotAManagerLayer;
 use shoal_manager::controlapi::{ControlApi, LocalNode};
+use shoal_manager::dispatcher::LivenessHint;
 use shoal_manager::ids::new_id;
 use shoal_proto::NodeRole;
 use shoal_worker::agent::{run_agent, AgentConfig, AgentLinks};
@@ -47,6 +49,7 @@ pub fn new_node_config(
     advertise_addr: &str,
     pod_network: &str,
     pod_network_internal: bool,
+    gossip_port: u16,
 ) -> Result<NodeConfig> {
     let listen = config::check_listen_addr(listen_addr)?;
     Ok(NodeConfig {
@@ -58,6 +61,7 @@ pub fn new_node_config(
         pod_network: pod_network.to_string(),
         pod_network_internal,
         managers: Vec::new(),
+        gossip_port,
     })
 }
 
@@ -162,6 +166,11 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         engine_version,
     };
     let logs = Arc::new(logs::DockerLogs(executor.clone()));
+    // Gossip starts with the first session message that carries its keys.
+    let node_gossip = gossip::for_node(&cfg, &shutdown);
+    let hint = node_gossip
+        .clone()
+        .map(|g| Arc::new(gossip::Hint(g)) as Arc<dyn LivenessHint>);
 
     let manager = if init || pki::is_manager_dir(&data_dir) {
         Some(
@@ -173,6 +182,7 @@ pub async fn run(run: DaemonRun) -> Result<()> {
                     local: local.clone(),
                     logs: logs.clone(),
                     leave: leave_hook.clone(),
+                    gossip: hint.clone(),
                 },
                 &shutdown,
             )
@@ -212,6 +222,7 @@ pub async fn run(run: DaemonRun) -> Result<()> {
                 let _ = role_tx.try_send(role);
             }
         })),
+        gossip: node_gossip,
     };
     tokio::spawn(watch_expiry(
         credentials.clone(),
@@ -247,7 +258,10 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         ),
         None => {
             let digest = shoal_manager::ca::CaDigest::of(credentials.ca_certificate_der());
-            let control = ControlApi::for_worker(logs, local, leave_hook, digest);
+            let mut control = ControlApi::for_worker(logs, local, leave_hook, digest);
+            if let Some(hint) = hint {
+                control = control.with_gossip(hint);
+            }
             tokio::spawn(
                 tonic::transport::Server::builder()
                     .layer(NotAManagerLayer)

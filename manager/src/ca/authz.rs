@@ -73,6 +73,8 @@ pub const TABLE: &[(&str, Access)] = &[
     ("/shoal.v1.Control/RemoveConfig", CONTROL),
     ("/shoal.v1.Control/GetJoinToken", CONTROL),
     ("/shoal.v1.Control/RotateJoinToken", CONTROL),
+    ("/shoal.v1.Control/GetGossipKeys", CONTROL),
+    ("/shoal.v1.Control/RotateGossipKey", CONTROL),
     ("/shoal.v1.Control/IssueClientCertificate", CONTROL),
     ("/shoal.v1.Raft/AppendEntries", RAFT),
     ("/shoal.v1.Raft/RequestVote", RAFT),

@@ -32,6 +32,7 @@ use shoal_proto::{
     ListServiceObjectsRequest, ListServiceObjectsResponse, RemoveFileObjectResponse, Secret,
     UpdateFileObjectRequest,
 };
+use shoal_proto::{GossipKeyRequest, GossipKeyResponse, GossipKeyView, GossipKeyring};
 use shoal_proto::{
     ListReplicaSetsRequest, ListReplicaSetsResponse, Node, RemoveNodeRequest, RemoveNodeResponse,
     ReplicaSetView, RollbackServiceRequest, RolloutControlRequest, UpdateNodeRequest,
@@ -40,6 +41,8 @@ use shoal_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::ca::{Ca, CaDigest};
+use crate::dispatcher::LivenessHint;
+use crate::gossipkeys;
 use crate::ids::new_id;
 use crate::keys::ClusterKey;
 use crate::objects::{is_ready, observed, pod_name, touch, version, wanted};
@@ -88,6 +91,8 @@ pub struct ControlApi {
     /// confirm it leads, before the client gets "no quorum"
     /// (`defaults::QUORUM_WAIT_MS`; shorter in tests).
     quorum_wait: Duration,
+    /// This node's gossip, for Info.
+    gossip: Option<Arc<dyn LivenessHint>>,
 }
 
 /// How many times a write is retried when a controller changed the same
@@ -119,6 +124,7 @@ impl ControlApi {
             ca_digest,
             ca: None,
             quorum_wait: quorum_wait_default(),
+            gossip: None,
         }
     }
 
@@ -143,6 +149,7 @@ impl ControlApi {
             ca_digest,
             ca: None,
             quorum_wait: quorum_wait_default(),
+            gossip: None,
         }
     }
 
@@ -152,6 +159,12 @@ impl ControlApi {
     /// the CA's key has one to give.
     pub fn with_ca(mut self, ca: Arc<Ca>) -> Self {
         self.ca = Some(ca);
+        self
+    }
+
+    /// Lets Info show this node's gossip.
+    pub fn with_gossip(mut self, gossip: Arc<dyn LivenessHint>) -> Self {
+        self.gossip = Some(gossip);
         self
     }
 
@@ -495,10 +508,10 @@ impl control_server::Control for ControlApi {
         request: Request<ListPodsRequest>,
     ) -> Result<Response<ListPodsResponse>, Status> {
         let req = request.into_inner();
-        let pods = self
-            .read(|d| -> Result<Vec<PodView>, Status> {
+        let (pods, unplaced) = self
+            .read(|d| -> Result<(Vec<PodView>, Vec<String>), Status> {
                 if external::find(d, &req.service).is_some() {
-                    return Ok(vec![]); // an ExternalName service has no pods
+                    return Ok((vec![], vec![])); // an ExternalName service has no pods
                 }
                 let only = if req.service.is_empty() {
                     None
@@ -530,10 +543,20 @@ impl control_server::Control for ControlApi {
                     };
                     key(a).cmp(&key(b))
                 });
-                Ok(pods)
+                let unplaced = match &only {
+                    Some(id) => d.deployments.get(id).map_or_else(Vec::new, |dep| {
+                        crate::orchestrator::layout::unplaced_global(d, dep)
+                            .into_iter()
+                            .filter(|(n, _)| node.is_empty() || *n == node)
+                            .map(|(n, why)| format!("{}: {why}", nodes::display_name(d, &n)))
+                            .collect()
+                    }),
+                    None => Vec::new(),
+                };
+                Ok((pods, unplaced))
             })
             .await??;
-        Ok(Response::new(ListPodsResponse { pods }))
+        Ok(Response::new(ListPodsResponse { pods, unplaced }))
     }
 
     type ServiceLogsStream = LogStream;
@@ -557,21 +580,26 @@ impl control_server::Control for ControlApi {
 
     async fn list_nodes(
         &self,
-        _: Request<ListNodesRequest>,
+        request: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
+        let only = request.into_inner().node;
         let raft_view = self
             .raft
             .as_ref()
             .map(RaftNode::managers)
             .unwrap_or_default();
         let (nodes, managers) = self
-            .read(|d| {
-                (
-                    d.nodes.values().cloned().collect(),
-                    nodes::manager_statuses(d, &raft_view),
-                )
+            .read(|d| -> Result<_, Status> {
+                let nodes: Vec<Node> = if only.is_empty() {
+                    d.nodes.values().cloned().collect()
+                } else {
+                    vec![nodes::find_node(d, &only)?.clone()]
+                };
+                let mut managers = nodes::manager_statuses(d, &raft_view);
+                managers.retain(|m| nodes.iter().any(|n| n.id == m.node_id));
+                Ok((nodes, managers))
             })
-            .await?;
+            .await??;
         Ok(Response::new(ListNodesResponse { nodes, managers }))
     }
 
@@ -648,6 +676,7 @@ impl control_server::Control for ControlApi {
                     &local.advertise_addr,
                 ),
                 raft_last_applied: self.raft.as_ref().map_or(0, RaftNode::last_applied),
+                gossip: self.gossip.as_ref().map(|g| g.info()),
             }
         });
         Ok(Response::new(resp))
@@ -891,6 +920,43 @@ impl control_server::Control for ControlApi {
         Ok(Response::new(resp))
     }
 
+    async fn get_gossip_keys(
+        &self,
+        _: Request<GossipKeyRequest>,
+    ) -> Result<Response<GossipKeyResponse>, Status> {
+        let ring = self
+            .read(|d| Ok::<_, Status>(tokens::cluster(d)?.gossip.clone()))
+            .await??;
+        Ok(Response::new(gossip_key_view(ring.unwrap_or_default())))
+    }
+
+    /// Starts a rotation: the new key is installed now; the leader makes
+    /// it the primary and retires the old one once every node has it
+    /// (see [`gossipkeys`]).
+    async fn rotate_gossip_key(
+        &self,
+        _: Request<GossipKeyRequest>,
+    ) -> Result<Response<GossipKeyResponse>, Status> {
+        let ring = self
+            .write(|d| {
+                let cluster = tokens::cluster(d)?;
+                let ring = cluster.gossip.as_ref().filter(|r| !r.keys.is_empty());
+                let step = match ring {
+                    Some(_) => gossipkeys::Step::Install,
+                    None => gossipkeys::Step::Generate,
+                };
+                let next = gossipkeys::apply(ring, step, &self.key, now_ms())
+                    .map_err(|e| Status::internal(format!("cannot make a gossip key: {e}")))?;
+                let mut updated = cluster.clone();
+                updated.gossip = Some(next.clone());
+                touch(&mut updated.meta, now_ms());
+                Ok((vec![put(updated, version(&cluster.meta))], next))
+            })
+            .await?;
+        tracing::info!(version = ring.version, "gossip key rotation started");
+        Ok(Response::new(gossip_key_view(ring)))
+    }
+
     async fn issue_client_certificate(
         &self,
         request: Request<IssueClientCertificateRequest>,
@@ -905,6 +971,22 @@ impl control_server::Control for ControlApi {
             &self.local.advertise_addr,
         )?;
         Ok(Response::new(resp))
+    }
+}
+
+/// The keyring without its keys: ids and ages only.
+fn gossip_key_view(ring: GossipKeyring) -> GossipKeyResponse {
+    GossipKeyResponse {
+        keys: ring
+            .keys
+            .iter()
+            .map(|k| GossipKeyView {
+                id: k.id,
+                created_ms: k.created_ms,
+            })
+            .collect(),
+        primary: ring.primary,
+        version: ring.version,
     }
 }
 

@@ -41,6 +41,21 @@ pub fn find_node<'a>(d: &'a StoreData, name: &str) -> Result<&'a Node, Status> {
     }
 }
 
+/// A node as users name it: its hostname and id prefix when the hostname
+/// is known ("web-2 (k3x9e1f0)"), else its id.
+pub fn display_name(d: &StoreData, node_id: &str) -> String {
+    let hostname = d
+        .nodes
+        .get(node_id)
+        .and_then(|n| n.status.as_ref())
+        .map(|s| s.hostname.as_str())
+        .filter(|h| !h.is_empty());
+    match hostname {
+        Some(h) => format!("{h} ({})", &node_id[..node_id.len().min(8)]),
+        None => node_id.to_string(),
+    }
+}
+
 fn is_manager(n: &Node) -> bool {
     n.spec
         .as_ref()
@@ -138,13 +153,20 @@ pub fn remove(
             node.id, node.id
         )));
     }
-    let ready = node
+    // A Disconnected node is alive too (gossip hears it).
+    let alive = node
         .status
         .as_ref()
-        .is_some_and(|s| s.state() == NodeState::Ready);
-    if ready && !force {
+        .map(|s| s.state())
+        .filter(|s| matches!(s, NodeState::Ready | NodeState::Disconnected));
+    if let (Some(state), false) = (alive, force) {
+        let state = if state == NodeState::Ready {
+            "Ready"
+        } else {
+            "Disconnected (gossip still hears it)"
+        };
         return Err(Status::failed_precondition(format!(
-            "node {hostname} ({}) is Ready: stop it (shoal leave on it) or use --force",
+            "node {hostname} ({}) is {state}: stop it (shoal leave on it) or use --force",
             node.id
         )));
     }

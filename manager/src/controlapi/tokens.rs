@@ -122,6 +122,7 @@ mod tests {
                 manager_join_secret: secrets.manager,
                 epoch: 1,
                 removed_nodes: Vec::new(),
+                gossip: None,
             },
             0,
         )]);

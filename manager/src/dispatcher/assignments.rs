@@ -3,8 +3,8 @@
 
 use shoal_proto::defaults::HEARTBEAT_PERIOD_MS;
 use shoal_proto::{
-    port_config::PublishMode, Assignment, Endpoint, FilePayload, NodeRole, PodTemplate,
-    ServiceEndpoints, SessionMessage,
+    port_config::PublishMode, Assignment, Endpoint, FilePayload, GossipConfig, Node, NodeRole,
+    PodTemplate, ServiceEndpoints, SessionMessage,
 };
 
 use crate::keys::ClusterKey;
@@ -157,6 +157,7 @@ pub fn session_message(
         assignments,
         services,
         managers: manager_addrs(data),
+        gossip: gossip_config(data, key),
         role: data
             .nodes
             .get(node_id)
@@ -168,15 +169,36 @@ pub fn session_message(
 /// The cluster gRPC address of every manager that has reported one, sorted,
 /// so the message changes only when the set does.
 pub fn manager_addrs(data: &StoreData) -> Vec<String> {
+    addrs_of_managers(data, |s| &s.addr)
+}
+
+/// The gossip keys in the clear (primary first) and the managers' gossip
+/// addresses as seeds; none before the leader made the first key.
+fn gossip_config(data: &StoreData, key: &ClusterKey) -> Option<GossipConfig> {
+    let ring = data.cluster()?.gossip.as_ref()?;
+    Some(GossipConfig {
+        keys: crate::gossipkeys::open(ring, key),
+        seeds: addrs_of_managers(data, |s| &s.gossip_addr),
+        version: ring.version,
+    })
+}
+
+/// One address of every manager's status (`field`), sorted, deduplicated,
+/// empty ones left out.
+fn addrs_of_managers(
+    data: &StoreData,
+    field: impl Fn(&shoal_proto::NodeStatus) -> &String,
+) -> Vec<String> {
+    let is_manager = |n: &&Node| {
+        n.spec
+            .as_ref()
+            .is_some_and(|s| s.role() == NodeRole::Manager)
+    };
     let mut addrs: Vec<String> = data
         .nodes
         .values()
-        .filter(|n| {
-            n.spec
-                .as_ref()
-                .is_some_and(|s| s.role() == NodeRole::Manager)
-        })
-        .filter_map(|n| n.status.as_ref().map(|s| s.addr.clone()))
+        .filter(is_manager)
+        .filter_map(|n| n.status.as_ref().map(|s| field(s).clone()))
         .filter(|a| !a.is_empty())
         .collect();
     addrs.sort();

@@ -4,15 +4,19 @@
 //! status reports, which are batched into Raft proposals.
 
 mod assignments;
+mod liveness;
 mod status;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use shoal_proto::defaults::{HEARTBEAT_MISSES_BEFORE_DOWN, HEARTBEAT_PERIOD_MS};
+use shoal_proto::defaults::{
+    GOSSIP_KEY_ROTATION_MS, GOSSIP_KEY_STEP_WAIT_MS, HEARTBEAT_MISSES_BEFORE_DOWN,
+    HEARTBEAT_PERIOD_MS, NODE_MONITOR_TICK_MS,
+};
 use shoal_proto::dispatcher_server::{self, DispatcherServer};
 use shoal_proto::{
     now_ms, HeartbeatRequest, HeartbeatResponse, Node, NodeAvailability, NodeRole, NodeSpec,
@@ -25,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::ca::authz;
+use crate::gossipkeys;
 use crate::ids::new_id;
 use crate::keys::ClusterKey;
 use crate::objects::{touch, version};
@@ -32,9 +37,18 @@ use crate::proposer::{all_applied, batch, Proposer};
 use crate::store::{put, Store};
 
 pub use assignments::{manager_addrs, session_inputs, session_message};
+pub use liveness::{verdict, LivenessHint, Verdict};
+
+/// A node's last heartbeat on this manager, and the gossip keyring version
+/// it said it holds.
+#[derive(Debug, Clone, Copy)]
+struct Beat {
+    at: Instant,
+    gossip_version: u64,
+}
 
 /// Last heartbeat per node id, on this manager.
-type Heartbeats = Arc<Mutex<HashMap<String, Instant>>>;
+type Heartbeats = Arc<Mutex<HashMap<String, Beat>>>;
 
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -48,6 +62,8 @@ pub struct Dispatcher {
     /// Whether this manager proved its leadership lately (see
     /// [`confirm_leadership`]): sessions end when it could not.
     confirmed: watch::Receiver<bool>,
+    /// This node's gossip: tells a silent session from a silent node.
+    liveness: Option<Arc<dyn LivenessHint>>,
 }
 
 /// How many leadership proofs in a row may fail before sessions end.
@@ -113,7 +129,14 @@ impl Dispatcher {
             shutdown,
             key,
             confirmed,
+            liveness: None,
         }
+    }
+
+    /// Consults `hint` before marking a silent node Down (see [`liveness`]).
+    pub fn with_liveness(mut self, hint: Arc<dyn LivenessHint>) -> Self {
+        self.liveness = Some(hint);
+        self
     }
 
     pub fn into_service(self) -> DispatcherServer<Dispatcher> {
@@ -185,6 +208,7 @@ impl Dispatcher {
                 engine_version: req.engine_version.clone(),
                 session_epoch: epoch,
                 last_heartbeat: now,
+                gossip_addr: req.gossip_addr.clone(),
             });
             touch(&mut node.meta, now);
             match self
@@ -202,62 +226,191 @@ impl Dispatcher {
         ))
     }
 
-    /// Marks nodes whose heartbeats stopped as Down. Runs on the leader; a
+    /// Marks nodes whose heartbeats stopped as Down, or Disconnected when
+    /// gossip still hears them (see [`liveness`]). Runs on the leader; a
     /// new leader first waits a full expiry period (warm-up) so that nodes
     /// have time to reach it before anyone is declared down.
     pub async fn run_node_monitor(&self, cancel: CancellationToken) {
         let expiry = Duration::from_millis(HEARTBEAT_PERIOD_MS * HEARTBEAT_MISSES_BEFORE_DOWN);
         let started = Instant::now();
+        // When this leader first saw each node Disconnected.
+        let mut disconnected_since: HashMap<String, Instant> = HashMap::new();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(HEARTBEAT_PERIOD_MS)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(NODE_MONITOR_TICK_MS)) => {}
             }
             if started.elapsed() < expiry {
                 continue;
             }
-            let stale: Vec<Node> = {
+            let node_count = self.store.read(|d| d.nodes.len());
+            let live = liveness::usable_live_set(self.liveness.as_deref(), node_count);
+            let changes: Vec<(Node, Verdict)> = {
                 let beats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
                 self.store.read(|d| {
                     d.nodes
                         .values()
-                        .filter(|n| {
-                            n.status
-                                .as_ref()
-                                .is_some_and(|s| s.state() == NodeState::Ready)
+                        .filter_map(|n| {
+                            let state = n.status.as_ref()?.state();
+                            let since = match state {
+                                NodeState::Disconnected => *disconnected_since
+                                    .entry(n.id.clone())
+                                    .or_insert_with(Instant::now),
+                                _ => {
+                                    disconnected_since.remove(&n.id);
+                                    Instant::now()
+                                }
+                            };
+                            let v = verdict(
+                                state,
+                                beats.get(&n.id).map(|b| b.at.elapsed()),
+                                expiry,
+                                liveness::gossip_hears(live.as_ref(), &n.id),
+                                since.elapsed(),
+                            );
+                            (v != Verdict::Keep).then(|| (n.clone(), v))
                         })
-                        .filter(|n| beats.get(&n.id).is_none_or(|t| t.elapsed() > expiry))
-                        .cloned()
                         .collect()
                 })
             };
-            if stale.is_empty() {
+            if changes.is_empty() {
                 continue;
             }
             let now = now_ms();
-            let mutations = stale
+            let mutations = changes
                 .into_iter()
-                .map(|mut n| {
-                    let v = version(&n.meta);
+                .map(|(mut n, v)| {
+                    let version = version(&n.meta);
                     let s = n.status.get_or_insert_with(NodeStatus::default);
-                    s.state = NodeState::Down as i32;
-                    s.message = "heartbeat failure".into();
-                    tracing::warn!(node = %n.id, "no heartbeat: marking node down");
+                    let (state, message) = match v {
+                        Verdict::Down(why) => {
+                            tracing::warn!(node = %n.id, why, "marking node down");
+                            (NodeState::Down, why.to_string())
+                        }
+                        Verdict::Disconnect => {
+                            tracing::warn!(
+                                node = %n.id,
+                                "no heartbeat, but gossip hears the node: disconnected, its pods stay"
+                            );
+                            (
+                                NodeState::Disconnected,
+                                "no heartbeat reaches the leader; gossip still hears the node"
+                                    .to_string(),
+                            )
+                        }
+                        Verdict::Ready | Verdict::Keep => {
+                            tracing::info!(node = %n.id, "heartbeats again: ready");
+                            (NodeState::Ready, String::new())
+                        }
+                    };
+                    s.state = state as i32;
+                    s.message = message;
                     touch(&mut n.meta, now);
-                    put(n, v)
+                    put(n, version)
                 })
                 .collect();
             if let Err(e) = self.proposer.propose(batch(mutations, false)).await {
-                tracing::warn!(error = %e, "cannot mark nodes down");
+                tracing::warn!(error = %e, "cannot record node states");
             }
         }
     }
 
-    fn beat(&self, node_id: &str) {
-        self.heartbeats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node_id.to_string(), Instant::now());
+    /// Keeps the cluster's gossip keys (see [`gossipkeys`]): makes the first
+    /// one, and takes each rotation step once every ready node holds the
+    /// keyring of the step before. Runs on the leader.
+    pub async fn run_gossip_keys(&self, cancel: CancellationToken) {
+        // The keyring version this leader waits on, and since when.
+        let mut waiting: Option<(u64, Instant)> = None;
+        let step_wait = Duration::from_millis(GOSSIP_KEY_STEP_WAIT_MS);
+        loop {
+            let Some(cluster) = self.store.read(|d| d.cluster().cloned()) else {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(HEARTBEAT_PERIOD_MS)) => continue,
+                }
+            };
+            let ring = cluster.gossip.as_ref();
+            let ring_version = ring.map_or(0, |r| r.version);
+            let since = match waiting {
+                Some((v, since)) if v == ring_version => since,
+                _ => {
+                    let now = Instant::now();
+                    waiting = Some((ring_version, now));
+                    now
+                }
+            };
+            let pending = self.gossip_pending(ring_version);
+            let settled = pending.is_empty() || since.elapsed() > step_wait;
+            if !pending.is_empty() && settled {
+                tracing::warn!(
+                    ?pending,
+                    version = ring_version,
+                    "gossip key rotation goes on without nodes that did not take the last step"
+                );
+            }
+            if let Some(step) =
+                gossipkeys::next_step(ring, settled, now_ms(), GOSSIP_KEY_ROTATION_MS)
+            {
+                match gossipkeys::apply(ring, step, &self.key, now_ms()) {
+                    Ok(next) => {
+                        let expected = version(&cluster.meta);
+                        let mut cluster = cluster.clone();
+                        cluster.gossip = Some(next);
+                        touch(&mut cluster.meta, now_ms());
+                        match self
+                            .proposer
+                            .propose(batch(vec![put(cluster, expected)], true))
+                            .await
+                        {
+                            Ok(r) if all_applied(&r) => {
+                                tracing::info!(?step, "gossip keyring changed")
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot change the gossip keyring")
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot make a gossip key"),
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(HEARTBEAT_PERIOD_MS)) => {}
+            }
+        }
+    }
+
+    /// Ready nodes whose heartbeats have not said they hold gossip keyring
+    /// `version` yet.
+    fn gossip_pending(&self, version: u64) -> BTreeSet<String> {
+        let beats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+        self.store.read(|d| {
+            d.nodes
+                .values()
+                .filter(|n| {
+                    n.status
+                        .as_ref()
+                        .is_some_and(|s| s.state() == NodeState::Ready)
+                })
+                .filter(|n| beats.get(&n.id).is_none_or(|b| b.gossip_version < version))
+                .map(|n| n.id.clone())
+                .collect()
+        })
+    }
+
+    /// Records a sign of life; `gossip_version` when the node said which
+    /// gossip keyring it holds (heartbeats do).
+    fn beat(&self, node_id: &str, gossip_version: Option<u64>) {
+        let mut beats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+        let beat = beats.entry(node_id.to_string()).or_insert(Beat {
+            at: Instant::now(),
+            gossip_version: 0,
+        });
+        beat.at = Instant::now();
+        if let Some(v) = gossip_version {
+            beat.gossip_version = v;
+        }
     }
 }
 
@@ -278,7 +431,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             return Err(Status::invalid_argument("session: node_id is empty"));
         }
         let epoch = self.register(&req).await?;
-        self.beat(&req.node_id);
+        self.beat(&req.node_id, None);
         let session_id = new_id();
         tracing::info!(node = %req.node_id, epoch, session = %session_id, "worker session opened");
 
@@ -335,7 +488,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         authz::ensure_own_node(&request, &request.get_ref().node_id)?;
         self.ensure_leader()?;
         let req = request.into_inner();
-        self.beat(&req.node_id);
+        self.beat(&req.node_id, Some(req.gossip_version));
         Ok(Response::new(HeartbeatResponse {
             period_ms: HEARTBEAT_PERIOD_MS,
         }))
@@ -348,7 +501,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         authz::ensure_own_node(&request, &request.get_ref().node_id)?;
         self.ensure_leader()?;
         let req = request.into_inner();
-        self.beat(&req.node_id);
+        self.beat(&req.node_id, None);
         self.status.submit(&req.node_id, req.updates);
         Ok(Response::new(UpdatePodStatusResponse {}))
     }

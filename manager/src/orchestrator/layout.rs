@@ -31,6 +31,9 @@ pub struct Layout<'a> {
     /// Replicated mode: nodes whose pods must run elsewhere: Down (the
     /// dispatcher's word, never a hint), drained, or removed.
     lost_nodes: BTreeSet<&'a str>,
+    /// Those of `lost_nodes` that are only drained: their pods still run,
+    /// and move a batch at a time (see replicated.rs).
+    drained_nodes: BTreeSet<&'a str>,
 }
 
 impl<'a> Layout<'a> {
@@ -42,9 +45,18 @@ impl<'a> Layout<'a> {
         } else {
             let mut slots: BTreeMap<u64, Vec<&Pod>> = BTreeMap::new();
             let mut lost_nodes = BTreeSet::new();
+            let mut drained_nodes = BTreeSet::new();
             for p in pods {
-                if !p.node_id.is_empty() && node_lost(data, &p.node_id) {
-                    lost_nodes.insert(p.node_id.as_str());
+                match node_lost(data, &p.node_id) {
+                    _ if p.node_id.is_empty() => {}
+                    Some(Lost::Drained) => {
+                        lost_nodes.insert(p.node_id.as_str());
+                        drained_nodes.insert(p.node_id.as_str());
+                    }
+                    Some(Lost::Gone) => {
+                        lost_nodes.insert(p.node_id.as_str());
+                    }
+                    None => {}
                 }
                 slots.entry(p.slot).or_default().push(p);
             }
@@ -53,6 +65,7 @@ impl<'a> Layout<'a> {
                 desired: spec.replicas,
                 nodes: vec![],
                 lost_nodes,
+                drained_nodes,
             }
         };
         for v in layout.slots.values_mut() {
@@ -64,6 +77,12 @@ impl<'a> Layout<'a> {
     /// Whether `p` sits on a node it must be replaced from (replicated mode).
     pub fn on_lost_node(&self, p: &Pod) -> bool {
         self.lost_nodes.contains(p.node_id.as_str())
+    }
+
+    /// Whether `p` runs on a drained node (replicated mode): it moves off
+    /// gradually, its replacement started first.
+    pub fn on_drained_node(&self, p: &Pod) -> bool {
+        self.drained_nodes.contains(p.node_id.as_str())
     }
 
     /// The pods of one key (none yet: empty).
@@ -98,13 +117,23 @@ impl<'a> Layout<'a> {
     }
 }
 
-/// A node whose replicated pods run elsewhere: marked Down, drained, or
-/// removed (`shoal node rm`). Paused nodes keep theirs (as in Swarm).
-fn node_lost(data: &StoreData, node_id: &str) -> bool {
+/// Why a node's replicated pods must run elsewhere.
+enum Lost {
+    /// Marked Down, or removed (`shoal node rm`): its pods are replaced at
+    /// once.
+    Gone,
+    /// Drained (and up): its pods move a batch at a time.
+    Drained,
+}
+
+/// Whether a node's replicated pods must run elsewhere. Paused nodes keep
+/// theirs (as in Swarm).
+fn node_lost(data: &StoreData, node_id: &str) -> Option<Lost> {
     match data.nodes.get(node_id) {
         None => data
             .cluster()
-            .is_some_and(|c| c.removed_nodes.iter().any(|r| r == node_id)),
+            .is_some_and(|c| c.removed_nodes.iter().any(|r| r == node_id))
+            .then_some(Lost::Gone),
         Some(n) => {
             let down = n
                 .status
@@ -114,7 +143,13 @@ fn node_lost(data: &StoreData, node_id: &str) -> bool {
                 .spec
                 .as_ref()
                 .is_some_and(|s| s.availability() == NodeAvailability::Drain);
-            down || drained
+            if down {
+                Some(Lost::Gone)
+            } else if drained {
+                Some(Lost::Drained)
+            } else {
+                None
+            }
         }
     }
 }
@@ -160,6 +195,36 @@ impl Constraints {
             .is_some_and(|s| s.availability() == NodeAvailability::Drain);
         !drained && self.met_by(node)
     }
+}
+
+/// The nodes a global deployment should have a pod on (ready, active,
+/// meeting its constraints) that have none because the pod does not fit
+/// there, each with the reason ("insufficient memory (...)"), for
+/// `service ps`: the orchestrator skips them until the pod fits.
+pub fn unplaced_global(data: &StoreData, d: &Deployment) -> Vec<(String, String)> {
+    let Some(spec) = d
+        .spec
+        .as_ref()
+        .filter(|s| s.mode() == DeploymentMode::Global)
+    else {
+        return Vec::new();
+    };
+    let template = spec.template.clone().unwrap_or_default();
+    let constraints = Constraints::of(&template);
+    data.nodes
+        .values()
+        .filter(|n| constraints.takes_new_pods(n))
+        .filter(|n| {
+            !data
+                .pods_of_deployment(&d.id)
+                .any(|p| p.node_id == n.id && wanted(p))
+        })
+        .filter_map(|n| {
+            let info = crate::scheduler::node_info(data, &n.id)?;
+            let reason = crate::scheduler::fits(&info, &template, &d.id).err()?;
+            Some((n.id.clone(), reason))
+        })
+        .collect()
 }
 
 fn global<'a>(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a> {
@@ -214,6 +279,7 @@ fn global<'a>(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a
         slots,
         desired: nodes.len() as u64,
         lost_nodes: BTreeSet::new(),
+        drained_nodes: BTreeSet::new(),
         nodes,
     }
 }

@@ -2,6 +2,7 @@
 //! live pod per slot and restarts failed ones by the restart policy.
 
 pub mod layout;
+pub mod placement;
 pub mod replicated;
 pub mod restart;
 pub mod updater;

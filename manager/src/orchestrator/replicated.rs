@@ -12,6 +12,7 @@ use shoal_proto::{
 };
 
 use super::layout::Layout;
+use super::placement::Placement;
 use super::restart::{decide, RestartDecision};
 use super::updater;
 use crate::ids::new_id;
@@ -33,9 +34,11 @@ impl Reconciliation {
     }
 }
 
-/// Computes the pass over every deployment and orphaned pod.
+/// Computes the pass over every deployment and orphaned pod. The pods it
+/// creates come already placed when a node takes them ([`Placement`]).
 pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
     let mut out = Reconciliation::default();
+    let mut placement = Placement::new(data);
     let mut by_deployment: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in data.pods.values() {
         by_deployment
@@ -58,7 +61,7 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
             .as_ref()
             .and_then(|s| data.replica_sets.get(&s.previous_replica_set_id))
             .and_then(|rs| rs.template.as_ref());
-        reconcile_deployment(d, previous, &layout, now, &mut out);
+        reconcile_deployment(d, previous, &layout, &mut placement, now, &mut out);
         trim_revisions(data, d, &mut out);
     }
 
@@ -83,6 +86,7 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
             ));
         }
     }
+    placement.place_new(&mut out.mutations, now);
     out
 }
 
@@ -90,6 +94,7 @@ fn reconcile_deployment(
     d: &Deployment,
     previous_template: Option<&shoal_proto::PodTemplate>,
     layout: &Layout,
+    placement: &mut Placement,
     now: i64,
     out: &mut Reconciliation,
 ) {
@@ -105,14 +110,35 @@ fn reconcile_deployment(
     let policy = spec.restart_policy.unwrap_or_default();
     let history_limit = spec.pod_history_limit as usize;
 
+    // Pods move off drained nodes `parallelism` slots at a time (the update
+    // setting; 0: all at once), each replacement started before its old pod
+    // stops.
+    let parallelism = spec
+        .update_config
+        .unwrap_or_else(crate::controlapi::spec::default_update_config)
+        .parallelism;
+    let moving = (1..=layout.desired)
+        .filter(|slot| drain_state(layout, layout.pods(*slot)) == DrainState::Moving)
+        .count() as u64;
+    let mut drain_budget = match parallelism {
+        0 => u64::MAX,
+        n => n.saturating_sub(moving),
+    };
+
     // Slots this pass leaves alone: only those may start an update step,
     // so two mutations never race on one pod.
     let mut settled = BTreeSet::new();
     for slot in 1..=layout.desired {
         let pods = layout.pods(slot);
         let before = out.mutations.len();
-        reconcile_slot(d, layout, &rs_id, &policy, slot, pods, now, out);
-        if out.mutations.len() == before {
+        let draining = policy.condition() != restart_policy::Condition::None
+            && drain_state(layout, pods) != DrainState::None;
+        if draining {
+            drain_slot(d, layout, &rs_id, slot, pods, &mut drain_budget, now, out);
+        } else {
+            reconcile_slot(d, layout, &rs_id, &policy, slot, pods, now, out);
+        }
+        if out.mutations.len() == before && !draining {
             settled.insert(slot);
         }
         trim_history(pods, history_limit, out);
@@ -124,7 +150,85 @@ fn reconcile_deployment(
             remove_pod(p, now, out);
         }
     }
-    updater::step(d, previous_template, layout, &settled, now, out);
+    updater::step(d, previous_template, layout, &settled, placement, now, out);
+}
+
+/// Where a slot stands in moving off a drained node.
+#[derive(Debug, PartialEq, Eq)]
+enum DrainState {
+    /// No live pod of the slot is on a drained node.
+    None,
+    /// Its pod runs on a drained node, no replacement yet.
+    Waiting,
+    /// A replacement runs elsewhere, not ready yet: the old pod still serves.
+    Moving,
+    /// The replacement is ready (or gone): the old pod can stop.
+    Replaced,
+}
+
+fn drain_state(layout: &Layout, pods: &[&Pod]) -> DrainState {
+    let live: Vec<&&Pod> = pods.iter().filter(|p| wanted(p)).collect();
+    if !live.iter().any(|p| layout.on_drained_node(p)) {
+        return DrainState::None;
+    }
+    match live.iter().rev().find(|p| !layout.on_lost_node(p)) {
+        None => DrainState::Waiting,
+        Some(r) if !is_ready(r) && !observed(r).is_terminal() => DrainState::Moving,
+        Some(_) => DrainState::Replaced,
+    }
+}
+
+/// A slot whose pod runs on a drained node: a replacement is started
+/// elsewhere (when the drain budget allows), and the old pod stops once it
+/// is ready, so the service keeps its capacity while a node drains. A
+/// replacement that cannot be placed leaves the old pod running (`service
+/// ps` says why); one that fails is restarted by the restart policy.
+#[allow(clippy::too_many_arguments)]
+fn drain_slot(
+    d: &Deployment,
+    layout: &Layout,
+    rs_id: &str,
+    slot: u64,
+    pods: &[&Pod],
+    budget: &mut u64,
+    now: i64,
+    out: &mut Reconciliation,
+) {
+    let live = || pods.iter().copied().filter(|p| wanted(p));
+    // Down or removed nodes are not waited for.
+    for p in live().filter(|p| layout.on_lost_node(p) && !layout.on_drained_node(p)) {
+        out.mutations.push(shut_down_lost(p, now));
+    }
+    match drain_state(layout, pods) {
+        DrainState::None | DrainState::Moving => {}
+        DrainState::Waiting => {
+            if *budget > 0 {
+                *budget -= 1;
+                let attempt = live().next_back().map_or(0, |p| p.attempt + 1);
+                out.mutations
+                    .push(put(layout.new_pod(d, rs_id, slot, attempt, now, now), 0));
+            }
+        }
+        DrainState::Replaced => {
+            let newest = live().rev().find(|p| !layout.on_lost_node(p));
+            if newest.is_some_and(|r| observed(r).is_terminal()) {
+                // The replacement failed: another one, as a restart would.
+                if *budget > 0 {
+                    *budget -= 1;
+                    let r = newest.expect("checked");
+                    out.mutations.push(shut_down(r, now));
+                    out.mutations.push(put(
+                        layout.new_pod(d, rs_id, slot, r.attempt + 1, now, now),
+                        0,
+                    ));
+                }
+                return;
+            }
+            for p in live().filter(|p| layout.on_drained_node(p)) {
+                out.mutations.push(shut_down_lost(p, now));
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

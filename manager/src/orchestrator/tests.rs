@@ -1,8 +1,8 @@
 use shoal_proto::{restart_policy::Condition, PodState};
 
 use super::replicated::reconcile;
-use crate::objects::wanted;
-use crate::testutil::{policy, Fixture};
+use crate::objects::{observed, wanted};
+use crate::testutil::{pods_written, policy, Fixture};
 
 /// Runs reconcile passes until nothing is left to do (bounded).
 fn settle(f: &Fixture, now: i64) {
@@ -283,11 +283,11 @@ fn place_all(f: &Fixture, d: &str, node: &str) {
 #[test]
 fn pods_of_a_node_that_goes_down_are_replaced_at_once_and_the_old_ones_shut_down() {
     let f = Fixture::new();
-    f.ready_node("n1");
-    f.ready_node("n2");
     let d = f.deployment("web", 2, policy(Condition::Any, 5_000, 0));
     settle(&f, 1_000);
     place_all(&f, &d, "n1");
+    f.ready_node("n1");
+    f.ready_node("n2");
     settle(&f, 1_500);
     assert_eq!(f.pods(&d).len(), 2, "nothing to do while n1 is up");
 
@@ -309,8 +309,8 @@ fn pods_of_a_node_that_goes_down_are_replaced_at_once_and_the_old_ones_shut_down
     assert_eq!(new.len(), 2, "one new pod per slot");
     assert!(
         new.iter()
-            .all(|p| p.node_id.is_empty() && p.not_before <= 2_000),
-        "replaced at once (no restart delay), waiting for the scheduler: {new:?}"
+            .all(|p| p.node_id == "n2" && p.not_before <= 2_000),
+        "replaced at once (no restart delay), placed on the node that is up: {new:?}"
     );
 
     // n1 comes back: its old pods stay shut down, nothing is duplicated.
@@ -322,12 +322,13 @@ fn pods_of_a_node_that_goes_down_are_replaced_at_once_and_the_old_ones_shut_down
 }
 
 #[test]
-fn draining_a_node_moves_its_pods_but_pausing_keeps_them() {
+fn draining_a_node_moves_its_pods_a_batch_at_a_time_but_pausing_keeps_them() {
     let f = Fixture::new();
-    f.ready_node("n1");
     let d = f.deployment("web", 2, policy(Condition::Any, 0, 0));
     settle(&f, 1_000);
     place_all(&f, &d, "n1");
+    f.ready_node("n1");
+    f.ready_node("n2");
     f.edit_node("n1", |n| {
         n.spec.as_mut().unwrap().availability = shoal_proto::NodeAvailability::Pause as i32
     });
@@ -336,18 +337,57 @@ fn draining_a_node_moves_its_pods_but_pausing_keeps_them() {
     f.edit_node("n1", |n| {
         n.spec.as_mut().unwrap().availability = shoal_proto::NodeAvailability::Drain as i32
     });
+    let on = |node: &str| {
+        f.pods(&d)
+            .into_iter()
+            .filter(|p| wanted(p) && p.node_id == node)
+            .collect::<Vec<_>>()
+    };
+    // Parallelism 1 (the default): one replacement at a time (placed on n2
+    // in the write that creates it), started before its old pod stops.
     settle(&f, 3_000);
+    assert_eq!(on("n2").len(), 1, "one replacement: {:?}", f.pods(&d));
+    assert_eq!(on("n1").len(), 2, "the old pods keep serving");
+    settle(&f, 3_500);
+    assert_eq!(on("n1").len(), 2, "not before the replacement is ready");
+    assert_eq!(on("n2").len(), 1, "no second replacement yet");
+    let first = on("n2").pop().unwrap();
+    f.report(&first.id, PodState::Running);
+    settle(&f, 4_000);
+    assert_eq!(on("n1").len(), 1, "the first old pod stopped once replaced");
+    assert_eq!(on("n2").len(), 2, "then the next replacement");
+    for p in on("n2") {
+        f.report(&p.id, PodState::Running);
+    }
+    settle(&f, 5_000);
+    assert!(on("n1").is_empty());
+    assert_eq!(on("n2").len(), 2);
+    assert!(f
+        .pods(&d)
+        .iter()
+        .filter(|p| p.node_id == "n1")
+        .all(|p| p.desired_state() == PodState::Shutdown));
+}
+
+#[test]
+fn a_down_node_loses_its_pods_at_once() {
+    let f = Fixture::new();
+    f.ready_node("n1");
+    let d = f.deployment("web", 3, policy(Condition::Any, 0, 0));
+    settle(&f, 1_000);
+    place_all(&f, &d, "n1");
+    f.edit_node("n1", |n| {
+        n.status.as_mut().unwrap().state = shoal_proto::NodeState::Down as i32
+    });
+    settle(&f, 2_000);
     let pods = f.pods(&d);
     assert_eq!(
         pods.iter()
             .filter(|p| wanted(p) && p.node_id.is_empty())
             .count(),
-        2
+        3,
+        "all replaced at once, whatever the parallelism"
     );
-    assert!(pods
-        .iter()
-        .filter(|p| p.node_id == "n1")
-        .all(|p| p.desired_state() == PodState::Shutdown));
 }
 
 #[test]
@@ -401,4 +441,92 @@ fn a_global_pod_goes_only_where_its_reservation_fits() {
     f.apply(vec![crate::store::put(dep, v)]);
     settle(&f, 1_000);
     assert_eq!(live_nodes(&f, &d), vec!["n1"], "512 MiB fits n1 only");
+}
+
+#[test]
+fn new_pods_are_placed_in_the_write_that_creates_them_by_the_schedulers_rules() {
+    let f = Fixture::new();
+    f.ready_node("n1");
+    f.ready_node("n2");
+    let d = f.deployment("web", 4, policy(Condition::Any, 0, 0));
+    let pass = f.store.read(|s| reconcile(s, 1_000));
+    let created: Vec<_> = pods_written(&pass.mutations)
+        .into_iter()
+        .filter(|(_, v)| *v == 0)
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(created.len(), 4);
+    assert!(created
+        .iter()
+        .all(|p| observed(p) == PodState::Assigned && p.node_epoch == 1));
+    let on = |n: &str| created.iter().filter(|p| p.node_id == n).count();
+    assert_eq!((on("n1"), on("n2")), (2, 2), "spread as the scheduler does");
+    // Nothing is left for the scheduler.
+    f.apply(pass.mutations);
+    let scheduled = f.store.read(|s| crate::scheduler::schedule(s, 1_000));
+    assert!(scheduled.mutations.is_empty(), "{:?}", scheduled.mutations);
+    assert_eq!(f.pods(&d).len(), 4);
+}
+
+#[test]
+fn a_new_pod_no_node_takes_is_left_to_the_scheduler_which_says_why() {
+    let f = Fixture::new();
+    f.ready_node("n1");
+    f.edit_node("n1", |n| {
+        n.spec.as_mut().unwrap().availability = shoal_proto::NodeAvailability::Pause as i32
+    });
+    let d = f.deployment("web", 1, policy(Condition::Any, 0, 0));
+    settle(&f, 1_000);
+    let pod = f.pods(&d).remove(0);
+    assert!(pod.node_id.is_empty() && observed(&pod) == PodState::New);
+    let scheduled = f.store.read(|s| crate::scheduler::schedule(s, 1_000));
+    f.apply(scheduled.mutations);
+    let pod = f.pod(&pod.id);
+    assert_eq!(observed(&pod), PodState::Pending);
+    assert!(
+        pod.scheduling_message.contains("paused or drained"),
+        "{}",
+        pod.scheduling_message
+    );
+}
+
+#[test]
+fn a_pod_restarting_after_a_delay_is_left_to_the_scheduler() {
+    let f = Fixture::new();
+    f.ready_node("n1");
+    let d = f.deployment("web", 1, policy(Condition::Any, 5_000, 0));
+    settle(&f, 1_000);
+    let first = f.pods(&d).remove(0);
+    assert_eq!(first.node_id, "n1");
+    f.report(&first.id, PodState::Failed);
+    settle(&f, 2_000);
+    let next = f.pods(&d).into_iter().find(wanted).unwrap();
+    assert!(next.not_before > 2_000, "{}", next.not_before);
+    assert!(
+        next.node_id.is_empty(),
+        "the scheduler places it when the delay ends"
+    );
+}
+
+#[test]
+fn a_new_pod_that_reserves_resources_is_left_to_the_scheduler() {
+    // The scheduler is the one writer that hands out reservations, host
+    // ports and per-node maximums: two controllers placing at once could
+    // both give away the same memory.
+    let f = Fixture::new();
+    f.ready_node("n1");
+    let d = f.deployment("db", 1, policy(Condition::Any, 0, 0));
+    let mut rs = f.store.read(|s| s.replica_sets["rs-db-1"].clone());
+    let v = crate::objects::version(&rs.meta);
+    rs.template
+        .as_mut()
+        .unwrap()
+        .container
+        .as_mut()
+        .unwrap()
+        .reserve_memory_bytes = 64 << 20;
+    f.apply(vec![crate::store::put(rs, v)]);
+    settle(&f, 1_000);
+    let pod = f.pods(&d).remove(0);
+    assert!(pod.node_id.is_empty(), "{pod:?}");
 }

@@ -18,6 +18,7 @@ use shoal_proto::{
 };
 
 use super::layout::Layout;
+use super::placement::Placement;
 use super::replicated::{shut_down, Reconciliation};
 use crate::controlapi::spec::default_update_config;
 use crate::objects::{created_at, is_ready, observed, touch, version, wanted};
@@ -126,6 +127,7 @@ pub fn step(
     previous_template: Option<&PodTemplate>,
     layout: &Layout,
     settled: &BTreeSet<u64>,
+    placement: &mut Placement,
     now: i64,
     out: &mut Reconciliation,
 ) {
@@ -252,7 +254,17 @@ pub fn step(
             .rfind(|p| wanted(p))
             .expect("an old slot has a live pod");
         match cfg.order() {
-            Order::StopFirst => out.mutations.push(shut_down(old, now)),
+            Order::StopFirst => {
+                out.mutations.push(shut_down(old, now));
+                // The replacement rides in the same write, on the old pod's
+                // node, when it fits there; its node starts it once the old
+                // container has stopped. Otherwise the slot reconciler
+                // creates it after the old pod has stopped.
+                let new = layout.new_pod(d, target, slot, 0, now, now);
+                if let Some(new) = placement.instead_of(new, old, now) {
+                    out.mutations.push(put(new, 0));
+                }
+            }
             Order::StartFirst => out
                 .mutations
                 .push(put(layout.new_pod(d, target, slot, 0, now, now), 0)),

@@ -11,7 +11,7 @@ use super::replicated::reconcile;
 use crate::controlapi::{rollout, spec::spec_of};
 use crate::objects::{observed, version, wanted};
 use crate::store::put;
-use crate::testutil::{policy, Fixture};
+use crate::testutil::{pods_written, policy, Fixture};
 
 fn cfg(
     parallelism: u64,
@@ -49,6 +49,30 @@ impl Sim {
         let mut sim = Sim { f, dep, now: 1_000 };
         sim.tick();
         sim
+    }
+
+    /// The same, with the pods' node "n1" in the store and ready, so that
+    /// the orchestrator can place pods on it.
+    fn on_ready_node(replicas: u64, update: UpdateConfig) -> Sim {
+        let sim = Sim::new(replicas, update);
+        sim.f.ready_node("n1");
+        sim
+    }
+
+    /// One orchestrator pass, applied: the pods it created and the pods
+    /// it shut down.
+    fn pass(&self) -> (Vec<shoal_proto::Pod>, Vec<shoal_proto::Pod>) {
+        let r = self.f.store.read(|d| reconcile(d, self.now));
+        let written = pods_written(&r.mutations);
+        self.f.apply(r.mutations);
+        let created = written.iter().filter(|(_, v)| *v == 0);
+        let stopped = written
+            .iter()
+            .filter(|(p, v)| *v != 0 && p.desired_state() == PodState::Shutdown);
+        (
+            created.map(|(p, _)| p.clone()).collect(),
+            stopped.map(|(p, _)| p.clone()).collect(),
+        )
     }
 
     fn settle(&self) {
@@ -422,4 +446,143 @@ fn rollback_returns_to_the_previous_revision_and_history_is_trimmed() {
         .read(|s| rollout::rollback(s, &d, 1, sim.now))
         .unwrap_err();
     assert!(err.contains("has no revision 1"), "{err}");
+}
+
+#[test]
+fn a_stop_first_replacement_is_created_on_the_old_pods_node_in_the_write_that_stops_it() {
+    let mut sim = Sim::on_ready_node(3, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    sim.update_image("img:v2");
+    let (created, stopped) = sim.pass();
+    assert_eq!(stopped.len(), 1, "parallelism 1");
+    assert_eq!(created.len(), 1, "the replacement rides in the same write");
+    let (old, new) = (&stopped[0], &created[0]);
+    assert_eq!(new.slot, old.slot);
+    assert_eq!(new.node_id, "n1");
+    assert_eq!(new.node_epoch, 1);
+    assert_eq!(observed(new), PodState::Assigned);
+    assert_ne!(new.replica_set_id, old.replica_set_id);
+    // The old pod still runs (its node starts the new one once it has
+    // stopped): nothing else happens to the slot meanwhile.
+    assert_eq!(observed(&sim.f.pod(&old.id)), PodState::Running);
+    assert_eq!(sim.pass(), (vec![], vec![]));
+
+    for _ in 0..20 {
+        sim.now += 100;
+        sim.tick();
+        if sim.state().0 == UpdateState::Completed {
+            break;
+        }
+    }
+    assert_eq!(sim.state().0, UpdateState::Completed);
+    assert_eq!(sim.live_images(), vec!["img:v2"; 3]);
+    assert_eq!(
+        sim.f.pods(&sim.dep).len(),
+        6,
+        "one new pod per slot, none created twice"
+    );
+}
+
+#[test]
+fn a_replacement_the_old_pods_node_does_not_take_waits_for_the_old_pod_to_stop() {
+    let mut sim = Sim::on_ready_node(2, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    sim.f.edit_node("n1", |n| {
+        n.spec.as_mut().unwrap().availability = shoal_proto::NodeAvailability::Pause as i32
+    });
+    sim.update_image("img:v2");
+    let (created, stopped) = sim.pass();
+    assert_eq!((created.len(), stopped.len()), (0, 1));
+    // Once the old pod has stopped, the slot gets its new pod the usual way
+    // (unplaced here: the paused node takes none).
+    sim.f.report(&stopped[0].id, PodState::Shutdown);
+    let (created, _) = sim.pass();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].slot, stopped[0].slot);
+    assert!(created[0].node_id.is_empty());
+}
+
+#[test]
+fn the_old_pods_host_port_and_reservation_are_freed_for_its_replacement() {
+    let mut sim = Sim::on_ready_node(1, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    let gib: i64 = 1 << 30;
+    sim.f.edit_node("n1", |n| {
+        n.status.as_mut().unwrap().resources = Some(shoal_proto::NodeResources {
+            nano_cpus: 2_000_000_000,
+            memory_bytes: gib,
+        })
+    });
+    // The running revision binds host port 8080 and reserves 600 MiB: the
+    // node holds one such pod, not two.
+    let edit = |t: &mut shoal_proto::PodTemplate| {
+        t.host_ports = vec![shoal_proto::PortConfig {
+            published_port: 8080,
+            target_port: 80,
+            publish_mode: shoal_proto::port_config::PublishMode::Host as i32,
+            ..Default::default()
+        }];
+        t.container.as_mut().unwrap().reserve_memory_bytes = 600 << 20;
+    };
+    let mut d = sim.f.store.read(|s| s.deployments[&sim.dep].clone());
+    let mut rs = sim.f.store.read(|s| s.replica_sets["rs-web-1"].clone());
+    let (dv, rv) = (version(&d.meta), version(&rs.meta));
+    edit(d.spec.as_mut().unwrap().template.as_mut().unwrap());
+    edit(rs.template.as_mut().unwrap());
+    sim.f.apply(vec![put(d, dv), put(rs, rv)]);
+
+    sim.update_image("img:v2");
+    let (created, stopped) = sim.pass();
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(
+        created
+            .iter()
+            .map(|p| p.node_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["n1"],
+        "the old pod's port and memory count as freed"
+    );
+}
+
+#[test]
+fn a_replacement_that_claims_more_than_the_old_pod_waits_for_it_to_stop() {
+    let sim = Sim::on_ready_node(1, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    sim.f.edit_node("n1", |n| {
+        n.status.as_mut().unwrap().resources = Some(shoal_proto::NodeResources {
+            nano_cpus: 2_000_000_000,
+            memory_bytes: 1 << 30,
+        })
+    });
+    // The new revision reserves memory the old one did not: the scheduler,
+    // the one writer of reservations, places it once the old pod stopped.
+    let d = sim.f.store.read(|s| s.deployments[&sim.dep].clone());
+    let mut spec = sim
+        .f
+        .store
+        .read(|s| spec_of(&d, s.service_of_deployment(&d.id)));
+    spec.container.as_mut().unwrap().reserve_memory_bytes = 64 << 20;
+    let m = sim
+        .f
+        .store
+        .read(|s| rollout::update(s, &d, spec, false, sim.now))
+        .unwrap();
+    sim.f.apply(m);
+    let (created, stopped) = sim.pass();
+    assert_eq!((created.len(), stopped.len()), (0, 1));
+}
+
+#[test]
+fn a_replacement_goes_where_the_spread_wants_it_so_a_forced_update_rebalances() {
+    let mut sim = Sim::on_ready_node(2, cfg(1, Order::StopFirst, 0, 0, FailureAction::Pause));
+    // A node joins: the spread prefers it for the next pod of the service.
+    sim.f.ready_node("n2");
+    sim.update_image("img:v2");
+    let (created, stopped) = sim.pass();
+    assert_eq!((created.len(), stopped.len()), (0, 1), "not kept on n1");
+    sim.f.report(&stopped[0].id, PodState::Shutdown);
+    let (created, _) = sim.pass();
+    assert_eq!(
+        created
+            .iter()
+            .map(|p| p.node_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["n2"]
+    );
 }

@@ -595,7 +595,7 @@ async fn the_leader_removing_itself_steps_down_and_can_rejoin_as_a_new_manager()
     // The stepped-down manager says so instead of forwarding.
     let err = control(&c, 1)
         .await
-        .list_nodes(ListNodesRequest {})
+        .list_nodes(ListNodesRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
@@ -637,7 +637,10 @@ async fn followers_forward_control_calls_to_the_leader_but_serve_local_ones() {
     // A linearizable read on a follower: it fails there (not the leader),
     // so an answer proves it was forwarded.
     let mut follower = control(&c, 2).await;
-    let nodes = follower.list_nodes(ListNodesRequest {}).await.unwrap();
+    let nodes = follower
+        .list_nodes(ListNodesRequest::default())
+        .await
+        .unwrap();
     let ids: Vec<_> = nodes.into_inner().nodes.into_iter().map(|n| n.id).collect();
     assert_eq!(ids, vec!["seen-by-leader".to_string()]);
     // A write on a follower is proposed by the leader.
@@ -660,7 +663,7 @@ async fn followers_forward_control_calls_to_the_leader_but_serve_local_ones() {
     assert!(!info.is_leader);
 
     // A forwarded call that reaches a non-leader is not forwarded again.
-    let mut request = tonic::Request::new(ListNodesRequest {});
+    let mut request = tonic::Request::new(ListNodesRequest::default());
     request
         .metadata_mut()
         .insert(FORWARDED_HEADER, "3".parse().unwrap());
@@ -677,7 +680,10 @@ async fn followers_forward_control_calls_to_the_leader_but_serve_local_ones() {
         .await
         .expect("the leader's lease expires")
         .unwrap();
-    let err = follower.list_nodes(ListNodesRequest {}).await.unwrap_err();
+    let err = follower
+        .list_nodes(ListNodesRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert!(
         err.message()
@@ -804,7 +810,7 @@ async fn without_a_quorum_control_api_writes_and_reads_fail_with_no_quorum_in_ti
     assert!(took < wait + Duration::from_secs(2), "took {took:?}");
 
     let err = api
-        .list_nodes(tonic::Request::new(ListNodesRequest {}))
+        .list_nodes(tonic::Request::new(ListNodesRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");

@@ -70,6 +70,27 @@ impl NodeInfo {
         self.reserved_nano_cpus += cpus;
         self.reserved_memory_bytes += memory;
     }
+
+    /// Takes back what [`NodeInfo::place`] counted for one pod: the share
+    /// of a pod that leaves the node, so the pod replacing it there can be
+    /// checked against the node without it.
+    pub fn unplace(&mut self, deployment_id: &str, template: Option<&PodTemplate>) {
+        if let Some(n) = self.per_deployment.get_mut(deployment_id) {
+            *n = n.saturating_sub(1);
+        }
+        self.total = self.total.saturating_sub(1);
+        let Some(t) = template else { return };
+        for p in t
+            .host_ports
+            .iter()
+            .filter(|p| p.publish_mode() == PublishMode::Host)
+        {
+            self.host_ports.remove(&p.published_port);
+        }
+        let (cpus, memory) = reservation(t);
+        self.reserved_nano_cpus -= cpus;
+        self.reserved_memory_bytes -= memory;
+    }
 }
 
 fn template_of<'a>(data: &'a StoreData, pod: &Pod) -> Option<&'a PodTemplate> {
@@ -201,32 +222,47 @@ fn pending(data: &StoreData) -> Vec<&Pod> {
     v
 }
 
-/// One scheduling pass over every pending pod.
-pub fn schedule(data: &StoreData, now: i64) -> Pass {
-    let mut pass = Pass::default();
-    let mut nodes = node_infos(data);
-    let mut filters = all_filters();
-    for pod in pending(data) {
-        if pod.not_before > now {
-            pass.wake_at = Some(
-                pass.wake_at
-                    .map_or(pod.not_before, |w| w.min(pod.not_before)),
-            );
-            continue;
+/// Places pods one after another by the filters and the spread, counting
+/// each placed pod on its node so the next one sees it. The scheduler uses
+/// one per pass; the orchestrator uses one to create pods already placed, in
+/// the same Raft write, instead of leaving them for the scheduler's next
+/// pass (one write and one wake-up less between `service create` and the
+/// first container; the filters, the spread and the explanations are the
+/// same because they are this code).
+pub struct Placer {
+    nodes: Vec<NodeInfo>,
+    filters: Vec<Box<dyn Filter>>,
+}
+
+impl Placer {
+    /// A placer over the nodes and the pods that occupy them now.
+    pub fn new(data: &StoreData) -> Placer {
+        Placer {
+            nodes: node_infos(data),
+            filters: all_filters(),
         }
-        let Some(template) = data
-            .replica_sets
-            .get(&pod.replica_set_id)
-            .and_then(|rs| rs.template.clone())
-        else {
-            continue;
-        };
+    }
+
+    /// Chooses the node for one more pod of `template` (of `deployment_id`)
+    /// and counts the pod there. The error says why no node fits, worded for
+    /// `service ps` ("no suitable node (2 nodes not ready)").
+    pub fn place(&mut self, template: &PodTemplate, deployment_id: &str) -> Result<&Node, String> {
+        let ni = self.choose(template, deployment_id)?;
+        let info = &mut self.nodes[ni];
+        info.place(deployment_id, Some(template));
+        Ok(&info.node)
+    }
+
+    /// The node the filters and the spread choose for one more pod, as an
+    /// index into `nodes`, without counting it; or why none fits.
+    fn choose(&mut self, template: &PodTemplate, deployment_id: &str) -> Result<usize, String> {
+        let filters = &mut self.filters;
         let active: Vec<usize> = (0..filters.len())
-            .filter(|&i| filters[i].applies(&template, &pod.deployment_id))
+            .filter(|&i| filters[i].applies(template, deployment_id))
             .collect();
         let mut rejected_by = vec![0usize; filters.len()];
         let mut eligible = Vec::new();
-        for (ni, info) in nodes.iter().enumerate() {
+        for (ni, info) in self.nodes.iter().enumerate() {
             match active.iter().find(|&&fi| !filters[fi].check(info)) {
                 Some(&fi) => rejected_by[fi] += 1,
                 None => eligible.push(ni),
@@ -236,25 +272,77 @@ pub fn schedule(data: &StoreData, now: i64) -> Pass {
             .placement
             .as_ref()
             .map_or(&[][..], |p| p.spread.as_slice());
-        let best = pick(&nodes, &eligible, &pod.deployment_id, spread);
+        pick(&self.nodes, &eligible, deployment_id, spread)
+            .ok_or_else(|| explain(filters, &rejected_by, self.nodes.len()))
+    }
+
+    /// Places one more pod of `template` on the node of `leaving`, the pod
+    /// it replaces there (a stop-first rolling update), if that node is the
+    /// one the filters and the spread choose once `leaving` (of
+    /// `leaving_template`) is gone from it. Then `leaving` no longer counts on
+    /// the node and the new pod does; otherwise nothing changes and the
+    /// answer is None (so a forced update still rebalances a service over
+    /// nodes that joined or came back, as in Swarm).
+    pub fn place_instead_of(
+        &mut self,
+        template: &PodTemplate,
+        deployment_id: &str,
+        leaving: &Pod,
+        leaving_template: Option<&PodTemplate>,
+    ) -> Option<&Node> {
+        let at = self
+            .nodes
+            .iter()
+            .position(|n| n.node.id == leaving.node_id)?;
+        let counted = occupies(leaving);
+        if counted {
+            self.nodes[at].unplace(&leaving.deployment_id, leaving_template);
+        }
+        if self.choose(template, deployment_id) == Ok(at) {
+            let info = &mut self.nodes[at];
+            info.place(deployment_id, Some(template));
+            return Some(&info.node);
+        }
+        if counted {
+            self.nodes[at].place(&leaving.deployment_id, leaving_template);
+        }
+        None
+    }
+}
+
+/// Marks `pod` as assigned to `node`.
+pub fn assign(pod: &mut Pod, node: &Node, now: i64) {
+    pod.node_id = node.id.clone();
+    pod.node_epoch = node.status.as_ref().map_or(0, |s| s.session_epoch);
+    pod.scheduling_message.clear();
+    pod.status = Some(PodStatus {
+        state: PodState::Assigned as i32,
+        message: "assigned to a node".into(),
+        timestamp: now,
+        ..Default::default()
+    });
+}
+
+/// One scheduling pass over every pending pod.
+pub fn schedule(data: &StoreData, now: i64) -> Pass {
+    let mut pass = Pass::default();
+    let mut placer = Placer::new(data);
+    for pod in pending(data) {
+        if pod.not_before > now {
+            pass.wake_at = Some(
+                pass.wake_at
+                    .map_or(pod.not_before, |w| w.min(pod.not_before)),
+            );
+            continue;
+        }
+        let Some(template) = template_of(data, pod) else {
+            continue;
+        };
         let mut p = pod.clone();
         let v = version(&pod.meta);
-        match best {
-            Some(ni) => {
-                let info = &mut nodes[ni];
-                info.place(&pod.deployment_id, Some(&template));
-                p.node_id = info.node.id.clone();
-                p.node_epoch = info.node.status.as_ref().map_or(0, |s| s.session_epoch);
-                p.scheduling_message.clear();
-                p.status = Some(PodStatus {
-                    state: PodState::Assigned as i32,
-                    message: "assigned to a node".into(),
-                    timestamp: now,
-                    ..Default::default()
-                });
-            }
-            None => {
-                let why = explain(&filters, &rejected_by, nodes.len());
+        match placer.place(template, &pod.deployment_id) {
+            Ok(node) => assign(&mut p, node, now),
+            Err(why) => {
                 if observed(pod) == PodState::Pending && pod.scheduling_message == why {
                     continue;
                 }

@@ -141,6 +141,7 @@ fn usage() -> ! {
         "usage: shoal-bench swarm [--reps N]\n\
          \x20      shoal-bench update [--reps N] [--grace DURATION]\n\
          \x20      shoal-bench cluster [--reps N] [--attempt-timeout SECS]\n\
+         \x20      shoal-bench nodeloss [--reps N]\n\
          \x20      shoal-bench sim [--nodes N] [--pods P] [--managers M] [--reps N]\n\n\
          swarm   shoal against Docker Swarm on the local engine: create -> 10/10 running,\n\
          \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions)\n\
@@ -151,6 +152,8 @@ fn usage() -> ! {
          \x20       for a worker and a manager to join, and leader failover with three managers (kill\n\
          \x20       the leader's node -> first successful write; each write attempt with a client\n\
          \x20       timeout, default 2 s) (default 3 repetitions)\n\
+         nodeloss shoal against Docker Swarm in three node containers: 6 replicas, docker kill of a\n\
+         \x20       worker's node -> its replicas running on the other two (default 3 repetitions)\n\
          sim     shoal alone in this process, no Docker: 3 managers on Raft and N simulated\n\
          \x20       workers (default 1000) running P pods (default 20000): placements/s,\n\
          \x20       convergence, memory per pod, Raft log and snapshot, rescheduling after 10% of\n\
@@ -166,6 +169,7 @@ enum Bench {
     Swarm,
     Update,
     Cluster,
+    NodeLoss,
     Sim,
 }
 
@@ -204,6 +208,7 @@ fn parse_args(args: &[String]) -> Option<Opts> {
         Some("swarm") => Bench::Swarm,
         Some("update") => Bench::Update,
         Some("cluster") => Bench::Cluster,
+        Some("nodeloss") => Bench::NodeLoss,
         Some("sim") => Bench::Sim,
         _ => return None,
     };
@@ -271,6 +276,7 @@ fn main() {
         Bench::Update => bench_update(opts.reps, &opts.grace, &shoal),
         Bench::Swarm => bench_swarm(opts.reps, &shoal),
         Bench::Cluster => bench_cluster(opts.reps, opts.attempt_timeout, &shoal),
+        Bench::NodeLoss => bench_nodeloss(opts.reps, &shoal),
         Bench::Sim => unreachable!("sim runs without the daemon"),
     }) {
         Ok(()) => 0,
@@ -1917,6 +1923,107 @@ fn leader_events(log: &str, t0: u128) -> String {
     }
 }
 
+/// Runs `reps` repetitions of both systems (the order alternating, so
+/// neither always runs on a warmer machine), printing each one's `line`;
+/// the results and errors, shoal's first.
+fn alternate<R>(
+    reps: usize,
+    run: impl Fn(System, usize) -> Result<R, String> + std::panic::RefUnwindSafe,
+    line: impl Fn(&R) -> String,
+) -> ([Vec<R>; 2], [Vec<String>; 2]) {
+    let mut done: [Vec<R>; 2] = [Vec::new(), Vec::new()];
+    let mut errors: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    for i in 1..=reps {
+        let order = if i % 2 == 1 {
+            [System::Shoal, System::Swarm]
+        } else {
+            [System::Swarm, System::Shoal]
+        };
+        for system in order {
+            let k = (system == System::Swarm) as usize;
+            match guarded(|| run(system, i)) {
+                Ok(r) => {
+                    println!(
+                        "rep {i} {}: {} [load {}]",
+                        system.name(),
+                        line(&r),
+                        loadavg()
+                    );
+                    done[k].push(r);
+                }
+                Err(e) => {
+                    println!("rep {i} {}: FAILED: {e}", system.name());
+                    errors[k].push(e);
+                }
+            }
+        }
+    }
+    (done, errors)
+}
+
+/// A cluster just created on n1: its address and join tokens.
+struct FirstNode {
+    ip: String,
+    worker_token: String,
+    manager_token: String,
+}
+
+impl FirstNode {
+    /// The join command for a node with `role`'s token (worker or manager).
+    fn join(&self, system: System, role: &str) -> Vec<String> {
+        let token = if role == "worker" {
+            &self.worker_token
+        } else {
+            &self.manager_token
+        };
+        let manager = format!("{}:2377", self.ip);
+        let args: Vec<&str> = match system {
+            System::Shoal => vec![
+                "shoal",
+                "join",
+                "--token",
+                token,
+                "--pod-network-internal",
+                &self.ip,
+            ],
+            System::Swarm => vec!["docker", "swarm", "join", "--token", token, &manager],
+        };
+        args.into_iter().map(String::from).collect()
+    }
+}
+
+/// `shoal init` / `docker swarm init` on n1, advertising its address; the
+/// join tokens of both roles.
+fn init_first(hosts: &Hosts, system: System) -> Result<FirstNode, String> {
+    let ip = hosts.ip("n1").to_string();
+    /// A role's `join-token -q` command.
+    type TokenCommand = fn(&'static str) -> Vec<&'static str>;
+    let (init, token): (Vec<&str>, TokenCommand) = match system {
+        System::Shoal => (
+            vec![
+                "shoal",
+                "init",
+                "--advertise-addr",
+                &ip,
+                "--pod-network-internal",
+            ],
+            |role| vec!["shoal", "join-token", role, "-q"],
+        ),
+        System::Swarm => (
+            vec!["docker", "swarm", "init", "--advertise-addr", &ip],
+            |role| vec!["docker", "swarm", "join-token", "-q", role],
+        ),
+    };
+    node_ok(hosts, "n1", &init)?;
+    let worker_token = node_ok(hosts, "n1", &token("worker"))?.trim().to_string();
+    let manager_token = node_ok(hosts, "n1", &token("manager"))?.trim().to_string();
+    Ok(FirstNode {
+        ip,
+        worker_token,
+        manager_token,
+    })
+}
+
 /// Puts the cluster together, times the joins, then the failover.
 fn cluster_measure(
     hosts: &Hosts,
@@ -1925,68 +2032,14 @@ fn cluster_measure(
     attempt_timeout: u32,
 ) -> Result<ClusterRep, String> {
     let mut rep = ClusterRep::default();
-    let ip1 = hosts.ip("n1").to_string();
-    let manager_addr = format!("{ip1}:2377");
-    let (worker_token, manager_token) = match system {
-        System::Shoal => {
-            node_ok(
-                hosts,
-                "n1",
-                &[
-                    "shoal",
-                    "init",
-                    "--advertise-addr",
-                    &ip1,
-                    "--pod-network-internal",
-                ],
-            )?;
-            (
-                node_ok(hosts, "n1", &["shoal", "join-token", "worker", "-q"])?,
-                node_ok(hosts, "n1", &["shoal", "join-token", "manager", "-q"])?,
-            )
-        }
-        System::Swarm => {
-            node_ok(
-                hosts,
-                "n1",
-                &["docker", "swarm", "init", "--advertise-addr", &ip1],
-            )?;
-            (
-                node_ok(
-                    hosts,
-                    "n1",
-                    &["docker", "swarm", "join-token", "-q", "worker"],
-                )?,
-                node_ok(
-                    hosts,
-                    "n1",
-                    &["docker", "swarm", "join-token", "-q", "manager"],
-                )?,
-            )
-        }
-    };
-    let (worker_token, manager_token) = (worker_token.trim(), manager_token.trim());
-    let join = |token: &'static str| -> Vec<&str> {
-        let token = if token == "worker" {
-            worker_token
-        } else {
-            manager_token
-        };
-        match system {
-            System::Shoal => vec![
-                "shoal",
-                "join",
-                "--token",
-                token,
-                "--pod-network-internal",
-                &ip1,
-            ],
-            System::Swarm => vec!["docker", "swarm", "join", "--token", token, &manager_addr],
-        }
-    };
-    rep.worker_join = timed_in_node(hosts, "n2", &join("worker"))?;
-    rep.manager_join = timed_in_node(hosts, "n3", &join("manager"))?;
-    node_ok(hosts, "n4", &join("manager"))?;
+    let first = init_first(hosts, system)?;
+    let joins = [first.join(system, "worker"), first.join(system, "manager")];
+    let [worker_join, manager_join] = joins
+        .each_ref()
+        .map(|j| j.iter().map(String::as_str).collect::<Vec<_>>());
+    rep.worker_join = timed_in_node(hosts, "n2", &worker_join)?;
+    rep.manager_join = timed_in_node(hosts, "n3", &manager_join)?;
+    node_ok(hosts, "n4", &manager_join)?;
     wait_managers(hosts, system, "n1", CLUSTER_MANAGERS.len())?;
     std::thread::sleep(CLUSTER_SETTLE);
     let leader = wait_managers(hosts, system, "n1", CLUSTER_MANAGERS.len())?;
@@ -2148,34 +2201,11 @@ fn bench_cluster(reps: usize, attempt_timeout: u32, shoal: &Path) {
          the figure runs from docker kill's return to that write's completion\n"
     );
 
-    let mut done: [Vec<ClusterRep>; 2] = [Vec::new(), Vec::new()];
-    let mut errors: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-    for i in 1..=reps {
-        // Alternate the order: neither system always runs on a warmer machine.
-        let order = if i % 2 == 1 {
-            [System::Shoal, System::Swarm]
-        } else {
-            [System::Swarm, System::Shoal]
-        };
-        for system in order {
-            let k = (system == System::Swarm) as usize;
-            match guarded(move || cluster_rep(system, i, attempt_timeout)) {
-                Ok(r) => {
-                    println!(
-                        "rep {i} {}: {} [load {}]",
-                        system.name(),
-                        r.line(),
-                        loadavg()
-                    );
-                    done[k].push(r);
-                }
-                Err(e) => {
-                    println!("rep {i} {}: FAILED: {e}", system.name());
-                    errors[k].push(e);
-                }
-            }
-        }
-    }
+    let (done, errors) = alternate(
+        reps,
+        |system, i| cluster_rep(system, i, attempt_timeout),
+        ClusterRep::line,
+    );
 
     type ClusterField = fn(&ClusterRep) -> f64;
     let rows: [(&str, &str, ClusterField); 3] = [
@@ -2243,6 +2273,257 @@ fn bench_cluster(reps: usize, attempt_timeout: u32, shoal: &Path) {
         "repetitions": Value::Object(j_reps),
         "shoal_leaders": leaders(shoal_reps),
         "swarm_leaders": leaders(swarm_reps),
+        "shoal_errors": errors[0],
+        "swarm_errors": errors[1],
+    });
+    println!("\n{line}");
+}
+
+// ------------------------------------------------------------ nodeloss
+
+/// Node containers of a `nodeloss` repetition: n1 manages, n2 and n3 work.
+const NODELOSS_NODES: usize = 3;
+/// Replicas of the service spread over the three nodes.
+const NODELOSS_REPLICAS: usize = 6;
+/// Longest wait for the lost replicas to run elsewhere.
+const NODELOSS_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What one `nodeloss` repetition measured for one system.
+#[derive(Debug, Clone, Default)]
+struct NodeLossRep {
+    /// From `docker kill` of n2's container returning to the start of the
+    /// last replacement on n1 and n3 (the engines' StartedAt).
+    replaced: f64,
+    /// When the polling saw all replicas running (an upper bound).
+    polled: f64,
+    /// Replicas n2 ran when it was killed.
+    lost: usize,
+    /// Polls of the survivors' engines until then.
+    polls: usize,
+}
+
+/// The label each system puts on a service's containers.
+fn service_label(system: System, service: &str) -> String {
+    match system {
+        System::Shoal => format!("label=io.shoal.service.name={service}"),
+        System::Swarm => format!("label=com.docker.swarm.service.name={service}"),
+    }
+}
+
+/// Ids of the running containers of `service` on `node`'s own engine.
+fn running_ids(
+    hosts: &Hosts,
+    system: System,
+    node: &str,
+    service: &str,
+) -> Result<Vec<String>, String> {
+    let filter = service_label(system, service);
+    let out = node_ok(
+        hosts,
+        node,
+        &["docker", "ps", "-q", "--no-trunc", "--filter", &filter],
+    )?;
+    Ok(out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+fn running_in(hosts: &Hosts, system: System, node: &str, service: &str) -> Result<usize, String> {
+    Ok(running_ids(hosts, system, node, service)?.len())
+}
+
+/// When the latest of `ids` started on `node`'s engine (unix ns), from
+/// `docker inspect`: node containers share the host's clock.
+fn latest_start(hosts: &Hosts, node: &str, ids: &[String]) -> Result<Option<u128>, String> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let mut args = vec!["docker", "inspect", "--format", "{{.State.StartedAt}}"];
+    args.extend(ids.iter().map(String::as_str));
+    let out = node_ok(hosts, node, &args)?;
+    let mut latest = None;
+    for line in out.lines() {
+        let t = parse_utc_nanos(line.trim())
+            .ok_or_else(|| format!("in {node}: bad StartedAt {line:?}"))?;
+        latest = latest.max(Some(t));
+    }
+    Ok(latest)
+}
+
+/// Forms the cluster, creates the service, kills n2 and times until its
+/// replicas run on n1 and n3.
+fn nodeloss_measure(hosts: &Hosts, system: System, image: &str) -> Result<NodeLossRep, String> {
+    let first = init_first(hosts, system)?;
+    for n in ["n2", "n3"] {
+        let join = first.join(system, "worker");
+        node_ok(
+            hosts,
+            n,
+            &join.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+    }
+    let replicas = NODELOSS_REPLICAS.to_string();
+    let create: Vec<&str> = match system {
+        System::Shoal => vec!["shoal", "service", "create"],
+        // Swarm: local images only, and wait until converged as shoal does.
+        System::Swarm => vec![
+            "docker",
+            "service",
+            "create",
+            "--no-resolve-image",
+            "--detach=false",
+        ],
+    };
+    let mut create = create;
+    create.extend([
+        "--name",
+        "web",
+        "--replicas",
+        &replicas,
+        "--stop-grace-period",
+        "1s",
+        image,
+    ]);
+    node_ok(hosts, "n1", &create)?;
+    let lost = running_in(hosts, system, "n2", "web")?;
+    if lost == 0 {
+        return Err(format!("{}: n2 runs no replica of web", system.name()));
+    }
+    // Heartbeats and gossip settle, as on a cluster in use.
+    std::thread::sleep(Duration::from_secs(3));
+    let survivors = ["n1", "n3"];
+    let before: Vec<Vec<String>> = survivors
+        .iter()
+        .map(|n| running_ids(hosts, system, n, "web"))
+        .collect::<Result<_, _>>()?;
+    must(&mut docker(&["kill", &hosts.node("n2").container]))
+        .map_err(|e| format!("docker kill of n2: {e}"))?;
+    let killed_ns = unix_nanos();
+    let t0 = Instant::now();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let now: Vec<Vec<String>> = survivors
+            .iter()
+            .map(|n| running_ids(hosts, system, n, "web"))
+            .collect::<Result<_, _>>()?;
+        let n: usize = now.iter().map(Vec::len).sum();
+        if n >= NODELOSS_REPLICAS {
+            // The figure: the kill to the last replacement's start, read from
+            // the engines (polling only finds it, at ~0.3 s a round here).
+            let mut started = None;
+            for ((node, now), before) in survivors.iter().zip(&now).zip(&before) {
+                let new: Vec<String> = now
+                    .iter()
+                    .filter(|id| !before.contains(id))
+                    .cloned()
+                    .collect();
+                started = started.max(latest_start(hosts, node, &new)?);
+            }
+            let replaced = started
+                .map(|t| t.saturating_sub(killed_ns) as f64 / 1e9)
+                .ok_or_else(|| format!("{}: no replacement container found", system.name()))?;
+            return Ok(NodeLossRep {
+                replaced,
+                polled: secs(t0.elapsed()),
+                lost,
+                polls,
+            });
+        }
+        if t0.elapsed() > NODELOSS_TIMEOUT {
+            return Err(format!(
+                "{}: {n} of {NODELOSS_REPLICAS} replicas on n1 and n3 {NODELOSS_TIMEOUT:?} after n2 was killed",
+                system.name()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One repetition of one system in fresh node containers (removed by
+/// Hosts' Drop, Swarm left first by SwarmNodes' Drop).
+fn nodeloss_rep(system: System, image: &str) -> Result<NodeLossRep, String> {
+    let hosts = Hosts::builder(NODELOSS_NODES).image(image).start();
+    *CLUSTER_HOSTS.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+        hosts.nodes().iter().map(|n| n.container.clone()).collect(),
+        hosts.network.clone(),
+        system == System::Swarm,
+    ));
+    let result = {
+        let _swarm = (system == System::Swarm).then(|| SwarmNodes(&hosts));
+        nodeloss_measure(&hosts, system, image)
+    };
+    CLUSTER_HOSTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    drop(hosts);
+    result
+}
+
+fn bench_nodeloss(reps: usize, shoal: &Path) {
+    let (env, profile) = header(&format!("nodeloss: {reps} repetitions"), shoal);
+    let image = shoal_tests::images::web_image("v1");
+    println!(
+        "three node containers per system and repetition (n1 manager, n2 and n3 workers), {NODELOSS_REPLICAS} replicas\n\
+         of {image} with --stop-grace-period 1s; docker kill of n2's container, then the survivors' engines\n\
+         polled until {NODELOSS_REPLICAS} replicas run on n1 and n3; the figure runs from docker kill's return to\n\
+         the last replacement's start (State.StartedAt on its engine; node containers share the host clock)\n"
+    );
+    let (done, errors) = alternate(
+        reps,
+        |system, _| nodeloss_rep(system, &image),
+        |r: &NodeLossRep| {
+            format!(
+                "{} replicas of n2 started elsewhere {:.2} s after the kill (seen by polling after {:.2} s, {} polls)",
+                r.lost, r.replaced, r.polled, r.polls
+            )
+        },
+    );
+    let figures = |reps: &[NodeLossRep]| reps.iter().map(|r| r.replaced).collect::<Vec<_>>();
+    let (a, b) = (median(&figures(&done[0])), median(&figures(&done[1])));
+    let ratio = match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} s"));
+    println!(
+        "\nmedians of {} shoal and {} Swarm repetitions (of {reps}):\n",
+        done[0].len(),
+        done[1].len()
+    );
+    println!(
+        "{:<30} {:>11} {:>11} {:>12}",
+        "FIGURE", "SHOAL", "SWARM", "SHOAL/SWARM"
+    );
+    println!(
+        "{:<30} {:>11} {:>11} {:>12}",
+        "node killed -> replicas back",
+        show(a),
+        show(b),
+        ratio.map_or("-".to_string(), |r| format!("{r:.2}"))
+    );
+    for (k, system) in [System::Shoal, System::Swarm].into_iter().enumerate() {
+        for e in &errors[k] {
+            println!("\n{}: {e}", system.name());
+        }
+    }
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    let line = json!({
+        "bench": "nodeloss",
+        "reps": reps,
+        "load_end": loadavg(),
+        "shoal_profile": profile,
+        "machine": env,
+        "replicas": NODELOSS_REPLICAS,
+        "shoal_replaced_s": a.map(round),
+        "swarm_replaced_s": b.map(round),
+        "ratio_shoal_over_swarm": ratio.map(round),
+        "shoal_reps_s": figures(&done[0]).into_iter().map(round).collect::<Vec<_>>(),
+        "swarm_reps_s": figures(&done[1]).into_iter().map(round).collect::<Vec<_>>(),
         "shoal_errors": errors[0],
         "swarm_errors": errors[1],
     });
@@ -2731,6 +3012,8 @@ mod tests {
         );
         assert!(parse_args(&args(&["update", "--grace", "1m"])).is_none());
         assert_eq!(parse_args(&args(&["swarm"])).unwrap().bench, Bench::Swarm);
+        let o = parse_args(&args(&["nodeloss", "--reps", "2"])).unwrap();
+        assert_eq!((o.bench, o.reps), (Bench::NodeLoss, 2));
     }
 
     #[test]

@@ -35,6 +35,7 @@ async fn a_worker_acts_only_for_its_own_node_and_reaches_neither_raft_nor_the_co
     w0.heartbeat(HeartbeatRequest {
         node_id: "sim-node-0".into(),
         session_id: String::new(),
+        gossip_version: 0,
     })
     .await
     .expect("a heartbeat for itself");
@@ -61,6 +62,7 @@ async fn a_worker_acts_only_for_its_own_node_and_reaches_neither_raft_nor_the_co
         .heartbeat(HeartbeatRequest {
             node_id: "sim-node-1".into(),
             session_id: String::new(),
+            gossip_version: 0,
         })
         .await
         .unwrap_err();
@@ -88,6 +90,7 @@ async fn a_worker_acts_only_for_its_own_node_and_reaches_neither_raft_nor_the_co
         .heartbeat(HeartbeatRequest {
             node_id: "not-a-member".into(),
             session_id: String::new(),
+            gossip_version: 0,
         })
         .await
         .unwrap_err();
@@ -108,6 +111,7 @@ async fn a_worker_acts_only_for_its_own_node_and_reaches_neither_raft_nor_the_co
         .heartbeat(HeartbeatRequest {
             node_id: "sim-node-1".into(),
             session_id: String::new(),
+            gossip_version: 0,
         })
         .await
         .unwrap_err();

@@ -10,6 +10,7 @@ mod clientcert;
 mod cluster;
 mod examples;
 mod get;
+mod gossip;
 mod health;
 mod hosts;
 mod logs;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use shoal_manager::store::StoreData;
 use shoal_proto::control_server::Control;
 use shoal_proto::{
-    restart_policy::Condition, ContainerSpec, Placement, Pod, PodState, RestartPolicy, ServiceSpec,
-    UpdateNodeRequest,
+    restart_policy::Condition, ContainerSpec, DeploymentMode, ListPodsRequest, NodeAvailability,
+    Placement, Pod, PodState, RestartPolicy, ServiceSpec, UpdateNodeRequest, UpdateServiceRequest,
 };
 use shoal_tests::cluster::SimCluster;
 use tonic::Request;
@@ -124,5 +124,122 @@ async fn a_reservation_that_fits_nowhere_waits_with_the_reason_until_space_is_fr
     .await;
     let p = c.store.read(|d| wanted(d, "more")).pop().unwrap();
     assert!(p.scheduling_message.is_empty(), "{}", p.scheduling_message);
+    c.stop().await;
+}
+
+async fn availability(c: &SimCluster, node: &str, availability: NodeAvailability) {
+    c.api
+        .update_node(Request::new(UpdateNodeRequest {
+            node: node.into(),
+            availability: availability as i32,
+            ..Default::default()
+        }))
+        .await
+        .expect("set the node's availability");
+}
+
+/// Running pods of `service` on sim-node-0, -1 and -2.
+fn spread(d: &StoreData, service: &str) -> [usize; 3] {
+    [0, 1, 2].map(|i| running_on(d, service, &format!("sim-node-{i}")))
+}
+
+/// A node that comes back (here: drained, then active again) gets the next
+/// new pods first; `service update --force` rebalances the others onto it
+/// (Swarm never rebalances: moby#24103).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_node_gets_new_pods_first_and_a_forced_update_rebalances() {
+    let c = SimCluster::start(3).await;
+    c.create(spec("web", 6)).await;
+    c.wait("web spread 2/2/2", LONG, |d| spread(d, "web") == [2, 2, 2])
+        .await;
+
+    availability(&c, "sim-node-0", NodeAvailability::Drain).await;
+    c.wait("web off sim-node-0", LONG, |d| {
+        spread(d, "web") == [0, 3, 3]
+    })
+    .await;
+    availability(&c, "sim-node-0", NodeAvailability::Active).await;
+    c.update("web", |s| s.replicas = 9).await;
+    c.wait("the 3 new pods on the returned node", LONG, |d| {
+        spread(d, "web") == [3, 3, 3]
+    })
+    .await;
+
+    availability(&c, "sim-node-0", NodeAvailability::Drain).await;
+    c.wait("web off sim-node-0 again", LONG, |d| {
+        let s = spread(d, "web");
+        s[0] == 0 && s[1] + s[2] == 9
+    })
+    .await;
+    availability(&c, "sim-node-0", NodeAvailability::Active).await;
+    let spec = c.get("web").await.spec;
+    c.api
+        .update_service(Request::new(UpdateServiceRequest {
+            service: "web".into(),
+            spec,
+            force: true,
+        }))
+        .await
+        .expect("update --force");
+    c.wait("a forced update rebalances 3/3/3", LONG, |d| {
+        spread(d, "web") == [3, 3, 3] && wanted(d, "web").len() == 9
+    })
+    .await;
+    c.stop().await;
+}
+
+/// A global service's pod that does not fit a node is not placed there, and
+/// `service ps` (ListPods) says which node and why; it starts once it fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_pod_that_does_not_fit_a_node_is_explained_and_placed_once_it_fits() {
+    let c = SimCluster::start(2).await;
+    let mut hog = spec("hog", 1);
+    hog.container.as_mut().unwrap().reserve_memory_bytes = 6 * GIB;
+    c.create(hog).await;
+    c.wait("hog running", LONG, |d| {
+        wanted(d, "hog")
+            .iter()
+            .any(|p| shoal_manager::objects::observed(p) == PodState::Running)
+    })
+    .await;
+    let hog_node = c.store.read(|d| wanted(d, "hog")[0].node_id.clone());
+    let free_node = if hog_node == "sim-node-0" {
+        "sim-node-1"
+    } else {
+        "sim-node-0"
+    };
+
+    let mut agent = spec("agent", 0);
+    agent.mode = DeploymentMode::Global as i32;
+    agent.container.as_mut().unwrap().reserve_memory_bytes = 4 * GIB;
+    c.create(agent).await;
+    c.wait("agent on the free node only", LONG, |d| {
+        running_on(d, "agent", free_node) == 1 && wanted(d, "agent").len() == 1
+    })
+    .await;
+    let list = || async {
+        c.api
+            .list_pods(Request::new(ListPodsRequest {
+                service: "agent".into(),
+                ..Default::default()
+            }))
+            .await
+            .expect("list pods")
+            .into_inner()
+    };
+    let hostname = format!("sim{}", &hog_node["sim-node-".len()..]);
+    assert_eq!(
+        list().await.unplaced,
+        vec![format!(
+            "{hostname} (sim-node): insufficient memory (the pod reserves 4 GiB)"
+        )]
+    );
+
+    c.update("hog", |s| s.replicas = 0).await;
+    c.wait("agent on both nodes once hog is gone", LONG, |d| {
+        running_on(d, "agent", &hog_node) == 1 && running_on(d, "agent", free_node) == 1
+    })
+    .await;
+    assert!(list().await.unplaced.is_empty());
     c.stop().await;
 }

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::exec::{ExecError, Executor, ListedContainer};
 use crate::ingress::IngressProxy;
+use crate::membership::NodeGossip;
 use backoff::Backoff;
 use pods::PodSet;
 use reporter::SessionHandle;
@@ -65,6 +66,8 @@ pub struct AgentLinks {
     pub connect: Connector,
     pub on_managers: Option<ManagersHook>,
     pub on_role: Option<RoleHook>,
+    /// This node's gossip, started and rekeyed by session messages.
+    pub gossip: Option<Arc<NodeGossip>>,
 }
 
 impl AgentLinks {
@@ -82,6 +85,7 @@ impl AgentLinks {
             }),
             on_managers: None,
             on_role: None,
+            gossip: None,
         }
     }
 }
@@ -228,7 +232,11 @@ impl Agent {
         };
         info!(manager = %addr, "session opened");
 
-        let mut heartbeat = Heartbeat::new(client.clone(), self.config.node_id.clone());
+        let mut heartbeat = Heartbeat::new(
+            client.clone(),
+            self.config.node_id.clone(),
+            self.links.gossip.clone(),
+        );
         let mut sweep = tokio::time::interval(Duration::from_millis(defaults::WORKER_RECONCILE_MS));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut received = false;
@@ -255,6 +263,9 @@ impl Agent {
                         }
                     }
                     heartbeat.session(&message);
+                    if let (Some(gossip), Some(config)) = (&self.links.gossip, &message.gossip) {
+                        gossip.apply(config).await;
+                    }
                     session_tx.send_replace(Some(SessionHandle {
                         client: client.clone(),
                         session_id: message.session_id.clone(),
@@ -290,6 +301,12 @@ impl Agent {
                 memory_bytes: info.memory_bytes,
             }),
             engine_version: info.version,
+            gossip_addr: self
+                .links
+                .gossip
+                .as_ref()
+                .map(|g| g.advertise_addr())
+                .unwrap_or_default(),
         }
     }
 
@@ -373,10 +390,16 @@ struct Heartbeat {
     session_id: Option<String>,
     period: Duration,
     next: tokio::time::Instant,
+    /// Whose keyring version each heartbeat reports.
+    gossip: Option<Arc<NodeGossip>>,
 }
 
 impl Heartbeat {
-    fn new(client: DispatcherClient<Channel>, node_id: String) -> Self {
+    fn new(
+        client: DispatcherClient<Channel>,
+        node_id: String,
+        gossip: Option<Arc<NodeGossip>>,
+    ) -> Self {
         let period = Duration::from_millis(defaults::HEARTBEAT_PERIOD_MS);
         Self {
             client,
@@ -385,6 +408,7 @@ impl Heartbeat {
             session_id: None,
             period,
             next: tokio::time::Instant::now() + period,
+            gossip,
         }
     }
 
@@ -412,6 +436,7 @@ impl Heartbeat {
         let request = HeartbeatRequest {
             node_id: self.node_id.clone(),
             session_id: self.session_id.clone().unwrap_or_default(),
+            gossip_version: self.gossip.as_ref().map_or(0, |g| g.version()),
         };
         let call = self.client.heartbeat(request);
         match tokio::time::timeout(self.period.max(Duration::from_secs(1)) * 3, call).await {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_proto::{defaults, Assignment, PodStatus};
+use shoal_proto::{defaults, Assignment, PodState, PodStatus};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,82 @@ use crate::exec::Executor;
 
 /// A status change to report: pod id and its new status.
 pub(crate) type Report = (String, PodStatus);
+
+/// A pod's slot on this node: its deployment and slot number (global pods
+/// all have slot 0, and one node holds one of them).
+type SlotKey = (String, u64);
+
+/// What the node knows of one pod for the stop-first rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SlotEntry {
+    key: SlotKey,
+    /// Its desired state is Shutdown or Remove.
+    stopping: bool,
+    /// Its task has brought it to a terminal state: its container, if it
+    /// ever had one, no longer runs.
+    finished: bool,
+}
+
+/// Every pod in the assignment set with its slot, so that a pod does not
+/// start while another pod of its slot on this node is being stopped. The
+/// managers send a stop-first replacement in the same message that shuts
+/// the old pod down (manager/src/orchestrator/placement.rs); this is what
+/// makes it wait, created but not started, until the old container has
+/// stopped, and then start at once. One watch channel, so the agent's
+/// writes (stopping) and the pod tasks' writes (finished) are serialized.
+#[derive(Clone, Default)]
+pub(crate) struct Slots(Arc<watch::Sender<HashMap<String, SlotEntry>>>);
+
+impl Slots {
+    /// Whether `pod_id` must wait: another pod of its slot is stopping and
+    /// has not finished.
+    fn held(&self, pod_id: &str) -> bool {
+        let entries = self.0.borrow();
+        let Some(me) = entries.get(pod_id) else {
+            return false;
+        };
+        entries
+            .iter()
+            .any(|(id, e)| id != pod_id && e.key == me.key && e.stopping && !e.finished)
+    }
+
+    fn finished(&self, pod_id: &str) {
+        self.0
+            .send_if_modified(|entries| match entries.get_mut(pod_id) {
+                Some(e) if !e.finished => {
+                    e.finished = true;
+                    true
+                }
+                _ => false,
+            });
+    }
+
+    /// Makes the entries match the assignment set, keeping what the tasks
+    /// recorded (finished).
+    fn update(&self, wanted: &HashMap<String, Assignment>) {
+        self.0.send_if_modified(|entries| {
+            let before = entries.clone();
+            entries.retain(|id, _| wanted.contains_key(id));
+            for (id, a) in wanted {
+                let Some(pod) = a.pod.as_ref() else { continue };
+                let key = (pod.deployment_id.clone(), pod.slot);
+                let stopping = pod.desired_state() >= PodState::Shutdown;
+                entries
+                    .entry(id.clone())
+                    .and_modify(|e| {
+                        e.key = key.clone();
+                        e.stopping = stopping;
+                    })
+                    .or_insert(SlotEntry {
+                        key,
+                        stopping,
+                        finished: false,
+                    });
+            }
+            *entries != before
+        });
+    }
+}
 
 struct PodTask {
     assignment: watch::Sender<Assignment>,
@@ -29,6 +105,7 @@ pub(crate) struct PodSet {
     reports: mpsc::UnboundedSender<Report>,
     shutdown: CancellationToken,
     pods: HashMap<String, PodTask>,
+    slots: Slots,
 }
 
 impl PodSet {
@@ -42,6 +119,7 @@ impl PodSet {
             reports,
             shutdown,
             pods: HashMap::new(),
+            slots: Slots::default(),
         }
     }
 
@@ -59,6 +137,9 @@ impl PodSet {
                 _ => warn!(pod_name = %a.pod_name, "ignoring an assignment without a pod id"),
             }
         }
+        // Before any task sees its new assignment, so a replacement never
+        // misses the old pod's shutdown that came in the same message.
+        self.slots.update(&wanted);
         self.pods.retain(|id, task| {
             let keep = wanted.contains_key(id);
             if !keep {
@@ -99,6 +180,7 @@ impl PodSet {
             rx,
             stop.clone(),
             self.reports.clone(),
+            self.slots.clone(),
         ));
         PodTask {
             assignment: tx,
@@ -125,17 +207,25 @@ async fn run_pod(
     mut assignments: watch::Receiver<Assignment>,
     stop: CancellationToken,
     reports: mpsc::UnboundedSender<Report>,
+    slots: Slots,
 ) {
+    let mut slot_changes = slots.0.subscribe();
     let mut controller = PodController::new(assignments.borrow_and_update().clone());
     let mut reported = controller.status().clone();
     let mut tick = tokio::time::interval(Duration::from_millis(defaults::WORKER_RECONCILE_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error = String::new();
     loop {
+        slot_changes.borrow_and_update();
+        let held = slots.held(&pod_id);
+        controller.hold(held);
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
             outcome = controller.step(executor.as_ref()) => outcome,
         };
+        if matches!(outcome, Ok(Step::Done)) {
+            slots.finished(&pod_id);
+        }
         if controller.status() != &reported {
             reported = controller.status().clone();
             if reports.send((pod_id.clone(), reported.clone())).is_err() {
@@ -159,6 +249,8 @@ async fn run_pod(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick(), if wait_for_tick => {}
+            // Held: the other pod of the slot may have stopped.
+            _ = slot_changes.changed(), if held => {}
             changed = assignments.changed() => {
                 if changed.is_err() {
                     return;
@@ -166,5 +258,70 @@ async fn run_pod(
                 controller.update(assignments.borrow_and_update().clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::Pod;
+
+    use super::*;
+
+    fn assignment(id: &str, slot: u64, desired: PodState) -> (String, Assignment) {
+        let mut pod = Pod {
+            id: id.into(),
+            deployment_id: "dep-web".into(),
+            slot,
+            ..Default::default()
+        };
+        pod.set_desired_state(desired);
+        let a = Assignment {
+            pod: Some(pod),
+            ..Default::default()
+        };
+        (id.to_string(), a)
+    }
+
+    #[test]
+    fn a_pod_is_held_while_another_pod_of_its_slot_is_being_stopped() {
+        let slots = Slots::default();
+        let set = HashMap::from([
+            assignment("old", 1, PodState::Shutdown),
+            assignment("new", 1, PodState::Running),
+            assignment("other", 2, PodState::Running),
+        ]);
+        slots.update(&set);
+        assert!(slots.held("new"));
+        assert!(!slots.held("old"), "the pod being stopped is not held");
+        assert!(!slots.held("other"), "another slot is not held");
+        // The old pod's container has stopped: the new one may start.
+        slots.finished("old");
+        assert!(!slots.held("new"));
+        // A later message keeps what the tasks recorded.
+        slots.update(&set);
+        assert!(!slots.held("new"));
+    }
+
+    #[test]
+    fn a_pod_is_not_held_by_a_running_pod_of_its_slot() {
+        // Start-first: the old pod keeps running until the new one is ready.
+        let slots = Slots::default();
+        slots.update(&HashMap::from([
+            assignment("old", 1, PodState::Running),
+            assignment("new", 1, PodState::Running),
+        ]));
+        assert!(!slots.held("new"));
+    }
+
+    #[test]
+    fn a_pod_that_left_the_set_holds_nothing() {
+        let slots = Slots::default();
+        slots.update(&HashMap::from([
+            assignment("old", 1, PodState::Shutdown),
+            assignment("new", 1, PodState::Running),
+        ]));
+        assert!(slots.held("new"));
+        slots.update(&HashMap::from([assignment("new", 1, PodState::Running)]));
+        assert!(!slots.held("new"));
     }
 }

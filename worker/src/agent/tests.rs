@@ -54,6 +54,7 @@ impl Dispatcher for FakeDispatcher {
                     services: Vec::new(),
                     managers: Vec::new(),
                     role: 0,
+                    gossip: None,
                 })
             })
         });

@@ -18,7 +18,7 @@ use chacha20poly1305::{Key, XChaCha20Poly1305};
 use rand::RngCore;
 
 /// Bytes of a gossip key.
-pub const GOSSIP_KEY_LEN: usize = 32;
+pub use shoal_proto::GOSSIP_KEY_LEN;
 
 /// The errors of keyring changes and of reading a key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub enum KeyringError {
          generate another key"
     )]
     IdCollision { id: KeyId },
+    #[error("a keyring needs at least one key")]
+    Empty,
 }
 
 /// The public name of a key: the first 4 bytes of SHA-256 over a label and
@@ -92,12 +94,7 @@ impl GossipKey {
 
     /// See [`KeyId`].
     pub fn id(&self) -> KeyId {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(b"shoal gossip key id\0");
-        ctx.update(&self.bytes);
-        let digest = ctx.finish();
-        let d = digest.as_ref();
-        KeyId(u32::from_be_bytes([d[0], d[1], d[2], d[3]]))
+        KeyId(shoal_proto::gossip_key_id(&self.bytes))
     }
 
     pub(crate) fn cipher(&self) -> XChaCha20Poly1305 {

@@ -19,6 +19,7 @@
 
 pub mod ceiling;
 pub mod keyring;
+mod node;
 pub mod sealed;
 mod transport;
 
@@ -38,6 +39,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{error, info, warn};
 
 pub use keyring::{GossipKey, KeyId, Keyring, KeyringError};
+pub use node::NodeGossip;
 pub use sealed::TransportStats;
 
 use sealed::{Counters, SEAL_OVERHEAD};

@@ -460,3 +460,71 @@ async fn dropping_a_member_frees_its_port() {
         }
     }
 }
+
+/// The daemon's gossip as session messages drive it: nothing runs before
+/// keys arrive; the first config starts gossip with the managers as seeds
+/// (this node's own address left out); a new keyring (a rotation step)
+/// replaces the old and is echoed as the held version; bad keys change
+/// nothing.
+#[tokio::test]
+async fn node_gossip_starts_with_the_first_keys_and_takes_each_new_keyring() {
+    let (pa, pb) = (free_port(), free_port());
+    let stop = CancellationToken::new();
+    let a = NodeGossip::new("a", CLUSTER, loopback(pa), loopback(pa), stop.clone());
+    let b = NodeGossip::new("b", CLUSTER, loopback(pb), loopback(pb), stop.clone());
+    assert_eq!(a.live_nodes(), None, "not running before keys arrive");
+    assert!(!a.info().running);
+
+    let k1 = GossipKey::generate();
+    let seeds = vec![loopback(pa).to_string()];
+    let config = |keys: Vec<&GossipKey>, version| shoal_proto::GossipConfig {
+        keys: keys.into_iter().map(GossipKey::to_bytes).collect(),
+        seeds: seeds.clone(),
+        version,
+    };
+    a.apply(&config(vec![&k1], 1)).await;
+    b.apply(&config(vec![&k1], 1)).await;
+    assert_eq!((a.version(), b.version()), (1, 1));
+    let both = ids(&["a", "b"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.live_nodes().as_ref() != Some(&both) || b.live_nodes().as_ref() != Some(&both) {
+        assert!(
+            Instant::now() < deadline,
+            "a: {:?}, b: {:?}",
+            a.info(),
+            b.info()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.info().primary_key_id, k1.id().0);
+
+    // A rotation's steps, each a whole keyring with its version.
+    let k2 = GossipKey::generate();
+    for (keys, version) in [(vec![&k1, &k2], 2), (vec![&k2, &k1], 3), (vec![&k2], 4)] {
+        a.apply(&config(keys.clone(), version)).await;
+        b.apply(&config(keys, version)).await;
+    }
+    assert_eq!((a.version(), b.version()), (4, 4));
+    let info = b.info();
+    assert_eq!(
+        (info.key_ids.clone(), info.primary_key_id),
+        (vec![k2.id().0], k2.id().0)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        a.live_nodes(),
+        Some(both.clone()),
+        "still together under the new key"
+    );
+
+    // Keys that do not make a keyring are refused; the version stays.
+    a.apply(&shoal_proto::GossipConfig {
+        keys: vec![vec![0u8; 3]],
+        seeds: Vec::new(),
+        version: 5,
+    })
+    .await;
+    assert_eq!(a.version(), 4);
+    assert_eq!(a.info().primary_key_id, k2.id().0);
+    stop.cancel();
+}
