@@ -488,6 +488,21 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         authz::ensure_own_node(&request, &request.get_ref().node_id)?;
         self.ensure_leader()?;
         let req = request.into_inner();
+        // A node marked Down whose session still lives (it was starved,
+        // or cut off and back) must register again: that makes it Ready
+        // with a new session epoch, and its replaced pods are stopped by
+        // the new session's assignments. Beating on would leave it Down.
+        let down = self.store.read(|d| {
+            d.nodes
+                .get(&req.node_id)
+                .and_then(|n| n.status.as_ref())
+                .is_some_and(|s| s.state() == NodeState::Down)
+        });
+        if down {
+            return Err(Status::failed_precondition(
+                "this node was marked Down: open a new session",
+            ));
+        }
         self.beat(&req.node_id, Some(req.gossip_version));
         Ok(Response::new(HeartbeatResponse {
             period_ms: HEARTBEAT_PERIOD_MS,

@@ -243,3 +243,47 @@ async fn a_global_pod_that_does_not_fit_a_node_is_explained_and_placed_once_it_f
     assert!(list().await.unplaced.is_empty());
     c.stop().await;
 }
+
+/// A node marked Down while its session lives (a starved leader's false
+/// Down) is told so at its next heartbeat, registers again and is Ready
+/// with a new session epoch; its pods, replaced meanwhile, are not doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_node_marked_down_registers_again_and_is_ready() {
+    use shoal_manager::proposer::{all_applied, batch, Proposer};
+    use shoal_proto::NodeState;
+
+    let c = SimCluster::start(2).await;
+    c.create(spec("web", 4)).await;
+    c.wait("web spread 2/2", LONG, |d| {
+        running_on(d, "web", "sim-node-0") == 2 && running_on(d, "web", "sim-node-1") == 2
+    })
+    .await;
+    let (node, epoch) = c.store.read(|d| {
+        let n = d.nodes["sim-node-0"].clone();
+        let epoch = n.status.as_ref().unwrap().session_epoch;
+        (n, epoch)
+    });
+    let mut down = node.clone();
+    down.status.as_mut().unwrap().state = NodeState::Down as i32;
+    let v = shoal_manager::objects::version(&node.meta);
+    let leader = c.leader().expect("a leader");
+    let r = leader
+        .raft
+        .propose(batch(vec![shoal_manager::store::put(down, v)], true))
+        .await
+        .expect("mark the node down");
+    assert!(all_applied(&r));
+    c.wait("sim-node-0 ready again with a new session", LONG, |d| {
+        d.nodes["sim-node-0"]
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state() == NodeState::Ready && s.session_epoch > epoch)
+    })
+    .await;
+    c.wait("4 pods running, none doubled", LONG, |d| {
+        wanted(d, "web").len() == 4
+            && running_on(d, "web", "sim-node-0") + running_on(d, "web", "sim-node-1") == 4
+    })
+    .await;
+    c.stop().await;
+}
