@@ -249,7 +249,7 @@ async fn a_global_pod_that_does_not_fit_a_node_is_explained_and_placed_once_it_f
 /// with a new session epoch; its pods, replaced meanwhile, are not doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_node_marked_down_registers_again_and_is_ready() {
-    use shoal_manager::proposer::{all_applied, batch, Proposer};
+    use shoal_manager::proposer::{all_applied, batch};
     use shoal_proto::NodeState;
 
     let c = SimCluster::start(2).await;
