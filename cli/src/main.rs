@@ -28,17 +28,6 @@ fn main() {
             | Command::Join(JoinArgs { daemon: o, .. })
             | Command::Daemon(DaemonArgs { daemon: o }) if o.foreground
     );
-    if !is_daemon {
-        // A client whose output goes to a closed pipe (`shoal service ls |
-        // head -1`) ends quietly, as other Unix tools do, instead of
-        // panicking on the failed write (Rust ignores SIGPIPE by default).
-        // Not for the daemon: its sockets must see EPIPE, not the signal.
-        // SAFETY: restoring a signal's default disposition at start-up,
-        // before any thread exists, has no preconditions.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
     let runtime = if is_daemon {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
