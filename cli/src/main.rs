@@ -20,6 +20,27 @@ use args::{
 use commands::{node, rollout, service, system};
 use daemon::config;
 
+/// A client whose output goes to a closed pipe (`shoal service ls | head
+/// -1`) ends quietly with 141 (128 + SIGPIPE), as Unix tools do, instead of
+/// panicking in `println!`. Not by restoring SIGPIPE's default: the client's
+/// own gRPC socket must see EPIPE (a daemon stopping under `leave`), not die
+/// of the signal.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
     let cli = Cli::parse();
     let is_daemon = matches!(
@@ -28,6 +49,9 @@ fn main() {
             | Command::Join(JoinArgs { daemon: o, .. })
             | Command::Daemon(DaemonArgs { daemon: o }) if o.foreground
     );
+    if !is_daemon {
+        quiet_on_closed_stdout();
+    }
     let runtime = if is_daemon {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

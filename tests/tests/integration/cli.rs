@@ -188,3 +188,20 @@ fn bad_publish_port_and_replica_count_are_rejected_naming_the_value() {
     .fails();
     assert!(out.stderr.contains("three"), "{out}");
 }
+
+/// A client whose output pipe is closed (`shoal version | head -0`) ends
+/// quietly with 141, as Unix tools killed by SIGPIPE do, not with a panic.
+#[test]
+fn a_closed_output_pipe_ends_a_client_quietly() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(shoal_bin())
+        .args(["-H", "unix:///nonexistent/shoal.sock", "version"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run shoal version");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
