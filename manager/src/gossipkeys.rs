@@ -10,16 +10,19 @@
 //! sessions decide Down.
 
 use rand::RngCore;
-use shoal_proto::{gossip_key_id, GossipKey, GossipKeyring, GOSSIP_KEY_LEN};
+use shoal_proto::{gossip_key_id, Cluster, GossipKey, GossipKeyring, Mutation, GOSSIP_KEY_LEN};
 
 use crate::keys::{ClusterKey, KeyError};
+use crate::objects::{touch, version};
+use crate::store::put;
 
 /// The next change a keyring needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// No key yet (a new cluster, or one made before gossip): make one.
     Generate,
-    /// Add a new key beside the primary (a rotation's first step).
+    /// Add a new key beside the primary (a rotation's first step); on a
+    /// keyring with no key, the new key is the primary.
     Install,
     /// Make the newest key the one that seals.
     Promote(u32),
@@ -62,12 +65,12 @@ pub fn apply(
 ) -> Result<GossipKeyring, KeyError> {
     let mut next = ring.cloned().unwrap_or_default();
     match step {
-        Step::Generate => {
+        Step::Install if !next.keys.is_empty() => next.keys.push(new_key(cluster_key, now_ms)?),
+        Step::Generate | Step::Install => {
             let key = new_key(cluster_key, now_ms)?;
             next.primary = key.id;
             next.keys = vec![key];
         }
-        Step::Install => next.keys.push(new_key(cluster_key, now_ms)?),
         Step::Promote(id) => next.primary = id,
         Step::Retire => {
             let primary = next.primary;
@@ -76,6 +79,21 @@ pub fn apply(
     }
     next.version += 1;
     Ok(next)
+}
+
+/// The write that takes `step` on `cluster`'s keyring (checked against the
+/// version read), and the keyring it leaves.
+pub fn change(
+    cluster: &Cluster,
+    step: Step,
+    cluster_key: &ClusterKey,
+    now_ms: i64,
+) -> Result<(Mutation, GossipKeyring), KeyError> {
+    let next = apply(cluster.gossip.as_ref(), step, cluster_key, now_ms)?;
+    let mut updated = cluster.clone();
+    updated.gossip = Some(next.clone());
+    touch(&mut updated.meta, now_ms);
+    Ok((put(updated, version(&cluster.meta)), next))
 }
 
 /// The keys in the clear, the primary first, as a session message carries
@@ -169,6 +187,10 @@ mod tests {
                 "the store holds keys sealed, never in the clear"
             );
         }
+        // A rotation asked for before the first key exists makes it.
+        let first = apply(None, Step::Install, &ck, 3).unwrap();
+        assert_eq!(first.keys.len(), 1);
+        assert_eq!(first.primary, first.keys[0].id);
         let other = ClusterKey::generate();
         assert!(
             open(&ring, &other).is_empty(),

@@ -940,17 +940,10 @@ impl control_server::Control for ControlApi {
         let ring = self
             .write(|d| {
                 let cluster = tokens::cluster(d)?;
-                let ring = cluster.gossip.as_ref().filter(|r| !r.keys.is_empty());
-                let step = match ring {
-                    Some(_) => gossipkeys::Step::Install,
-                    None => gossipkeys::Step::Generate,
-                };
-                let next = gossipkeys::apply(ring, step, &self.key, now_ms())
-                    .map_err(|e| Status::internal(format!("cannot make a gossip key: {e}")))?;
-                let mut updated = cluster.clone();
-                updated.gossip = Some(next.clone());
-                touch(&mut updated.meta, now_ms());
-                Ok((vec![put(updated, version(&cluster.meta))], next))
+                let (write, next) =
+                    gossipkeys::change(cluster, gossipkeys::Step::Install, &self.key, now_ms())
+                        .map_err(|e| Status::internal(format!("cannot make a gossip key: {e}")))?;
+                Ok((vec![write], next))
             })
             .await?;
         tracing::info!(version = ring.version, "gossip key rotation started");

@@ -32,7 +32,7 @@ use crate::ca::authz;
 use crate::gossipkeys;
 use crate::ids::new_id;
 use crate::keys::ClusterKey;
-use crate::objects::{touch, version};
+use crate::objects::{node_ready, touch, version};
 use crate::proposer::{all_applied, batch, Proposer};
 use crate::store::{put, Store};
 
@@ -351,26 +351,16 @@ impl Dispatcher {
             if let Some(step) =
                 gossipkeys::next_step(ring, settled, now_ms(), GOSSIP_KEY_ROTATION_MS)
             {
-                match gossipkeys::apply(ring, step, &self.key, now_ms()) {
-                    Ok(next) => {
-                        let expected = version(&cluster.meta);
-                        let mut cluster = cluster.clone();
-                        cluster.gossip = Some(next);
-                        touch(&mut cluster.meta, now_ms());
-                        match self
-                            .proposer
-                            .propose(batch(vec![put(cluster, expected)], true))
-                            .await
-                        {
-                            Ok(r) if all_applied(&r) => {
-                                tracing::info!(?step, "gossip keyring changed")
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot change the gossip keyring")
-                            }
+                match gossipkeys::change(&cluster, step, &self.key, now_ms()) {
+                    Ok((write, _)) => match self.proposer.propose(batch(vec![write], true)).await {
+                        Ok(r) if all_applied(&r) => {
+                            tracing::info!(?step, "gossip keyring changed")
                         }
-                    }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot change the gossip keyring")
+                        }
+                    },
                     Err(e) => tracing::error!(error = %e, "cannot make a gossip key"),
                 }
             }
@@ -388,11 +378,7 @@ impl Dispatcher {
         self.store.read(|d| {
             d.nodes
                 .values()
-                .filter(|n| {
-                    n.status
-                        .as_ref()
-                        .is_some_and(|s| s.state() == NodeState::Ready)
-                })
+                .filter(|n| node_ready(n))
                 .filter(|n| beats.get(&n.id).is_none_or(|b| b.gossip_version < version))
                 .map(|n| n.id.clone())
                 .collect()
