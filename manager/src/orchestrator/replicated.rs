@@ -117,8 +117,12 @@ fn reconcile_deployment(
         .update_config
         .unwrap_or_else(crate::controlapi::spec::default_update_config)
         .parallelism;
-    let moving = (1..=layout.desired)
-        .filter(|slot| drain_state(layout, layout.pods(*slot)) == DrainState::Moving)
+    let drains: Vec<DrainState> = (1..=layout.desired)
+        .map(|slot| drain_state(layout, layout.pods(slot)))
+        .collect();
+    let moving = drains
+        .iter()
+        .filter(|s| matches!(s, DrainState::Moving))
         .count() as u64;
     let mut drain_budget = match parallelism {
         0 => u64::MAX,
@@ -128,13 +132,23 @@ fn reconcile_deployment(
     // Slots this pass leaves alone: only those may start an update step,
     // so two mutations never race on one pod.
     let mut settled = BTreeSet::new();
-    for slot in 1..=layout.desired {
+    for (slot, drain) in (1..=layout.desired).zip(drains) {
         let pods = layout.pods(slot);
         let before = out.mutations.len();
         let draining = policy.condition() != restart_policy::Condition::None
-            && drain_state(layout, pods) != DrainState::None;
+            && !matches!(drain, DrainState::None);
         if draining {
-            drain_slot(d, layout, &rs_id, slot, pods, &mut drain_budget, now, out);
+            drain_slot(
+                d,
+                layout,
+                &rs_id,
+                slot,
+                pods,
+                drain,
+                &mut drain_budget,
+                now,
+                out,
+            );
         } else {
             reconcile_slot(d, layout, &rs_id, &policy, slot, pods, now, out);
         }
@@ -154,27 +168,28 @@ fn reconcile_deployment(
 }
 
 /// Where a slot stands in moving off a drained node.
-#[derive(Debug, PartialEq, Eq)]
-enum DrainState {
+#[derive(Debug)]
+enum DrainState<'a> {
     /// No live pod of the slot is on a drained node.
     None,
     /// Its pod runs on a drained node, no replacement yet.
     Waiting,
     /// A replacement runs elsewhere, not ready yet: the old pod still serves.
     Moving,
-    /// The replacement is ready (or gone): the old pod can stop.
-    Replaced,
+    /// The replacement (here) is ready, or it ended: the old pod can stop,
+    /// or the replacement be replaced.
+    Replaced(&'a Pod),
 }
 
-fn drain_state(layout: &Layout, pods: &[&Pod]) -> DrainState {
-    let live: Vec<&&Pod> = pods.iter().filter(|p| wanted(p)).collect();
+fn drain_state<'a>(layout: &Layout, pods: &[&'a Pod]) -> DrainState<'a> {
+    let live: Vec<&'a Pod> = pods.iter().copied().filter(|p| wanted(p)).collect();
     if !live.iter().any(|p| layout.on_drained_node(p)) {
         return DrainState::None;
     }
     match live.iter().rev().find(|p| !layout.on_lost_node(p)) {
         None => DrainState::Waiting,
         Some(r) if !is_ready(r) && !observed(r).is_terminal() => DrainState::Moving,
-        Some(_) => DrainState::Replaced,
+        Some(r) => DrainState::Replaced(r),
     }
 }
 
@@ -190,6 +205,7 @@ fn drain_slot(
     rs_id: &str,
     slot: u64,
     pods: &[&Pod],
+    state: DrainState,
     budget: &mut u64,
     now: i64,
     out: &mut Reconciliation,
@@ -199,7 +215,7 @@ fn drain_slot(
     for p in live().filter(|p| layout.on_lost_node(p) && !layout.on_drained_node(p)) {
         out.mutations.push(shut_down_lost(p, now));
     }
-    match drain_state(layout, pods) {
+    match state {
         DrainState::None | DrainState::Moving => {}
         DrainState::Waiting => {
             if *budget > 0 {
@@ -209,21 +225,18 @@ fn drain_slot(
                     .push(put(layout.new_pod(d, rs_id, slot, attempt, now, now), 0));
             }
         }
-        DrainState::Replaced => {
-            let newest = live().rev().find(|p| !layout.on_lost_node(p));
-            if newest.is_some_and(|r| observed(r).is_terminal()) {
-                // The replacement failed: another one, as a restart would.
-                if *budget > 0 {
-                    *budget -= 1;
-                    let r = newest.expect("checked");
-                    out.mutations.push(shut_down(r, now));
-                    out.mutations.push(put(
-                        layout.new_pod(d, rs_id, slot, r.attempt + 1, now, now),
-                        0,
-                    ));
-                }
-                return;
+        DrainState::Replaced(r) if observed(r).is_terminal() => {
+            // The replacement failed: another one, as a restart would.
+            if *budget > 0 {
+                *budget -= 1;
+                out.mutations.push(shut_down(r, now));
+                out.mutations.push(put(
+                    layout.new_pod(d, rs_id, slot, r.attempt + 1, now, now),
+                    0,
+                ));
             }
+        }
+        DrainState::Replaced(_) => {
             for p in live().filter(|p| layout.on_drained_node(p)) {
                 out.mutations.push(shut_down_lost(p, now));
             }
