@@ -142,14 +142,10 @@ impl NodeGossip {
 
     /// This node's gossip for `shoal info`.
     pub fn info(&self) -> GossipInfo {
-        let Ok(member) = self.member.try_lock() else {
-            // Being started or given a keyring right now.
-            return GossipInfo {
-                addr: self.advertise_addr(),
-                ..Default::default()
-            };
-        };
-        let Some(m) = member.as_ref() else {
+        // Locked for the instant it starts or takes a new keyring: answered
+        // as not running then.
+        let member = self.member.try_lock().ok();
+        let Some(m) = member.as_ref().and_then(|m| m.as_ref()) else {
             return GossipInfo {
                 addr: self.advertise_addr(),
                 ..Default::default()
