@@ -69,6 +69,13 @@ pub const NODE_MONITOR_TICK_MS: u64 = 250;
 /// Down (a one-way loss between it and the leader); past this it is marked
 /// Down anyway: its pods then run elsewhere.
 pub const DISCONNECTED_MAX_MS: u64 = 60_000;
+/// A node whose session was closed from its side (the connection ended: its
+/// process or its host is gone, it did not merely fall silent), that did
+/// not say it was stopping, and that gossip no longer hears is Down after
+/// this instead of the heartbeat expiry. Long enough for a daemon killed
+/// and started again at once to open a new session first; gossip takes
+/// about as long to lose a node (see the worker's membership module).
+pub const SESSION_CLOSED_GRACE_MS: u64 = 2_000;
 /// The gossip port (UDP), as Swarm's, so firewall rules carry over.
 pub const GOSSIP_PORT: u16 = 7946;
 /// How often the leader replaces the gossip key (Swarm: 12 h).

@@ -8,11 +8,20 @@
 //! too or after [`DISCONNECTED_MAX_MS`]. Gossip never marks a node Down on
 //! its own, and never keeps one Ready: a live set that says "dead" while
 //! heartbeats arrive changes nothing.
+//!
+//! One sign shortens the wait: a session the node's side closed. A node
+//! that merely stalls (a CPU stall, a paused VM, packets lost) keeps its
+//! connection open; a node whose process or host died closes it (the
+//! kernel ends the dead process's sockets). When the session closed without
+//! the node saying it was stopping, no new session came, and gossip lost the
+//! node too, it is Down after [`SESSION_CLOSED_GRACE_MS`] instead of the
+//! heartbeat expiry: two independent signs that it is gone, one of them
+//! the session's own.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shoal_proto::defaults::DISCONNECTED_MAX_MS;
+use shoal_proto::defaults::{DISCONNECTED_MAX_MS, SESSION_CLOSED_GRACE_MS};
 use shoal_proto::{GossipInfo, NodeState};
 
 /// What the manager needs from this node's gossip (the worker crate's
@@ -42,27 +51,48 @@ pub enum Verdict {
     Down(&'static str),
 }
 
-/// The monitor's decision for a node in `state` whose last heartbeat (on
-/// this leader) is `heartbeat_age` old (`None`: none yet), with gossip
-/// hearing it (`Some(true)`), not hearing it (`Some(false)`) or not to be
-/// asked (`None`), disconnected for `disconnected_for` (zero if it is not).
-pub fn verdict(
-    state: NodeState,
-    heartbeat_age: Option<Duration>,
-    expiry: Duration,
-    gossip_hears: Option<bool>,
-    disconnected_for: Duration,
-) -> Verdict {
-    let fresh = heartbeat_age.is_some_and(|age| age <= expiry);
+/// What the leader knows about one node's signs of life.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signs {
+    /// Since its last heartbeat on this leader (`None`: none yet).
+    pub heartbeat_age: Option<Duration>,
+    /// Since the node's side closed its newest session, when it did so
+    /// without saying it was stopping and has opened none since.
+    pub session_closed_for: Option<Duration>,
+    /// Whether gossip hears it; `None` when gossip is not to be asked.
+    pub gossip_hears: Option<bool>,
+    /// How long it has been Disconnected (zero if it is not).
+    pub disconnected_for: Duration,
+}
+
+impl Signs {
+    /// Its session ended from its side a while ago, its heartbeats stopped
+    /// as long, and gossip lost it: its process or host is gone.
+    fn gone(&self) -> bool {
+        let grace = Duration::from_millis(SESSION_CLOSED_GRACE_MS);
+        self.session_closed_for.is_some_and(|c| c >= grace)
+            && self.heartbeat_age.is_none_or(|a| a >= grace)
+            && self.gossip_hears == Some(false)
+    }
+}
+
+/// The monitor's decision for a node in `state` with `signs`, heartbeats
+/// expiring after `expiry`.
+pub fn verdict(state: NodeState, signs: &Signs, expiry: Duration) -> Verdict {
+    let fresh = signs.heartbeat_age.is_some_and(|age| age <= expiry);
+    let hears = signs.gossip_hears;
     match (state, fresh) {
+        (NodeState::Ready, _) if signs.gone() => {
+            Verdict::Down("its session closed and gossip lost the node")
+        }
         (NodeState::Disconnected, true) => Verdict::Ready,
-        (NodeState::Ready, false) if gossip_hears == Some(true) => Verdict::Disconnect,
+        (NodeState::Ready, false) if hears == Some(true) => Verdict::Disconnect,
         (NodeState::Ready, false) => Verdict::Down("heartbeat failure"),
-        (NodeState::Disconnected, false) if gossip_hears != Some(true) => {
+        (NodeState::Disconnected, false) if hears != Some(true) => {
             Verdict::Down("heartbeat failure (gossip lost the node too)")
         }
         (NodeState::Disconnected, false)
-            if disconnected_for > Duration::from_millis(DISCONNECTED_MAX_MS) =>
+            if signs.disconnected_for > Duration::from_millis(DISCONNECTED_MAX_MS) =>
         {
             Verdict::Down("heartbeat failure (disconnected for too long)")
         }
@@ -92,7 +122,13 @@ mod tests {
     const S: fn(u64) -> Duration = Duration::from_secs;
 
     fn v(state: NodeState, age: Option<u64>, hears: Option<bool>, disc: u64) -> Verdict {
-        verdict(state, age.map(S), EXPIRY, hears, S(disc))
+        let signs = Signs {
+            heartbeat_age: age.map(S),
+            session_closed_for: None,
+            gossip_hears: hears,
+            disconnected_for: S(disc),
+        };
+        verdict(state, &signs, EXPIRY)
     }
 
     #[test]
@@ -133,6 +169,50 @@ mod tests {
         // Down and Unknown nodes are the sessions' business (register).
         assert_eq!(v(Down, Some(1), Some(true), 0), Verdict::Keep);
         assert_eq!(v(Down, None, Some(true), 0), Verdict::Keep);
+    }
+
+    #[test]
+    fn a_session_the_node_closed_downs_it_early_only_when_gossip_lost_it_too() {
+        use NodeState::*;
+        let ms = Duration::from_millis;
+        let grace = ms(SESSION_CLOSED_GRACE_MS);
+        let closed = |closed: Duration, age: Duration, hears: Option<bool>| Signs {
+            heartbeat_age: Some(age),
+            session_closed_for: Some(closed),
+            gossip_hears: hears,
+            disconnected_for: Duration::ZERO,
+        };
+        // Closed, silent and lost by gossip for the grace: Down before the
+        // heartbeat expiry.
+        assert!(grace < EXPIRY);
+        assert_eq!(
+            verdict(Ready, &closed(grace, grace, Some(false)), EXPIRY),
+            Verdict::Down("its session closed and gossip lost the node")
+        );
+        // Not yet the grace (a daemon restarted at once comes back first).
+        let early = grace - ms(1);
+        assert_eq!(
+            verdict(Ready, &closed(early, grace, Some(false)), EXPIRY),
+            Verdict::Keep
+        );
+        assert_eq!(
+            verdict(Ready, &closed(grace, early, Some(false)), EXPIRY),
+            Verdict::Keep
+        );
+        // Gossip still hears it, or cannot be asked: the expiry decides.
+        for hears in [Some(true), None] {
+            assert_eq!(
+                verdict(Ready, &closed(grace, grace, hears), EXPIRY),
+                Verdict::Keep
+            );
+        }
+        // A stalled node keeps its session open: only the expiry counts.
+        let stalled = Signs {
+            heartbeat_age: Some(EXPIRY - ms(1)),
+            gossip_hears: Some(false),
+            ..Signs::default()
+        };
+        assert_eq!(verdict(Ready, &stalled, EXPIRY), Verdict::Keep);
     }
 
     struct Fixed(Option<BTreeSet<String>>, usize);

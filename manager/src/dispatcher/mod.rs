@@ -37,24 +37,87 @@ use crate::proposer::{all_applied, batch, Proposer};
 use crate::store::{put, Store};
 
 pub use assignments::{manager_addrs, session_inputs, session_message};
-pub use liveness::{verdict, LivenessHint, Verdict};
+pub use liveness::{verdict, LivenessHint, Signs, Verdict};
 
-/// A node's last heartbeat on this manager, and the gossip keyring version
-/// it said it holds.
-#[derive(Debug, Clone, Copy)]
+/// A node's last heartbeat on this manager, the gossip keyring version it
+/// said it holds, and how its newest session stands.
+#[derive(Debug, Clone, Default)]
 struct Beat {
-    at: Instant,
+    at: Option<Instant>,
     gossip_version: u64,
+    /// The node's newest session on this manager.
+    session: String,
+    /// When the node's side closed that session (see [`liveness`]).
+    closed: Option<Instant>,
+    /// The node said it is stopping on purpose: a closed session then
+    /// means nothing more than silence does.
+    stopping: bool,
 }
 
-/// Last heartbeat per node id, on this manager.
-type Heartbeats = Arc<Mutex<HashMap<String, Beat>>>;
+impl Beat {
+    /// Since the node's side closed its newest session, unless it said it
+    /// was stopping.
+    fn closed_for(&self) -> Option<Duration> {
+        self.closed.filter(|_| !self.stopping).map(|c| c.elapsed())
+    }
+}
+
+/// Signs of life per node id, on this manager.
+#[derive(Default)]
+struct Beats(Mutex<HashMap<String, Beat>>);
+
+impl Beats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Beat>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with(&self, node_id: &str, f: impl FnOnce(&mut Beat)) {
+        f(self.lock().entry(node_id.to_string()).or_default());
+    }
+
+    /// Records a sign of life; `gossip_version` when the node said which
+    /// gossip keyring it holds (heartbeats do).
+    fn beat(&self, node_id: &str, gossip_version: Option<u64>) {
+        self.with(node_id, |beat| {
+            beat.at = Some(Instant::now());
+            if let Some(v) = gossip_version {
+                beat.gossip_version = v;
+            }
+        });
+    }
+
+    /// A new session of `node_id`: a sign of life that also forgets how
+    /// its last session ended.
+    fn session_opened(&self, node_id: &str, session_id: &str) {
+        self.with(node_id, |beat| {
+            beat.at = Some(Instant::now());
+            beat.session = session_id.to_string();
+            beat.closed = None;
+            beat.stopping = false;
+        });
+    }
+
+    /// The node's side closed `session_id` (its stream's receiver is gone);
+    /// remembered only while it is the node's newest session.
+    fn session_closed(&self, node_id: &str, session_id: &str) {
+        self.with(node_id, |beat| {
+            if beat.session == session_id {
+                beat.closed = Some(Instant::now());
+            }
+        });
+    }
+
+    /// The node said it is stopping on purpose.
+    fn stopping(&self, node_id: &str) {
+        self.with(node_id, |beat| beat.stopping = true);
+    }
+}
 
 #[derive(Clone)]
 pub struct Dispatcher {
     store: Arc<Store>,
     proposer: Arc<dyn Proposer>,
-    heartbeats: Heartbeats,
+    heartbeats: Arc<Beats>,
     status: status::StatusBatcher,
     shutdown: CancellationToken,
     /// Opens the secrets handed to the nodes that run pods using them.
@@ -246,7 +309,7 @@ impl Dispatcher {
             let node_count = self.store.read(|d| d.nodes.len());
             let live = liveness::usable_live_set(self.liveness.as_deref(), node_count);
             let changes: Vec<(Node, Verdict)> = {
-                let beats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+                let beats = self.heartbeats.lock();
                 self.store.read(|d| {
                     d.nodes
                         .values()
@@ -261,13 +324,14 @@ impl Dispatcher {
                                     Instant::now()
                                 }
                             };
-                            let v = verdict(
-                                state,
-                                beats.get(&n.id).map(|b| b.at.elapsed()),
-                                expiry,
-                                liveness::gossip_hears(live.as_ref(), &n.id),
-                                since.elapsed(),
-                            );
+                            let beat = beats.get(&n.id);
+                            let signs = Signs {
+                                heartbeat_age: beat.and_then(|b| b.at).map(|at| at.elapsed()),
+                                session_closed_for: beat.and_then(Beat::closed_for),
+                                gossip_hears: liveness::gossip_hears(live.as_ref(), &n.id),
+                                disconnected_for: since.elapsed(),
+                            };
+                            let v = verdict(state, &signs, expiry);
                             (v != Verdict::Keep).then(|| (n.clone(), v))
                         })
                         .collect()
@@ -374,7 +438,7 @@ impl Dispatcher {
     /// Ready nodes whose heartbeats have not said they hold gossip keyring
     /// `version` yet.
     fn gossip_pending(&self, version: u64) -> BTreeSet<String> {
-        let beats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+        let beats = self.heartbeats.lock();
         self.store.read(|d| {
             d.nodes
                 .values()
@@ -383,20 +447,6 @@ impl Dispatcher {
                 .map(|n| n.id.clone())
                 .collect()
         })
-    }
-
-    /// Records a sign of life; `gossip_version` when the node said which
-    /// gossip keyring it holds (heartbeats do).
-    fn beat(&self, node_id: &str, gossip_version: Option<u64>) {
-        let mut beats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
-        let beat = beats.entry(node_id.to_string()).or_insert(Beat {
-            at: Instant::now(),
-            gossip_version: 0,
-        });
-        beat.at = Instant::now();
-        if let Some(v) = gossip_version {
-            beat.gossip_version = v;
-        }
     }
 }
 
@@ -417,8 +467,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             return Err(Status::invalid_argument("session: node_id is empty"));
         }
         let epoch = self.register(&req).await?;
-        self.beat(&req.node_id, None);
         let session_id = new_id();
+        self.heartbeats.session_opened(&req.node_id, &session_id);
         tracing::info!(node = %req.node_id, epoch, session = %session_id, "worker session opened");
 
         let (tx, rx) = mpsc::channel(4);
@@ -432,6 +482,9 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             let mut last: Option<SessionMessage> = None;
             let mut inputs = None;
             let mut leadership = tokio::time::interval(Duration::from_millis(HEARTBEAT_PERIOD_MS));
+            // Whether the node's side closed the stream (rather than this
+            // manager ending it): a sign its process or host is gone.
+            let mut node_closed = false;
             loop {
                 changes.borrow_and_update();
                 let msg = store.read(|d| {
@@ -443,13 +496,17 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 });
                 if let Some(msg) = msg.filter(|m| last.as_ref() != Some(m)) {
                     if tx.send(Ok(msg.clone())).await.is_err() {
+                        node_closed = true;
                         break;
                     }
                     last = Some(msg);
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tx.closed() => break,
+                    _ = tx.closed() => {
+                        node_closed = true;
+                        break;
+                    }
                     r = changes.changed() => if r.is_err() { break },
                     _ = leadership.tick() => {
                         // Leadership moved, or can no longer be proved: the
@@ -462,7 +519,12 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     }
                 }
             }
-            tracing::info!(node = %node_id, "worker session closed");
+            if node_closed {
+                this.heartbeats.session_closed(&node_id, &session_id);
+                tracing::info!(node = %node_id, "worker session closed by the node");
+            } else {
+                tracing::info!(node = %node_id, "worker session closed");
+            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -489,7 +551,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 "this node was marked Down: open a new session",
             ));
         }
-        self.beat(&req.node_id, Some(req.gossip_version));
+        self.heartbeats.beat(&req.node_id, Some(req.gossip_version));
+        if req.stopping {
+            tracing::info!(node = %req.node_id, "the node says it is stopping");
+            self.heartbeats.stopping(&req.node_id);
+        }
         Ok(Response::new(HeartbeatResponse {
             period_ms: HEARTBEAT_PERIOD_MS,
         }))
@@ -502,9 +568,34 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         authz::ensure_own_node(&request, &request.get_ref().node_id)?;
         self.ensure_leader()?;
         let req = request.into_inner();
-        self.beat(&req.node_id, None);
+        self.heartbeats.beat(&req.node_id, None);
         self.status.submit(&req.node_id, req.updates);
         Ok(Response::new(UpdatePodStatusResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod beat_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_newest_session_closed_by_a_node_that_did_not_say_it_stops_counts() {
+        let d = Beats::default();
+        d.session_opened("n", "s1");
+        d.session_opened("n", "s2");
+        // The older session's stream ends after the node opened a new one.
+        d.session_closed("n", "s1");
+        let closed_for = |d: &Beats| d.lock()["n"].closed_for();
+        assert_eq!(closed_for(&d), None);
+        d.session_closed("n", "s2");
+        assert!(closed_for(&d).is_some());
+        // A node that said it was stopping: its closed session is silence.
+        d.stopping("n");
+        assert_eq!(closed_for(&d), None);
+        // A new session forgets both.
+        d.session_opened("n", "s3");
+        d.session_closed("n", "s3");
+        assert!(closed_for(&d).is_some());
     }
 }
 

@@ -36,6 +36,7 @@ async fn a_worker_acts_only_for_its_own_node_and_reaches_neither_raft_nor_the_co
         node_id: "sim-node-0".into(),
         session_id: String::new(),
         gossip_version: 0,
+        stopping: false,
     })
     .await
     .expect("a heartbeat for itself");
@@ -63,6 +64,7 @@ async fn a_worker_acts_only_for_its_own_node_and_reaches_neither_raft_nor_the_co
             node_id: "sim-node-1".into(),
             session_id: String::new(),
             gossip_version: 0,
+            stopping: false,
         })
         .await
         .unwrap_err();
@@ -91,6 +93,7 @@ async fn a_worker_acts_only_for_its_own_node_and_reaches_neither_raft_nor_the_co
             node_id: "not-a-member".into(),
             session_id: String::new(),
             gossip_version: 0,
+            stopping: false,
         })
         .await
         .unwrap_err();
@@ -112,6 +115,7 @@ async fn a_worker_acts_only_for_its_own_node_and_reaches_neither_raft_nor_the_co
             node_id: "sim-node-1".into(),
             session_id: String::new(),
             gossip_version: 0,
+            stopping: false,
         })
         .await
         .unwrap_err();

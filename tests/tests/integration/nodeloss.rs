@@ -62,6 +62,14 @@ fn a_killed_workers_pods_run_elsewhere_and_it_returns_without_duplicates() {
     );
     let ls = hosts.shoal("n1", &["service", "ls"]).ok();
     assert!(ls.stdout.contains("6/6"), "{ls}");
+    // Found dead by its closed session and gossip, not by the (longer)
+    // heartbeat expiry: the kernel closed the killed daemon's connection.
+    let n2 = hosts.shoal("n1", &["node", "inspect", "n2"]).ok();
+    assert!(
+        n2.stdout
+            .contains("its session closed and gossip lost the node"),
+        "n2 was not found dead by its closed session: {n2}"
+    );
 
     // It comes back: its old containers are removed, nothing is doubled.
     hosts.start_node("n2");

@@ -242,7 +242,10 @@ impl Agent {
         let mut received = false;
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                _ = shutdown.cancelled() => {
+                    heartbeat.stopping().await;
+                    return Ok(SessionEnd::Shutdown);
+                }
                 message = stream.message() => {
                     let message = match message {
                         Ok(Some(m)) => m,
@@ -380,6 +383,9 @@ impl Sweeper {
     }
 }
 
+/// How long a stopping node waits to tell its manager so.
+const STOPPING_NOTICE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Heartbeats on the session's period (the dispatcher may change it).
 struct Heartbeat {
     client: DispatcherClient<Channel>,
@@ -429,16 +435,39 @@ impl Heartbeat {
         tokio::time::sleep_until(self.next).await;
     }
 
+    fn request(&self, stopping: bool) -> HeartbeatRequest {
+        HeartbeatRequest {
+            node_id: self.node_id.clone(),
+            session_id: self.session_id.clone().unwrap_or_default(),
+            gossip_version: self.gossip.as_ref().map_or(0, |g| g.version()),
+            stopping,
+        }
+    }
+
+    /// Tells the manager this node stops on purpose, so that the session
+    /// it is about to close is not taken for a dead node (the manager then
+    /// waits for the heartbeat expiry). Best effort and brief: a stopping
+    /// daemon must not hang on an unreachable manager.
+    async fn stopping(&mut self) {
+        if self.session_id.is_none() {
+            return;
+        }
+        let call = self.client.heartbeat(self.request(true));
+        match tokio::time::timeout(STOPPING_NOTICE_TIMEOUT, call).await {
+            Ok(Ok(_)) => info!("told the manager this node is stopping"),
+            Ok(Err(status)) => warn!(
+                message = status.message(),
+                "cannot tell the manager this node is stopping"
+            ),
+            Err(_) => warn!("cannot tell the manager this node is stopping: timed out"),
+        }
+    }
+
     /// Sends one heartbeat. A rejected session ends it (the caller
     /// reconnects); a transient failure is logged and retried next period.
     async fn beat(&mut self) -> anyhow::Result<()> {
         self.next = tokio::time::Instant::now() + self.period;
-        let request = HeartbeatRequest {
-            node_id: self.node_id.clone(),
-            session_id: self.session_id.clone().unwrap_or_default(),
-            gossip_version: self.gossip.as_ref().map_or(0, |g| g.version()),
-        };
-        let call = self.client.heartbeat(request);
+        let call = self.client.heartbeat(self.request(false));
         match tokio::time::timeout(self.period.max(Duration::from_secs(1)) * 3, call).await {
             Ok(Ok(response)) => {
                 let period_ms = response.into_inner().period_ms;
