@@ -75,7 +75,7 @@ pub const DISCONNECTED_MAX_MS: u64 = 60_000;
 /// this instead of the heartbeat expiry. Long enough for a daemon killed
 /// and started again at once to open a new session first; gossip takes
 /// about as long to lose a node (see the worker's membership module).
-pub const SESSION_CLOSED_GRACE_MS: u64 = 2_000;
+pub const SESSION_CLOSED_GRACE_MS: u64 = 2_500;
 /// The gossip port (UDP), as Swarm's, so firewall rules carry over.
 pub const GOSSIP_PORT: u16 = 7946;
 /// How often the leader replaces the gossip key (Swarm: 12 h).

@@ -162,8 +162,9 @@ fn workers_join_with_a_token_run_pods_on_their_engines_and_rejoin_after_a_restar
     let before = hosts.running("n2", "web");
 
     // A worker's daemon killed and resumed from its data dir (within the
-    // heartbeat expiry, so it is never Down) rejoins by itself and keeps
-    // its containers (adopted, not duplicated).
+    // grace a closed session gets, SESSION_CLOSED_GRACE_MS, so it is never
+    // Down) rejoins by itself and keeps its containers (adopted, not
+    // duplicated).
     let sessions = |hosts: &Hosts| {
         hosts
             .shoal_log("n2", 100_000)
@@ -171,6 +172,7 @@ fn workers_join_with_a_token_run_pods_on_their_engines_and_rejoin_after_a_restar
             .count()
     };
     let before_restart = sessions(&hosts);
+    let killed = Instant::now();
     hosts.exec("n2", &["pkill", "-9", "-x", "shoal"]).ok();
     hosts.shoal("n2", &["daemon"]).ok();
     wait_for(
@@ -180,6 +182,10 @@ fn workers_join_with_a_token_run_pods_on_their_engines_and_rejoin_after_a_restar
             n if n > before_restart => Ok(()),
             n => Err(format!("{n} sessions")),
         },
+    );
+    eprintln!(
+        "n2's daemon killed and resumed: new session after {:?}",
+        killed.elapsed()
     );
     assert_eq!(ready_count(&hosts, "n1"), 3);
     let ls = hosts.shoal("n1", &["service", "ls"]).ok();
