@@ -353,9 +353,11 @@ impl SimCluster {
         self.managers.iter().find(|m| m.raft_id == id)
     }
 
-    /// Stops worker `i`'s agent, as when its host dies: its heartbeats and
-    /// session end, and the dispatcher marks the node Down once it misses
-    /// enough heartbeats. Its (simulated) containers stop with it.
+    /// Stops worker `i`'s agent: its heartbeats and session end, and the
+    /// dispatcher marks the node Down once it misses enough heartbeats (the
+    /// agent says it is stopping, and sim clusters run no gossip, so the
+    /// closed session does not shorten that). Its (simulated) containers
+    /// stop with it.
     pub fn stop_worker(&self, i: usize) {
         self.agents[i].cancel();
     }
