@@ -165,20 +165,26 @@ pub async fn run_agent(
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !shutdown.is_cancelled() {
-        match agent.session(&session_tx, &shutdown).await {
+        let ended = agent.session(&session_tx, &shutdown).await;
+        // A session that carried messages worked: it ended because its
+        // manager did (often every session of that manager at once), so
+        // the way back is spread; otherwise the attempt failed: back off.
+        let worked = session_tx.send_replace(None).is_some();
+        match ended {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Closed { received }) => {
-                info!("dispatcher closed the session; reconnecting");
-                if received {
-                    backoff.reset();
-                }
+                info!(received, "dispatcher closed the session; reconnecting")
             }
             Err(e) => warn!(error = %format!("{e:#}"), "dispatcher session failed; reconnecting"),
         }
-        session_tx.send_replace(None);
+        let delay = if worked {
+            backoff.after_session(backoff::RECONNECT_SPREAD)
+        } else {
+            backoff.next_delay()
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
     agent.pods.stop_all().await;
