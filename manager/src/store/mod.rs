@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use shoal_proto::{
-    object, Batch, BatchResult, Cluster, Config, Deployment, Node, Object, ObjectKind, Pod,
-    ReplicaSet, Secret, Service, StoreSnapshot,
+    object, Batch, BatchResult, Cluster, Config, Deployment, Node, NodeRole, Object, ObjectKind,
+    Pod, ReplicaSet, Secret, Service, StoreSnapshot,
 };
 use tokio::sync::watch;
 
@@ -50,6 +50,13 @@ pub struct StoreData {
     pod_writes: u64,
     pod_writes_on_node: HashMap<String, u64>,
     other_writes: u64,
+}
+
+/// Whether a node object is a manager's (see [`StoreData::others_changed`]).
+fn is_manager(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .is_some_and(|s| s.role() == NodeRole::Manager)
 }
 
 impl StoreData {
@@ -120,8 +127,11 @@ impl StoreData {
         self.pod_writes
     }
 
-    /// A mark of the last change to anything but a pod (see
-    /// [`StoreData::pods_changed_on`]).
+    /// A mark of the last change to anything but a pod or a worker node
+    /// (see [`StoreData::pods_changed_on`]). Worker nodes are left out: at
+    /// thousands of nodes their registrations and state changes come many
+    /// times a second, and what every node is sent reads only the managers'
+    /// node objects (a reader of one worker's own node reads it directly).
     pub fn others_changed(&self) -> u64 {
         self.other_writes
     }
@@ -171,11 +181,12 @@ impl StoreData {
         Some(pod)
     }
 
-    /// Removes an object that is not a pod (see [`StoreData::remove_pod`]).
+    /// Removes an object that is not a pod (see [`StoreData::remove_pod`]);
+    /// moves the others' mark unless it is a worker node.
     fn remove_other(&mut self, kind: ObjectKind, id: &str) {
         let removed = match kind {
             ObjectKind::Cluster => self.clusters.remove(id).is_some(),
-            ObjectKind::Node => self.nodes.remove(id).is_some(),
+            ObjectKind::Node => self.nodes.remove(id).is_some_and(|n| is_manager(&n)),
             ObjectKind::Deployment => self.deployments.remove(id).is_some(),
             ObjectKind::ReplicaSet => self.replica_sets.remove(id).is_some(),
             ObjectKind::Service => self.services.remove(id).is_some(),
@@ -209,7 +220,14 @@ impl StoreData {
     }
 
     fn insert(&mut self, obj: Object) {
-        if !matches!(obj.kind, Some(object::Kind::Pod(_)) | None) {
+        let other = match &obj.kind {
+            Some(object::Kind::Pod(_)) | None => false,
+            Some(object::Kind::Node(n)) => {
+                is_manager(n) || self.nodes.get(&n.id).is_some_and(is_manager)
+            }
+            Some(_) => true,
+        };
+        if other {
             self.other_changed();
         }
         match obj.kind {
