@@ -12,7 +12,7 @@ mod backoff;
 mod pods;
 mod reporter;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,6 +162,7 @@ pub async fn run_agent(
         pods: PodSet::new(executor, report_tx, shutdown.clone()),
         sweeper: Sweeper::default(),
         assignments_known: false,
+        channels: HashMap::new(),
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !shutdown.is_cancelled() {
@@ -208,6 +209,9 @@ struct Agent {
     sweeper: Sweeper,
     /// Set by the first session message: before it, nothing is removed.
     assignments_known: bool,
+    /// A channel per manager address, kept across sessions (see
+    /// [`Agent::channel`]).
+    channels: HashMap<String, Channel>,
 }
 
 impl Agent {
@@ -221,8 +225,7 @@ impl Agent {
         let Some(addr) = self.cursor.pick() else {
             anyhow::bail!("no manager address to report to");
         };
-        let channel = (self.links.connect)(&addr).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut client = DispatcherClient::new(channel);
+        let mut client = DispatcherClient::new(self.channel(&addr)?);
         let request = self.session_request().await;
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
@@ -288,6 +291,21 @@ impl Agent {
                 _ = sweep.tick() => self.sweep().await,
             }
         }
+    }
+
+    /// The channel to the manager at `addr`, the same for every session:
+    /// a session that ends (its manager ended them all, or asked this node
+    /// to register again) leaves the connection under it usable, and a new
+    /// TLS handshake for each of thousands of nodes coming back at once is
+    /// what starves a manager most. A channel whose connection broke
+    /// connects again on its next call.
+    fn channel(&mut self, addr: &str) -> anyhow::Result<Channel> {
+        if let Some(channel) = self.channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = (self.links.connect)(addr).map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
     }
 
     async fn session_request(&self) -> SessionRequest {
