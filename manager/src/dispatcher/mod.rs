@@ -100,15 +100,22 @@ async fn confirm_leadership(
     confirmed: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
+    // Since when this manager leads, as this task saw it.
+    let mut leading_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(LEASE_CHECK) => {}
         }
         if !proposer.leads() {
+            leading_since = None;
             continue;
         }
-        let age = proposer.quorum_ack_age();
+        let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
+        // A new leader's first acknowledgement can be slow under load;
+        // until it comes, its election (a quorum's votes, granted before
+        // this task saw it lead) is the evidence.
+        let age = proposer.quorum_ack_age().or_else(|| Some(since.elapsed()));
         let ok = leadership_holds(age);
         confirmed.send_if_modified(|c| {
             let changed = *c != ok;
@@ -434,8 +441,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         if req.node_id.is_empty() {
             return Err(Status::invalid_argument("session: node_id is empty"));
         }
-        let epoch = self.register(&req).await?;
+        // The beat first: once registered the node is Ready in the store,
+        // and the node monitor must not find it Ready and never heard of
+        // while the registration's answer is still on its way.
         self.beat(&req.node_id, None);
+        let epoch = self.register(&req).await?;
         let session_id = new_id();
         tracing::info!(node = %req.node_id, epoch, session = %session_id, "worker session opened");
 
@@ -619,10 +629,24 @@ mod leadership_tests {
         );
         assert!(*rx.borrow_and_update());
 
-        // A leader no quorum ever acknowledged does not keep them.
-        proposer.acked(None);
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_counts_its_election_until_its_first_acknowledgement() {
+        let proposer = Arc::new(Leader {
+            acked_at: Mutex::new(None),
+        });
+        let (mut rx, shutdown) = start(proposer.clone());
+        let elected = tokio::time::Instant::now();
         rx.changed().await.unwrap();
-        assert!(!*rx.borrow());
+        assert!(!*rx.borrow_and_update(), "no acknowledgement ever came");
+        let took = elected.elapsed();
+        assert!(took > QUORUM_ACK_LEASE, "ended within the lease: {took:?}");
+        assert!(took <= QUORUM_ACK_LEASE + 2 * LEASE_CHECK, "{took:?}");
+        proposer.acked(Some(tokio::time::Instant::now()));
+        rx.changed().await.unwrap();
+        assert!(*rx.borrow());
         shutdown.cancel();
     }
 

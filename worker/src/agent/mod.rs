@@ -12,7 +12,7 @@ mod backoff;
 mod pods;
 mod reporter;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,7 +162,7 @@ pub async fn run_agent(
         pods: PodSet::new(executor, report_tx, shutdown.clone()),
         sweeper: Sweeper::default(),
         assignments_known: false,
-        channels: HashMap::new(),
+        channel: None,
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !shutdown.is_cancelled() {
@@ -209,9 +209,9 @@ struct Agent {
     sweeper: Sweeper,
     /// Set by the first session message: before it, nothing is removed.
     assignments_known: bool,
-    /// A channel per manager address, kept across sessions (see
-    /// [`Agent::channel`]).
-    channels: HashMap<String, Channel>,
+    /// The channel of the last session and its manager's address, kept
+    /// for the next session (see [`Agent::channel`]).
+    channel: Option<(String, Channel)>,
 }
 
 impl Agent {
@@ -293,18 +293,22 @@ impl Agent {
         }
     }
 
-    /// The channel to the manager at `addr`, the same for every session:
-    /// a session that ends (its manager ended them all, or asked this node
-    /// to register again) leaves the connection under it usable, and a new
-    /// TLS handshake for each of thousands of nodes coming back at once is
-    /// what starves a manager most. A channel whose connection broke
-    /// connects again on its next call.
+    /// The channel to the manager at `addr`: the last session's when it
+    /// went to the same manager. A session that ends (its manager ended
+    /// them all, or asked this node to register again) leaves the
+    /// connection under it usable, and a new TLS handshake for each of
+    /// thousands of nodes coming back at once is what starves a manager
+    /// most. Only one is kept, so a node holds one connection to the
+    /// managers, as before. A channel whose connection broke connects again
+    /// on its next call.
     fn channel(&mut self, addr: &str) -> anyhow::Result<Channel> {
-        if let Some(channel) = self.channels.get(addr) {
-            return Ok(channel.clone());
+        if let Some((last, channel)) = &self.channel {
+            if last == addr {
+                return Ok(channel.clone());
+            }
         }
         let channel = (self.links.connect)(addr).map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.channels.insert(addr.to_string(), channel.clone());
+        self.channel = Some((addr.to_string(), channel.clone()));
         Ok(channel)
     }
 
