@@ -52,6 +52,37 @@ pub struct StoreData {
     other_writes: u64,
 }
 
+/// Whether two versions of a pod are the same for the node running it:
+/// equal in everything but the status the node reported and the meta (what
+/// a worker session sends of a pod). Every field is named, so a field added
+/// to `Pod` must be placed on one side or the other here.
+fn same_assignment(a: &Pod, b: &Pod) -> bool {
+    let Pod {
+        id,
+        meta: _,
+        deployment_id,
+        replica_set_id,
+        slot,
+        node_id,
+        desired_state,
+        status: _,
+        node_epoch,
+        attempt,
+        not_before,
+        scheduling_message,
+    } = a;
+    *id == b.id
+        && *deployment_id == b.deployment_id
+        && *replica_set_id == b.replica_set_id
+        && *slot == b.slot
+        && *node_id == b.node_id
+        && *desired_state == b.desired_state
+        && *node_epoch == b.node_epoch
+        && *attempt == b.attempt
+        && *not_before == b.not_before
+        && *scheduling_message == b.scheduling_message
+}
+
 /// Whether a node object is a manager's (see [`StoreData::others_changed`]).
 fn is_manager(node: &Node) -> bool {
     node.spec
@@ -113,7 +144,9 @@ impl StoreData {
     }
 
     /// A mark of the last change to a pod placed on `node_id` (written,
-    /// removed, or moved to or from it). Marks are only compared: equal
+    /// removed, or moved to or from it), but for its status and meta alone:
+    /// what the node is sent of its pods, not what it reported (status
+    /// reports are most of the pod writes). Marks are only compared: equal
     /// marks from two reads mean no such change in between. For readers
     /// that rebuild something per node on every change of the store (a
     /// worker session's assignments) and skip it when nothing they read
@@ -136,10 +169,12 @@ impl StoreData {
         self.other_writes
     }
 
-    fn pod_changed_on(&mut self, node_id: &str) {
+    /// Moves the pods' mark, and `node_id`'s unless only the pod's status
+    /// or meta changed (`assignment_changed` false).
+    fn pod_changed_on(&mut self, node_id: &str, assignment_changed: bool) {
         self.writes += 1;
         self.pod_writes = self.writes;
-        if !node_id.is_empty() {
+        if assignment_changed && !node_id.is_empty() {
             self.pod_writes_on_node
                 .insert(node_id.to_string(), self.writes);
         }
@@ -154,10 +189,14 @@ impl StoreData {
     pub fn put_pod(&mut self, pod: Pod) {
         if let Some(old) = self.pods.get(&pod.id).map(|p| p.node_id.clone()) {
             if old != pod.node_id {
-                self.pod_changed_on(&old);
+                self.pod_changed_on(&old, true);
             }
         }
-        self.pod_changed_on(&pod.node_id);
+        let assignment_changed = self
+            .pods
+            .get(&pod.id)
+            .is_none_or(|old| !same_assignment(old, &pod));
+        self.pod_changed_on(&pod.node_id, assignment_changed);
         let old_node = self.pods.get(&pod.id).map(|p| p.node_id.as_str());
         if old_node != Some(pod.node_id.as_str()) {
             if let Some(old) = old_node.map(str::to_owned) {
@@ -177,7 +216,7 @@ impl StoreData {
     pub fn remove_pod(&mut self, id: &str) -> Option<Pod> {
         let pod = self.pods.remove(id)?;
         self.unindex_pod(&pod.node_id, id);
-        self.pod_changed_on(&pod.node_id);
+        self.pod_changed_on(&pod.node_id, true);
         Some(pod)
     }
 
