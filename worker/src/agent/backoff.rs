@@ -19,6 +19,14 @@ use shoal_proto::defaults::HEARTBEAT_PERIOD_MS;
 /// warm-up before it marks anyone Down.
 pub(crate) const RECONNECT_SPREAD: Duration = Duration::from_millis(HEARTBEAT_PERIOD_MS);
 
+/// The longest wait between failed attempts (plus up to 25 % jitter). A
+/// node whose attempts fail through an election must still reach the new
+/// leader within its warm-up (a heartbeat expiry, five periods), or it is
+/// marked Down: at 5 s, nodes that had backed off to the cap during a long
+/// election arrived too late. An attempt over the kept channel costs a
+/// manager one refused call.
+pub(crate) const RETRY_MAX: Duration = Duration::from_millis(2 * HEARTBEAT_PERIOD_MS);
+
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
     initial: Duration,
@@ -95,5 +103,15 @@ mod tests {
         }
         // The backoff starts over: the next failure waits the initial delay.
         assert!(b.next_delay() <= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn a_node_failing_through_an_election_retries_within_a_new_leaders_warm_up() {
+        use shoal_proto::defaults::HEARTBEAT_MISSES_BEFORE_DOWN;
+        let warm_up = Duration::from_millis(HEARTBEAT_PERIOD_MS * HEARTBEAT_MISSES_BEFORE_DOWN);
+        let mut b = Backoff::new(Duration::from_millis(100), RETRY_MAX);
+        let longest = (0..200).map(|_| b.next_delay()).max().unwrap();
+        assert!(longest <= RETRY_MAX.mul_f64(1.25), "{longest:?}");
+        assert!(longest * 2 <= warm_up, "{longest:?} against {warm_up:?}");
     }
 }

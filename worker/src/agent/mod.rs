@@ -164,7 +164,7 @@ pub async fn run_agent(
         assignments_known: false,
         channel: None,
     };
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut backoff = Backoff::new(Duration::from_millis(100), backoff::RETRY_MAX);
     while !shutdown.is_cancelled() {
         let ended = agent.session(&session_tx, &shutdown).await;
         // A session that carried messages worked: it ended because its
