@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use shoal_proto::defaults::BATCH_FORMAT;
@@ -28,11 +29,12 @@ pub trait Proposer: Send + Sync + 'static {
         None
     }
 
-    /// Proves that this manager still leads (a round trip to a quorum), for
-    /// a leader cut off from the other managers believes it leads until it
-    /// hears of a newer term.
-    fn confirm_leadership(&self) -> BoxFuture<'_, bool> {
-        Box::pin(async { true })
+    /// How long ago a quorum of managers last acknowledged this manager as
+    /// leader (`None`: it does not lead, or no quorum acknowledged it yet),
+    /// for a leader cut off from the other managers believes it leads until
+    /// it hears of a newer term. Without other managers, just now.
+    fn quorum_ack_age(&self) -> Option<Duration> {
+        Some(Duration::ZERO)
     }
 }
 
@@ -49,8 +51,8 @@ impl Proposer for RaftNode {
         *self.leader_watch().borrow()
     }
 
-    fn confirm_leadership(&self) -> BoxFuture<'_, bool> {
-        Box::pin(async { self.is_leader() && self.linearizable_barrier().await.is_ok() })
+    fn quorum_ack_age(&self) -> Option<Duration> {
+        RaftNode::quorum_ack_age(self)
     }
 }
 

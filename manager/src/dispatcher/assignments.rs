@@ -60,8 +60,9 @@ fn payloads(
 /// when they change (at thousands of nodes, rebuilding every session's
 /// message on every change of the store was the managers' main work).
 /// Pods on other nodes count only when a service publishes ingress ports,
-/// whose endpoints every node is sent.
-pub fn session_inputs(data: &StoreData, node_id: &str) -> (u64, u64, u64) {
+/// whose endpoints every node is sent; of the worker nodes, which the
+/// others' mark leaves out, only this node's role.
+pub fn session_inputs(data: &StoreData, node_id: &str) -> (u64, u64, u64, i32) {
     let ingress = data.services.values().any(|s| {
         s.ports
             .iter()
@@ -71,7 +72,16 @@ pub fn session_inputs(data: &StoreData, node_id: &str) -> (u64, u64, u64) {
         data.pods_changed_on(node_id),
         data.others_changed(),
         if ingress { data.pods_changed() } else { 0 },
+        node_role(data, node_id) as i32,
     )
+}
+
+/// The role a node is told it has.
+fn node_role(data: &StoreData, node_id: &str) -> NodeRole {
+    data.nodes
+        .get(node_id)
+        .and_then(|n| n.spec.as_ref())
+        .map_or(NodeRole::Unspecified, |s| s.role())
 }
 
 /// The complete message for one node. Pods are sent without their observed
@@ -158,11 +168,7 @@ pub fn session_message(
         services,
         managers: manager_addrs(data),
         gossip: gossip_config(data, key),
-        role: data
-            .nodes
-            .get(node_id)
-            .and_then(|n| n.spec.as_ref())
-            .map_or(NodeRole::Unspecified, |s| s.role()) as i32,
+        role: node_role(data, node_id) as i32,
     }
 }
 
@@ -341,5 +347,59 @@ mod tests {
         let a = session_message(&d, &other, "a", "s", 1);
         assert!(a.assignments[0].secrets.is_empty());
         assert_eq!(a.assignments[0].configs.len(), 1);
+    }
+
+    /// A node in the store's current format, for [`Store::apply`].
+    fn node(id: &str, role: NodeRole, addr: &str, state: shoal_proto::NodeState) -> Node {
+        Node {
+            id: id.into(),
+            spec: Some(shoal_proto::NodeSpec {
+                role: role as i32,
+                ..Default::default()
+            }),
+            status: Some(shoal_proto::NodeStatus {
+                state: state as i32,
+                addr: addr.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn inputs_follow_a_nodes_own_role_and_the_managers_but_not_other_workers() {
+        use crate::proposer::batch;
+        use crate::store::{put_forced, Store};
+        use shoal_proto::NodeState::{Down, Ready};
+
+        let key = ClusterKey::generate();
+        let store = Store::new();
+        let write = |index, n: Node| store.apply(index, &batch(vec![put_forced(n)], false));
+        write(1, node("a", NodeRole::Worker, "10.0.0.1:1", Ready));
+        write(2, node("m", NodeRole::Manager, "10.0.0.9:4242", Ready));
+        let inputs = |id| store.read(|d| session_inputs(d, id));
+        let message = |id| store.read(|d| session_message(d, &key, id, "s", 1));
+        let (a, a_message) = (inputs("a"), message("a"));
+
+        // Another worker registers, then goes Down: nothing a's message
+        // holds, so its inputs stay (and so does the message).
+        write(3, node("b", NodeRole::Worker, "10.0.0.2:1", Ready));
+        write(4, node("b", NodeRole::Worker, "10.0.0.2:1", Down));
+        assert_eq!(inputs("a"), a);
+        assert_eq!(message("a"), a_message);
+
+        // A manager's new address is in every message: every input moves.
+        let b = inputs("b");
+        write(5, node("m", NodeRole::Manager, "10.0.0.9:5000", Ready));
+        assert_ne!(inputs("a"), a);
+        assert_ne!(inputs("b"), b);
+        assert_eq!(message("b").managers, vec!["10.0.0.9:5000".to_string()]);
+
+        // a's own role is in its message: its inputs move, b's stay.
+        let (a, b) = (inputs("a"), inputs("b"));
+        write(6, node("a", NodeRole::Manager, "10.0.0.1:1", Ready));
+        assert_ne!(inputs("a"), a);
+        assert_eq!(message("a").role(), NodeRole::Manager);
+        assert_ne!(inputs("b"), b, "a manager more: its address is sent to b");
     }
 }

@@ -129,41 +129,66 @@ pub struct Dispatcher {
     liveness: Option<Arc<dyn LivenessHint>>,
 }
 
-/// How many leadership proofs in a row may fail before sessions end.
-const UNCONFIRMED_TICKS: u32 = 2;
+/// How long a leader keeps its worker sessions after a quorum of managers
+/// last acknowledged it. Safety bound: a leader cut off from the other
+/// managers must have ended its sessions, and its nodes reached the new
+/// leader, before that new leader marks anyone Down: it is elected no
+/// sooner than an election timeout after the last acknowledgement, then
+/// waits a full heartbeat expiry (five periods) before its first Down. Two
+/// periods, plus a check period and a session's own check, leave the nodes
+/// more than a period to reconnect. Far longer than Raft's own tolerance
+/// (an election timeout, 250-500 ms): a CPU stall that delays a few Raft
+/// heartbeats no longer ends every session, as a read barrier with a time
+/// limit did (it queued behind the writes of thousands of registrations).
+const QUORUM_ACK_LEASE: Duration = Duration::from_millis(2 * HEARTBEAT_PERIOD_MS);
 
-/// Proves leadership to a quorum once per heartbeat period, for the
-/// sessions: a leader cut off from the other managers (but not from its
-/// workers) would otherwise keep their sessions while the new leader
-/// marks them Down and runs their pods elsewhere. One proof per manager,
-/// not per session, so the cost does not grow with the nodes.
+/// How often the lease is checked (a read of Raft's metrics, no I/O).
+const LEASE_CHECK: Duration = Duration::from_millis(HEARTBEAT_PERIOD_MS / 4);
+
+/// Whether a leader last acknowledged by a quorum `ack_age` ago may keep its
+/// sessions.
+fn leadership_holds(ack_age: Option<Duration>) -> bool {
+    ack_age.is_some_and(|age| age <= QUORUM_ACK_LEASE)
+}
+
+/// Keeps `confirmed` telling whether this leader was acknowledged by a
+/// quorum of managers lately, for the sessions: a leader cut off from the
+/// other managers (but not from its workers) would otherwise keep their
+/// sessions while the new leader marks them Down and runs their pods
+/// elsewhere. Raft's own acknowledgements are the evidence (see
+/// [`Proposer::quorum_ack_age`]), read once per manager, not per session,
+/// so the cost does not grow with the nodes.
 async fn confirm_leadership(
     proposer: Arc<dyn Proposer>,
     confirmed: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
-    let period = Duration::from_millis(HEARTBEAT_PERIOD_MS);
-    let mut failures = 0;
+    // Since when this manager leads, as this task saw it.
+    let mut leading_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(LEASE_CHECK) => {}
         }
         if !proposer.leads() {
-            failures = 0;
+            leading_since = None;
             continue;
         }
-        let proved = tokio::time::timeout(period, proposer.confirm_leadership())
-            .await
-            .unwrap_or(false);
-        failures = if proved { 0 } else { failures + 1 };
-        let ok = failures < UNCONFIRMED_TICKS;
+        let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
+        // A new leader's first acknowledgement can be slow under load;
+        // until it comes, its election (a quorum's votes, granted before
+        // this task saw it lead) is the evidence.
+        let age = proposer.quorum_ack_age().or_else(|| Some(since.elapsed()));
+        let ok = leadership_holds(age);
         confirmed.send_if_modified(|c| {
             let changed = *c != ok;
             if changed && !ok {
                 tracing::warn!(
+                    since_quorum_ack = ?age,
                     "this leader cannot reach a quorum of managers: ending worker sessions"
                 );
+            } else if changed {
+                tracing::info!("a quorum of managers acknowledges this leader again");
             }
             *c = ok;
             changed
@@ -466,9 +491,13 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         if req.node_id.is_empty() {
             return Err(Status::invalid_argument("session: node_id is empty"));
         }
-        let epoch = self.register(&req).await?;
+        // The beat first: once registered the node is Ready in the store,
+        // and the node monitor must not find it Ready and never heard of
+        // (or with its last session closed) while the registration's
+        // answer is still on its way.
         let session_id = new_id();
         self.heartbeats.session_opened(&req.node_id, &session_id);
+        let epoch = self.register(&req).await?;
         tracing::info!(node = %req.node_id, epoch, session = %session_id, "worker session opened");
 
         let (tx, rx) = mpsc::channel(4);
@@ -605,56 +634,121 @@ mod leadership_tests {
     use crate::raft::ProposeError;
     use futures::future::BoxFuture;
     use shoal_proto::{Batch, BatchResult};
-    use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// Leads by its own account; proves it only while `reachable`.
-    struct Isolated {
-        reachable: AtomicBool,
+    /// Leads by its own account; its quorum's last acknowledgement is
+    /// whatever the test sets (by the paused test clock).
+    struct Leader {
+        acked_at: Mutex<Option<tokio::time::Instant>>,
     }
 
-    impl Proposer for Isolated {
+    impl Leader {
+        fn acked(&self, at: Option<tokio::time::Instant>) {
+            *self.acked_at.lock().unwrap() = at;
+        }
+    }
+
+    impl Proposer for Leader {
         fn propose(&self, _: Batch) -> BoxFuture<'_, Result<BatchResult, ProposeError>> {
             Box::pin(async { Err(ProposeError::NoLeader) })
         }
-        fn confirm_leadership(&self) -> BoxFuture<'_, bool> {
-            let ok = self.reachable.load(Ordering::SeqCst);
-            Box::pin(async move {
-                if !ok {
-                    // As a barrier that never gets its quorum.
-                    std::future::pending::<()>().await;
-                }
-                true
-            })
+        fn quorum_ack_age(&self) -> Option<Duration> {
+            self.acked_at.lock().unwrap().map(|at| at.elapsed())
         }
+    }
+
+    fn start(proposer: Arc<Leader>) -> (watch::Receiver<bool>, CancellationToken) {
+        let (tx, rx) = watch::channel(true);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(confirm_leadership(proposer, tx, shutdown.clone()));
+        (rx, shutdown)
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_leader_that_cannot_prove_its_leadership_stops_confirming_and_recovers() {
-        let proposer = Arc::new(Isolated {
-            reachable: AtomicBool::new(true),
+        let proposer = Arc::new(Leader {
+            acked_at: Mutex::new(None),
         });
-        let (tx, mut rx) = watch::channel(true);
-        let shutdown = CancellationToken::new();
-        tokio::spawn(confirm_leadership(proposer.clone(), tx, shutdown.clone()));
+        let (mut rx, shutdown) = start(proposer.clone());
+        // A reachable quorum acknowledges every Raft heartbeat.
+        let beats = {
+            let proposer = proposer.clone();
+            let cut = CancellationToken::new();
+            let stop = cut.clone();
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    proposer.acked(Some(tokio::time::Instant::now()));
+                    tokio::time::sleep(Duration::from_millis(75)).await;
+                }
+            });
+            cut
+        };
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(
             *rx.borrow_and_update(),
             "a reachable quorum keeps it confirmed"
         );
 
-        proposer.reachable.store(false, Ordering::SeqCst);
-        let cut = tokio::time::Instant::now();
+        // Cut off: the acknowledgements stop.
+        beats.cancel();
         rx.changed().await.unwrap();
         assert!(!*rx.borrow_and_update());
-        let took = cut.elapsed();
-        assert!(
-            took <= Duration::from_millis(HEARTBEAT_PERIOD_MS) * (UNCONFIRMED_TICKS * 2 + 1),
-            "{took:?}"
-        );
+        let took = proposer.quorum_ack_age().unwrap();
+        assert!(took > QUORUM_ACK_LEASE, "ended within the lease: {took:?}");
+        assert!(took <= QUORUM_ACK_LEASE + LEASE_CHECK, "{took:?}");
 
-        proposer.reachable.store(true, Ordering::SeqCst);
+        proposer.acked(Some(tokio::time::Instant::now()));
         rx.changed().await.unwrap();
         assert!(*rx.borrow());
         shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_acknowledged_within_the_lease_keeps_its_sessions_however_late_the_acks() {
+        let proposer = Arc::new(Leader {
+            acked_at: Mutex::new(None),
+        });
+        let (mut rx, shutdown) = start(proposer.clone());
+        // Acknowledgements arrive in bursts, each one just inside the
+        // lease of the one before (a starved core), for a minute.
+        let gap = QUORUM_ACK_LEASE - LEASE_CHECK;
+        for _ in 0..(60_000 / gap.as_millis()) {
+            proposer.acked(Some(tokio::time::Instant::now()));
+            tokio::time::sleep(gap).await;
+        }
+        assert!(
+            !rx.has_changed().unwrap(),
+            "sessions ended within the lease"
+        );
+        assert!(*rx.borrow_and_update());
+
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_counts_its_election_until_its_first_acknowledgement() {
+        let proposer = Arc::new(Leader {
+            acked_at: Mutex::new(None),
+        });
+        let (mut rx, shutdown) = start(proposer.clone());
+        let elected = tokio::time::Instant::now();
+        rx.changed().await.unwrap();
+        assert!(!*rx.borrow_and_update(), "no acknowledgement ever came");
+        let took = elected.elapsed();
+        assert!(took > QUORUM_ACK_LEASE, "ended within the lease: {took:?}");
+        assert!(took <= QUORUM_ACK_LEASE + 2 * LEASE_CHECK, "{took:?}");
+        proposer.acked(Some(tokio::time::Instant::now()));
+        rx.changed().await.unwrap();
+        assert!(*rx.borrow());
+        shutdown.cancel();
+    }
+
+    #[test]
+    fn leadership_holds_up_to_the_lease_and_not_without_an_acknowledgement() {
+        assert!(leadership_holds(Some(Duration::ZERO)));
+        assert!(leadership_holds(Some(QUORUM_ACK_LEASE)));
+        assert!(!leadership_holds(Some(
+            QUORUM_ACK_LEASE + Duration::from_millis(1)
+        )));
+        assert!(!leadership_holds(None));
     }
 }

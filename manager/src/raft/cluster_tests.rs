@@ -863,3 +863,44 @@ async fn a_leader_without_a_majority_refuses_to_add_a_manager_saying_no_quorum()
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(m.raft.managers().len(), 3, "nothing was added");
 }
+
+/// Waits (up to [`TIMEOUT`]) until `ok` holds for manager `id`'s quorum
+/// acknowledgement age, and returns the age.
+async fn quorum_ack_age_until(
+    c: &Cluster,
+    id: u64,
+    ok: impl Fn(Option<Duration>) -> bool,
+) -> Option<Duration> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let age = c.get(id).raft.quorum_ack_age();
+        if ok(age) {
+            return age;
+        }
+        assert!(Instant::now() < deadline, "manager {id}: last age {age:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The dispatcher's evidence that its manager still leads: the leader's
+/// followers acknowledge its heartbeats, a follower has no such evidence,
+/// and a leader cut off from the others (which keeps believing it leads)
+/// sees its last acknowledgement grow old.
+#[tokio::test]
+async fn a_cut_off_leader_sees_its_last_quorum_acknowledgement_grow_old() {
+    let c = Cluster::start(3, true).await;
+    assert_eq!(c.leader_among(&[1, 2, 3]).await, 1);
+    quorum_ack_age_until(&c, 1, |age| age.is_some_and(|a| a < Duration::from_secs(1))).await;
+    assert_eq!(c.get(2).raft.quorum_ack_age(), None);
+    assert_eq!(c.get(3).raft.quorum_ack_age(), None);
+
+    c.get(1).raft.faults().block_all();
+    c.get(2).raft.faults().block(1);
+    c.get(3).raft.faults().block(1);
+    let age =
+        quorum_ack_age_until(&c, 1, |age| age.is_none_or(|a| a > Duration::from_secs(3))).await;
+    assert!(
+        age.is_some() && c.get(1).raft.is_leader(),
+        "the cut-off leader still believes it leads: {age:?}"
+    );
+}

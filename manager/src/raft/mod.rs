@@ -18,6 +18,7 @@ mod faults;
 mod log_store;
 mod membership;
 mod network;
+mod quorum_ack;
 pub mod service;
 mod state_machine;
 pub mod types;
@@ -159,6 +160,9 @@ struct Inner {
     advertise_addr: String,
     applied_index: Arc<AtomicU64>,
     leader: watch::Receiver<Option<NodeId>>,
+    /// While this node leads: the earliest moment a quorum may last have
+    /// acknowledged it (see [`quorum_ack`]).
+    quorum_acked: watch::Receiver<Option<tokio::time::Instant>>,
     /// Whether this node is a voter of the current (effective) membership.
     voter: watch::Receiver<bool>,
     /// Last successful RPC to each peer, for reachability.
@@ -238,6 +242,7 @@ impl RaftNode {
             "raft node started"
         );
         let leader = spawn_leader_watch(&raft);
+        let quorum_acked = quorum_ack::spawn_quorum_ack_watch(&raft);
         let voter = membership::spawn_voter_watch(&raft, config.node_id);
         Ok(RaftNode {
             inner: Arc::new(Inner {
@@ -246,6 +251,7 @@ impl RaftNode {
                 advertise_addr: config.advertise_addr,
                 applied_index,
                 leader,
+                quorum_acked,
                 voter,
                 contacts,
                 faults,
@@ -379,6 +385,20 @@ impl RaftNode {
     /// True when this node believes it leads (as of the latest metrics).
     pub fn is_leader(&self) -> bool {
         *self.inner.leader.borrow() == Some(self.inner.node_id)
+    }
+
+    /// How long ago a quorum of managers last acknowledged this node as
+    /// leader, by openraft's own heartbeats (no round trip of its own, so
+    /// it stays cheap and current when the core is busy with writes);
+    /// `None` when it does not lead or was never acknowledged. A leader cut
+    /// off from the other managers keeps believing it leads (openraft 0.9)
+    /// while this age grows.
+    pub fn quorum_ack_age(&self) -> Option<Duration> {
+        if !self.is_leader() {
+            return None;
+        }
+        let acked = *self.inner.quorum_acked.borrow();
+        acked.map(|at| at.elapsed())
     }
 
     /// Current leader id (None during an election), as a watch so controllers can start/stop on leadership changes.

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use shoal_proto::{
-    object, Batch, BatchResult, Cluster, Config, Deployment, Node, Object, ObjectKind, Pod,
-    ReplicaSet, Secret, Service, StoreSnapshot,
+    object, Batch, BatchResult, Cluster, Config, Deployment, Node, NodeRole, Object, ObjectKind,
+    Pod, ReplicaSet, Secret, Service, StoreSnapshot,
 };
 use tokio::sync::watch;
 
@@ -50,6 +50,44 @@ pub struct StoreData {
     pod_writes: u64,
     pod_writes_on_node: HashMap<String, u64>,
     other_writes: u64,
+}
+
+/// Whether two versions of a pod are the same for the node running it:
+/// equal in everything but the status the node reported and the meta (what
+/// a worker session sends of a pod). Every field is named, so a field added
+/// to `Pod` must be placed on one side or the other here.
+fn same_assignment(a: &Pod, b: &Pod) -> bool {
+    let Pod {
+        id,
+        meta: _,
+        deployment_id,
+        replica_set_id,
+        slot,
+        node_id,
+        desired_state,
+        status: _,
+        node_epoch,
+        attempt,
+        not_before,
+        scheduling_message,
+    } = a;
+    *id == b.id
+        && *deployment_id == b.deployment_id
+        && *replica_set_id == b.replica_set_id
+        && *slot == b.slot
+        && *node_id == b.node_id
+        && *desired_state == b.desired_state
+        && *node_epoch == b.node_epoch
+        && *attempt == b.attempt
+        && *not_before == b.not_before
+        && *scheduling_message == b.scheduling_message
+}
+
+/// Whether a node object is a manager's (see [`StoreData::others_changed`]).
+fn is_manager(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .is_some_and(|s| s.role() == NodeRole::Manager)
 }
 
 impl StoreData {
@@ -106,7 +144,9 @@ impl StoreData {
     }
 
     /// A mark of the last change to a pod placed on `node_id` (written,
-    /// removed, or moved to or from it). Marks are only compared: equal
+    /// removed, or moved to or from it), but for its status and meta alone:
+    /// what the node is sent of its pods, not what it reported (status
+    /// reports are most of the pod writes). Marks are only compared: equal
     /// marks from two reads mean no such change in between. For readers
     /// that rebuild something per node on every change of the store (a
     /// worker session's assignments) and skip it when nothing they read
@@ -120,16 +160,21 @@ impl StoreData {
         self.pod_writes
     }
 
-    /// A mark of the last change to anything but a pod (see
-    /// [`StoreData::pods_changed_on`]).
+    /// A mark of the last change to anything but a pod or a worker node
+    /// (see [`StoreData::pods_changed_on`]). Worker nodes are left out: at
+    /// thousands of nodes their registrations and state changes come many
+    /// times a second, and what every node is sent reads only the managers'
+    /// node objects (a reader of one worker's own node reads it directly).
     pub fn others_changed(&self) -> u64 {
         self.other_writes
     }
 
-    fn pod_changed_on(&mut self, node_id: &str) {
+    /// Moves the pods' mark, and `node_id`'s unless only the pod's status
+    /// or meta changed (`assignment_changed` false).
+    fn pod_changed_on(&mut self, node_id: &str, assignment_changed: bool) {
         self.writes += 1;
         self.pod_writes = self.writes;
-        if !node_id.is_empty() {
+        if assignment_changed && !node_id.is_empty() {
             self.pod_writes_on_node
                 .insert(node_id.to_string(), self.writes);
         }
@@ -144,10 +189,14 @@ impl StoreData {
     pub fn put_pod(&mut self, pod: Pod) {
         if let Some(old) = self.pods.get(&pod.id).map(|p| p.node_id.clone()) {
             if old != pod.node_id {
-                self.pod_changed_on(&old);
+                self.pod_changed_on(&old, true);
             }
         }
-        self.pod_changed_on(&pod.node_id);
+        let assignment_changed = self
+            .pods
+            .get(&pod.id)
+            .is_none_or(|old| !same_assignment(old, &pod));
+        self.pod_changed_on(&pod.node_id, assignment_changed);
         let old_node = self.pods.get(&pod.id).map(|p| p.node_id.as_str());
         if old_node != Some(pod.node_id.as_str()) {
             if let Some(old) = old_node.map(str::to_owned) {
@@ -167,15 +216,16 @@ impl StoreData {
     pub fn remove_pod(&mut self, id: &str) -> Option<Pod> {
         let pod = self.pods.remove(id)?;
         self.unindex_pod(&pod.node_id, id);
-        self.pod_changed_on(&pod.node_id);
+        self.pod_changed_on(&pod.node_id, true);
         Some(pod)
     }
 
-    /// Removes an object that is not a pod (see [`StoreData::remove_pod`]).
+    /// Removes an object that is not a pod (see [`StoreData::remove_pod`]);
+    /// moves the others' mark unless it is a worker node.
     fn remove_other(&mut self, kind: ObjectKind, id: &str) {
         let removed = match kind {
             ObjectKind::Cluster => self.clusters.remove(id).is_some(),
-            ObjectKind::Node => self.nodes.remove(id).is_some(),
+            ObjectKind::Node => self.nodes.remove(id).is_some_and(|n| is_manager(&n)),
             ObjectKind::Deployment => self.deployments.remove(id).is_some(),
             ObjectKind::ReplicaSet => self.replica_sets.remove(id).is_some(),
             ObjectKind::Service => self.services.remove(id).is_some(),
@@ -209,7 +259,14 @@ impl StoreData {
     }
 
     fn insert(&mut self, obj: Object) {
-        if !matches!(obj.kind, Some(object::Kind::Pod(_)) | None) {
+        let other = match &obj.kind {
+            Some(object::Kind::Pod(_)) | None => false,
+            Some(object::Kind::Node(n)) => {
+                is_manager(n) || self.nodes.get(&n.id).is_some_and(is_manager)
+            }
+            Some(_) => true,
+        };
+        if other {
             self.other_changed();
         }
         match obj.kind {

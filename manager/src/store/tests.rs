@@ -306,33 +306,80 @@ fn change_marks_move_only_for_what_changed() {
     let (n1, n2, n3, pods, others) = marks(&store);
     assert!(n1 > 0 && n2 > 0 && n3 == 0);
 
-    // p1 changes on n1: n2's mark stays, and so does the rest.
-    store.apply(2, &batch(false, vec![put(placed("p1", "n1"), 1)]));
+    // p1 changes on n1 (a new attempt): n2's mark stays, and so does the
+    // rest.
+    let retried = Pod {
+        id: "p1".into(),
+        node_id: "n1".into(),
+        slot: 1,
+        attempt: 1,
+        ..Default::default()
+    };
+    store.apply(2, &batch(false, vec![put(retried.clone(), 1)]));
     let after = marks(&store);
     assert!(after.0 != n1 && after.1 == n2 && after.2 == n3);
     assert!(after.3 != pods && after.4 == others);
 
+    // Only p1's status changes: the pods' mark moves, n1's stays (a
+    // node is sent its pods without their status).
+    let reported = Pod {
+        status: Some(shoal_proto::PodStatus {
+            container_id: "c1".into(),
+            ..Default::default()
+        }),
+        ..retried
+    };
+    store.apply(3, &batch(false, vec![put_forced(reported)]));
+    let status_only = marks(&store);
+    assert!(status_only.0 == after.0 && status_only.3 != after.3);
+    let after = status_only;
+
     // p1 moves to n3: both nodes' marks move.
-    store.apply(3, &batch(false, vec![put(placed("p1", "n3"), 2)]));
+    store.apply(4, &batch(false, vec![put(placed("p1", "n3"), 3)]));
     let moved = marks(&store);
     assert!(moved.0 != after.0 && moved.2 != after.2 && moved.1 == n2);
 
-    // A node object: only the others' mark moves; a failed write moves none.
-    let node = Object {
+    // A worker's node object moves no mark (sessions read their own node
+    // directly); a manager's moves only the others' mark; a failed write
+    // moves none.
+    let node = |id: &str, role: NodeRole| Object {
         kind: Some(object::Kind::Node(shoal_proto::Node {
-            id: "n1".into(),
+            id: id.into(),
+            spec: Some(shoal_proto::NodeSpec {
+                role: role as i32,
+                ..Default::default()
+            }),
             ..Default::default()
         })),
     };
-    store.apply(4, &batch(false, vec![put(node, 0)]));
-    let noded = marks(&store);
-    assert!(noded.4 != moved.4 && noded.3 == moved.3 && noded.0 == moved.0);
-    store.apply(5, &batch(false, vec![put(placed("p2", "n2"), 99)]));
-    assert_eq!(marks(&store), noded);
-
-    // Removing p2 moves n2's mark; removing the node, the others'.
+    store.apply(5, &batch(false, vec![put(node("w1", NodeRole::Worker), 0)]));
+    assert_eq!(marks(&store), moved, "a worker node moved a mark");
     store.apply(
         6,
+        &batch(false, vec![put(node("n1", NodeRole::Manager), 0)]),
+    );
+    let noded = marks(&store);
+    assert!(noded.4 != moved.4 && noded.3 == moved.3 && noded.0 == moved.0);
+    store.apply(7, &batch(false, vec![put(placed("p2", "n2"), 99)]));
+    assert_eq!(marks(&store), noded);
+    // A worker promoted to manager (and back) moves the others' mark.
+    store.apply(
+        8,
+        &batch(false, vec![put_forced(node("w1", NodeRole::Manager))]),
+    );
+    let promoted = marks(&store);
+    assert!(promoted.4 != noded.4);
+    store.apply(
+        9,
+        &batch(false, vec![put_forced(node("w1", NodeRole::Worker))]),
+    );
+    let demoted = marks(&store);
+    assert!(demoted.4 != promoted.4);
+
+    // Removing p2 moves n2's mark; removing the manager's node, the
+    // others'; removing a worker's, none.
+    store.apply(
+        10,
         &batch(
             false,
             vec![
@@ -342,11 +389,17 @@ fn change_marks_move_only_for_what_changed() {
         ),
     );
     let removed = marks(&store);
-    assert!(removed.1 != noded.1 && removed.4 != noded.4);
+    assert!(removed.1 != demoted.1 && removed.4 != demoted.4);
+    store.apply(11, &batch(false, vec![delete(ObjectKind::Node, "w1", 0)]));
+    assert_eq!(
+        marks(&store),
+        removed,
+        "removing a worker node moved a mark"
+    );
 
     // A restore never gives a mark seen before.
     let before = marks(&store);
-    store.restore(store.snapshot(), 6);
+    store.restore(store.snapshot(), 11);
     let restored = marks(&store);
     assert!(restored.2 != before.2 && restored.3 != before.3 && restored.4 != before.4);
 }

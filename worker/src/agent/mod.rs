@@ -162,23 +162,30 @@ pub async fn run_agent(
         pods: PodSet::new(executor, report_tx, shutdown.clone()),
         sweeper: Sweeper::default(),
         assignments_known: false,
+        channel: None,
     };
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut backoff = Backoff::new(Duration::from_millis(100), backoff::RETRY_MAX);
     while !shutdown.is_cancelled() {
-        match agent.session(&session_tx, &shutdown).await {
+        let ended = agent.session(&session_tx, &shutdown).await;
+        // A session that carried messages worked: it ended because its
+        // manager did (often every session of that manager at once), so
+        // the way back is spread; otherwise the attempt failed: back off.
+        let worked = session_tx.send_replace(None).is_some();
+        match ended {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Closed { received }) => {
-                info!("dispatcher closed the session; reconnecting");
-                if received {
-                    backoff.reset();
-                }
+                info!(received, "dispatcher closed the session; reconnecting")
             }
             Err(e) => warn!(error = %format!("{e:#}"), "dispatcher session failed; reconnecting"),
         }
-        session_tx.send_replace(None);
+        let delay = if worked {
+            backoff.after_session(backoff::RECONNECT_SPREAD)
+        } else {
+            backoff.next_delay()
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
     agent.pods.stop_all().await;
@@ -202,6 +209,9 @@ struct Agent {
     sweeper: Sweeper,
     /// Set by the first session message: before it, nothing is removed.
     assignments_known: bool,
+    /// The channel of the last session and its manager's address, kept
+    /// for the next session (see [`Agent::channel`]).
+    channel: Option<(String, Channel)>,
 }
 
 impl Agent {
@@ -215,8 +225,7 @@ impl Agent {
         let Some(addr) = self.cursor.pick() else {
             anyhow::bail!("no manager address to report to");
         };
-        let channel = (self.links.connect)(&addr).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut client = DispatcherClient::new(channel);
+        let mut client = DispatcherClient::new(self.channel(&addr)?);
         let request = self.session_request().await;
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
@@ -285,6 +294,25 @@ impl Agent {
                 _ = sweep.tick() => self.sweep().await,
             }
         }
+    }
+
+    /// The channel to the manager at `addr`: the last session's when it
+    /// went to the same manager. A session that ends (its manager ended
+    /// them all, or asked this node to register again) leaves the
+    /// connection under it usable, and a new TLS handshake for each of
+    /// thousands of nodes coming back at once is what starves a manager
+    /// most. Only one is kept, so a node holds one connection to the
+    /// managers, as before. A channel whose connection broke connects again
+    /// on its next call.
+    fn channel(&mut self, addr: &str) -> anyhow::Result<Channel> {
+        if let Some((last, channel)) = &self.channel {
+            if last == addr {
+                return Ok(channel.clone());
+            }
+        }
+        let channel = (self.links.connect)(addr).map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.channel = Some((addr.to_string(), channel.clone()));
+        Ok(channel)
     }
 
     async fn session_request(&self) -> SessionRequest {

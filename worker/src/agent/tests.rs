@@ -309,3 +309,73 @@ async fn a_manager_that_does_not_lead_sends_the_agent_to_the_leader() {
     shutdown.cancel();
     handle.await.unwrap();
 }
+
+/// Sends one message per session, then ends it as a manager that lost
+/// its quorum does; counts the sessions.
+#[derive(Clone, Default)]
+struct EndingDispatcher {
+    sessions: Arc<Mutex<usize>>,
+}
+
+#[tonic::async_trait]
+impl Dispatcher for EndingDispatcher {
+    type SessionStream = Pin<Box<dyn Stream<Item = Result<SessionMessage, Status>> + Send>>;
+
+    async fn session(
+        &self,
+        _: Request<SessionRequest>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        *self.sessions.lock().unwrap() += 1;
+        let message = SessionMessage {
+            session_id: "s".into(),
+            session_epoch: 1,
+            heartbeat_period_ms: 100,
+            ..Default::default()
+        };
+        let ended = Status::unavailable("this manager lost its quorum");
+        Ok(Response::new(Box::pin(tokio_stream::iter([
+            Ok(message),
+            Err(ended),
+        ]))))
+    }
+
+    async fn heartbeat(
+        &self,
+        _: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        Ok(Response::new(HeartbeatResponse { period_ms: 100 }))
+    }
+
+    async fn update_pod_status(
+        &self,
+        _: Request<shoal_proto::UpdatePodStatusRequest>,
+    ) -> Result<Response<UpdatePodStatusResponse>, Status> {
+        Ok(Response::new(UpdatePodStatusResponse {}))
+    }
+}
+
+#[tokio::test]
+async fn sessions_that_end_are_opened_again_over_the_same_connection() {
+    let fake = EndingDispatcher::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(Mutex::new(0usize));
+    let incoming = TcpListenerStream::new(listener).map({
+        let connections = connections.clone();
+        move |accepted| {
+            *connections.lock().unwrap() += 1;
+            accepted
+        }
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DispatcherServer::new(fake.clone()))
+            .serve_with_incoming(incoming),
+    );
+    let sim = SimExecutor::new();
+    let (shutdown, handle) = start_agent(&format!("http://{addr}"), &sim);
+    eventually("four sessions", || *fake.sessions.lock().unwrap() >= 4).await;
+    shutdown.cancel();
+    handle.await.unwrap();
+    assert_eq!(*connections.lock().unwrap(), 1, "a connection per session");
+}
