@@ -21,6 +21,13 @@ pub trait Filter {
     /// (e.g. "insufficient memory (the pod reserves 64 MiB)"): alone it
     /// answers "why not this node", as [`super::fits`] does for global pods.
     fn reason(&self) -> String;
+    /// Whether the answer for a node can change as pods are placed on it
+    /// during a pass (ports, reservations, per-node caps). Filters that
+    /// look only at the node itself (readiness, availability, labels) let
+    /// the placer keep the nodes that pass across consecutive pods.
+    fn counts_placements(&self) -> bool {
+        false
+    }
     /// Why `failed` nodes did not pass, e.g. "2 nodes: constraint
     /// node.labels.zone==a not met".
     fn explain(&self, failed: usize) -> String {
@@ -79,6 +86,9 @@ pub struct HostPortFilter {
 }
 
 impl Filter for HostPortFilter {
+    fn counts_placements(&self) -> bool {
+        true
+    }
     fn applies(&mut self, template: &PodTemplate, _: &str) -> bool {
         self.wanted = template
             .host_ports
@@ -144,6 +154,9 @@ pub struct MaxPerNodeFilter {
 }
 
 impl Filter for MaxPerNodeFilter {
+    fn counts_placements(&self) -> bool {
+        true
+    }
     fn applies(&mut self, template: &PodTemplate, deployment_id: &str) -> bool {
         self.max = template
             .placement
@@ -174,6 +187,9 @@ pub struct ResourceFilter {
 }
 
 impl Filter for ResourceFilter {
+    fn counts_placements(&self) -> bool {
+        true
+    }
     fn applies(&mut self, template: &PodTemplate, _: &str) -> bool {
         (self.nano_cpus, self.memory_bytes) = reservation(template);
         self.short.borrow_mut().clear();

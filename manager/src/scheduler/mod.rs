@@ -8,7 +8,8 @@
 pub mod constraint;
 pub mod filter;
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use shoal_proto::{port_config::PublishMode, Node, Pod, PodState, PodStatus, PodTemplate};
@@ -232,6 +233,27 @@ fn pending(data: &StoreData) -> Vec<&Pod> {
 pub struct Placer {
     nodes: Vec<NodeInfo>,
     filters: Vec<Box<dyn Filter>>,
+    /// The pods being placed one after another, when only filters that
+    /// look at the node itself apply to them (see [`Group`]).
+    group: Option<Group>,
+    /// Off in tests that compare the heap with the scan it replaces.
+    groups_enabled: bool,
+}
+
+/// Consecutive pods of one deployment and template that no spread
+/// preference and no filter that counts placements applies to: the nodes
+/// that pass are the same for each, and the choice among them (the fewest
+/// pods of the deployment, then the fewest pods, then the lowest id) is
+/// kept in a heap instead of filtering and comparing every node for every
+/// pod (100,000 pods on 5,000 nodes made 5 x 10^8 checks a pass).
+struct Group {
+    deployment_id: String,
+    template: PodTemplate,
+    /// (pods of the deployment, pods, node index) per eligible node,
+    /// smallest first. Counts only grow while a group lives, so an entry is
+    /// at most its node's counts now: a stale top is refreshed when looked
+    /// at, and a fresh top is the true minimum.
+    heap: BinaryHeap<Reverse<(u64, u64, usize)>>,
 }
 
 impl Placer {
@@ -240,6 +262,18 @@ impl Placer {
         Placer {
             nodes: node_infos(data),
             filters: all_filters(),
+            group: None,
+            groups_enabled: true,
+        }
+    }
+
+    /// A placer that filters every node for every pod, for tests that
+    /// check the heap chooses as the scan does.
+    #[cfg(test)]
+    pub(crate) fn scanning(data: &StoreData) -> Placer {
+        Placer {
+            groups_enabled: false,
+            ..Placer::new(data)
         }
     }
 
@@ -256,6 +290,9 @@ impl Placer {
     /// The node the filters and the spread choose for one more pod, as an
     /// index into `nodes`, without counting it; or why none fits.
     fn choose(&mut self, template: &PodTemplate, deployment_id: &str) -> Result<usize, String> {
+        if let Some(ni) = self.choose_in_group(template, deployment_id) {
+            return Ok(ni);
+        }
         let filters = &mut self.filters;
         let active: Vec<usize> = (0..filters.len())
             .filter(|&i| filters[i].applies(template, deployment_id))
@@ -274,6 +311,56 @@ impl Placer {
             .map_or(&[][..], |p| p.spread.as_slice());
         pick(&self.nodes, &eligible, deployment_id, spread)
             .ok_or_else(|| explain(filters, &rejected_by, self.nodes.len()))
+    }
+
+    /// [`Placer::choose`] by the group's heap, when the pod belongs to one
+    /// (made here when it starts a new one); None when it does not, or no
+    /// node passes (the scan then explains why).
+    fn choose_in_group(&mut self, template: &PodTemplate, deployment_id: &str) -> Option<usize> {
+        if !self.groups_enabled {
+            return None;
+        }
+        let same = self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.deployment_id == deployment_id && g.template == *template);
+        if !same {
+            self.group = None;
+            let spread = template
+                .placement
+                .as_ref()
+                .is_some_and(|p| !p.spread.is_empty());
+            let filters = &mut self.filters;
+            let active: Vec<usize> = (0..filters.len())
+                .filter(|&i| filters[i].applies(template, deployment_id))
+                .collect();
+            if spread || active.iter().any(|&i| filters[i].counts_placements()) {
+                return None;
+            }
+            let heap = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, info)| active.iter().all(|&fi| filters[fi].check(info)))
+                .map(|(ni, info)| Reverse((info.pods_of(deployment_id), info.total, ni)))
+                .collect();
+            self.group = Some(Group {
+                deployment_id: deployment_id.to_string(),
+                template: template.clone(),
+                heap,
+            });
+        }
+        let group = self.group.as_mut()?;
+        loop {
+            let Reverse((of_deployment, total, ni)) = *group.heap.peek()?;
+            let info = &self.nodes[ni];
+            let now = (info.pods_of(deployment_id), info.total);
+            if now == (of_deployment, total) {
+                return Some(ni);
+            }
+            group.heap.pop();
+            group.heap.push(Reverse((now.0, now.1, ni)));
+        }
     }
 
     /// Places one more pod of `template` on the node of `leaving`, the pod
@@ -296,6 +383,8 @@ impl Placer {
             .position(|n| n.node.id == leaving.node_id)?;
         let counted = occupies(leaving);
         if counted {
+            // Counts shrink: a group's heap would no longer be a lower bound.
+            self.group = None;
             self.nodes[at].unplace(&leaving.deployment_id, leaving_template);
         }
         if self.choose(template, deployment_id) == Ok(at) {
