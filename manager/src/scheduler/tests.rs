@@ -464,7 +464,7 @@ fn the_heap_places_every_pod_where_the_scan_of_every_node_would() {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        if (seed >> 33) % 5 == 0 {
+        if (seed >> 33).is_multiple_of(5) {
             kind = ((seed >> 40) % kinds.len() as u64) as usize;
         }
         let (dep, t) = kinds[kind];
