@@ -5,17 +5,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_proto::{defaults, Assignment, PodState, PodStatus};
+use shoal_proto::{defaults, Assignment, PodState};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::reporter::Report;
 use crate::controller::{PodController, Step};
 use crate::exec::Executor;
-
-/// A status change to report: pod id and its new status.
-pub(crate) type Report = (String, PodStatus);
 
 /// A pod's slot on this node: its deployment and slot number (global pods
 /// all have slot 0, and one node holds one of them).
@@ -174,14 +172,21 @@ impl PodSet {
     fn spawn(&self, pod_id: String, assignment: Assignment) -> PodTask {
         let (tx, rx) = watch::channel(assignment);
         let stop = self.shutdown.child_token();
-        let handle = tokio::spawn(run_pod(
-            pod_id,
+        let reports = self.reports.clone();
+        let pod = run_pod(
+            pod_id.clone(),
             self.executor.clone(),
             rx,
             stop.clone(),
-            self.reports.clone(),
+            reports.clone(),
             self.slots.clone(),
-        ));
+        );
+        let handle = tokio::spawn(async move {
+            pod.await;
+            // After the task's last status, from the same sender, so the
+            // reporter never hears of the pod again once it has left.
+            let _ = reports.send(Report::Left(pod_id));
+        });
         PodTask {
             assignment: tx,
             stop,
@@ -228,7 +233,10 @@ async fn run_pod(
         }
         if controller.status() != &reported {
             reported = controller.status().clone();
-            if reports.send((pod_id.clone(), reported.clone())).is_err() {
+            if reports
+                .send(Report::Status(pod_id.clone(), reported.clone()))
+                .is_err()
+            {
                 return;
             }
         }
