@@ -340,6 +340,15 @@ mod tests {
         }
     }
 
+    /// The pods of the next proposal (the clock is paused: when none ever
+    /// comes, it jumps to the limit at once and the test fails).
+    async fn next_proposal(started: &mut mpsc::UnboundedReceiver<Vec<String>>) -> Vec<String> {
+        tokio::time::timeout(Duration::from_secs(600), started.recv())
+            .await
+            .expect("no proposal was made")
+            .expect("batcher running")
+    }
+
     fn report(pod_id: &str, state: PodState) -> PodStatusUpdate {
         PodStatusUpdate {
             pod_id: pod_id.into(),
@@ -363,7 +372,7 @@ mod tests {
         let submitted = Instant::now();
         s.batcher
             .submit("n1", vec![report("pod-0", PodState::Running)]);
-        assert_eq!(s.started.recv().await.unwrap(), ["pod-0"]);
+        assert_eq!(next_proposal(&mut s.started).await, ["pod-0"]);
         // The clock is paused and moves only when every task waits on a
         // timer: a batch window would have moved it.
         assert_eq!(submitted.elapsed(), Duration::ZERO, "waited for a window");
@@ -374,7 +383,7 @@ mod tests {
         let mut s = setup(4);
         s.batcher
             .submit("n1", vec![report("pod-0", PodState::Starting)]);
-        assert_eq!(s.started.recv().await.unwrap(), ["pod-0"]);
+        assert_eq!(next_proposal(&mut s.started).await, ["pod-0"]);
 
         // While the first is in flight.
         s.batcher
@@ -392,11 +401,14 @@ mod tests {
         assert_eq!(s.proposer.proposals.load(Ordering::SeqCst), 1);
 
         s.proposer.gate.add_permits(1);
-        assert_eq!(s.started.recv().await.unwrap(), ["pod-1", "pod-2", "pod-3"]);
+        assert_eq!(
+            next_proposal(&mut s.started).await,
+            ["pod-1", "pod-2", "pod-3"]
+        );
         s.proposer.gate.add_permits(1);
         s.batcher
             .submit("n1", vec![report("pod-0", PodState::Running)]);
-        assert_eq!(s.started.recv().await.unwrap(), ["pod-0"]);
+        assert_eq!(next_proposal(&mut s.started).await, ["pod-0"]);
         assert_eq!(
             state_of(&s, "pod-1"),
             Some(PodState::Running),
@@ -415,8 +427,8 @@ mod tests {
             .map(|i| report(&format!("pod-{i}"), PodState::Running))
             .collect();
         s.batcher.submit("n1", all);
-        let first = s.started.recv().await.unwrap();
-        let second = s.started.recv().await.unwrap();
+        let first = next_proposal(&mut s.started).await;
+        let second = next_proposal(&mut s.started).await;
         assert_eq!(first.len(), MAX_REPORTS_PER_PROPOSAL);
         assert_eq!(second.len(), 2);
         // The oldest reports go first.
@@ -431,7 +443,7 @@ mod tests {
             .submit("n2", vec![report("pod-0", PodState::Failed)]);
         s.batcher
             .submit("n2", vec![report("other", PodState::Running)]);
-        assert_eq!(s.started.recv().await.unwrap(), ["other"]);
+        assert_eq!(next_proposal(&mut s.started).await, ["other"]);
         assert_eq!(state_of(&s, "pod-0"), None);
     }
 
@@ -441,14 +453,17 @@ mod tests {
         let mut lost = s.batcher.lost_reports();
         s.batcher
             .submit("n1", vec![report("pod-0", PodState::Running)]);
-        assert_eq!(s.started.recv().await.unwrap(), ["pod-0"]);
+        assert_eq!(next_proposal(&mut s.started).await, ["pod-0"]);
         s.batcher
             .submit("n2", vec![report("other", PodState::Running)]);
 
         // The proposal in flight fails: this manager no longer leads.
         s.proposer.leads.store(false, Ordering::SeqCst);
         s.proposer.gate.add_permits(1);
-        let nodes = lost.recv().await.unwrap();
+        let nodes = tokio::time::timeout(Duration::from_secs(600), lost.recv())
+            .await
+            .expect("no node was told")
+            .unwrap();
         assert_eq!(
             *nodes,
             HashSet::from(["n1".to_string(), "n2".to_string()]),
@@ -461,7 +476,7 @@ mod tests {
         s.proposer.gate.add_permits(1);
         s.batcher
             .submit("n1", vec![report("pod-1", PodState::Running)]);
-        assert_eq!(s.started.recv().await.unwrap(), ["pod-1"]);
+        assert_eq!(next_proposal(&mut s.started).await, ["pod-1"]);
         assert_eq!(state_of(&s, "pod-0"), None);
         assert_eq!(state_of(&s, "other"), None);
     }

@@ -321,6 +321,45 @@ mod tests {
         assert!(!slots.held("new"));
     }
 
+    #[tokio::test]
+    async fn a_pod_that_leaves_the_set_is_reported_left_after_its_last_status() {
+        let (tx, mut reports) = mpsc::unbounded_channel();
+        let executor: Arc<dyn Executor> = Arc::new(crate::exec::sim::SimExecutor::new());
+        let shutdown = CancellationToken::new();
+        let mut set = PodSet::new(executor, tx, shutdown.clone());
+        let (_, mut a) = assignment("p1", 1, PodState::Running);
+        a.template = Some(shoal_proto::PodTemplate {
+            container: Some(shoal_proto::ContainerSpec {
+                image: "img:v1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        set.apply(vec![a]);
+        match reports.recv().await {
+            Some(Report::Status(id, _)) => assert_eq!(id, "p1"),
+            other => panic!("expected a status of p1, got {other:?}"),
+        }
+        set.apply(Vec::new());
+        // Whatever statuses the task still sent, `Left` comes last.
+        loop {
+            match reports
+                .recv()
+                .await
+                .expect("the task reports until it ends")
+            {
+                Report::Status(id, _) => assert_eq!(id, "p1"),
+                Report::Left(id) => {
+                    assert_eq!(id, "p1");
+                    break;
+                }
+            }
+        }
+        set.stop_all().await;
+        assert!(reports.try_recv().is_err(), "nothing after Left");
+        shutdown.cancel();
+    }
+
     #[test]
     fn a_pod_that_left_the_set_holds_nothing() {
         let slots = Slots::default();

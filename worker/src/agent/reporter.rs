@@ -273,8 +273,13 @@ mod tests {
                 .expect("reporter running");
         }
 
+        /// The next call (the clock is paused: when no call ever comes,
+        /// it jumps to the limit at once and the test fails).
         async fn next_call(&mut self) -> Call {
-            self.calls.recv().await.expect("reporter running")
+            tokio::time::timeout(Duration::from_secs(600), self.calls.recv())
+                .await
+                .expect("no call was made")
+                .expect("reporter running")
         }
     }
 
