@@ -84,8 +84,6 @@ pub const GOSSIP_KEY_ROTATION_MS: u64 = 12 * 3600 * 1000;
 /// to hold the keyring before it goes on without the stragglers (they only
 /// drop out of gossip, which is a hint; sessions decide Down).
 pub const GOSSIP_KEY_STEP_WAIT_MS: u64 = 30_000;
-/// How long the dispatcher gathers status reports into one Raft proposal.
-pub const STATUS_BATCH_MS: u64 = 50;
 /// How often a worker reconciles its containers with its assignments even
 /// without a change (catches containers removed behind shoal's back).
 pub const WORKER_RECONCILE_MS: u64 = 1_000;

@@ -514,6 +514,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             // Whether the node's side closed the stream (rather than this
             // manager ending it): a sign its process or host is gone.
             let mut node_closed = false;
+            let mut lost_reports = this.status.lost_reports();
             loop {
                 changes.borrow_and_update();
                 let msg = store.read(|d| {
@@ -542,6 +543,18 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         // node must report to the (new) leader, so end the
                         // stream with where it is.
                         if let Err(status) = this.ensure_session_leader() {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
+                    lost = lost_reports.recv() => {
+                        // This node's reports were dropped with leadership
+                        // (even if it came back): end the session, the node
+                        // reports all its pods again on its next one.
+                        if lost.map_or(true, |nodes| nodes.contains(&node_id)) {
+                            let status = this.ensure_session_leader().err().unwrap_or_else(|| {
+                                Status::unavailable("status reports were lost while this manager did not lead: open a new session")
+                            });
                             let _ = tx.send(Err(status)).await;
                             break;
                         }

@@ -5,17 +5,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_proto::{defaults, Assignment, PodState, PodStatus};
+use shoal_proto::{defaults, Assignment, PodState};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::reporter::Report;
 use crate::controller::{PodController, Step};
 use crate::exec::Executor;
-
-/// A status change to report: pod id and its new status.
-pub(crate) type Report = (String, PodStatus);
 
 /// A pod's slot on this node: its deployment and slot number (global pods
 /// all have slot 0, and one node holds one of them).
@@ -174,14 +172,21 @@ impl PodSet {
     fn spawn(&self, pod_id: String, assignment: Assignment) -> PodTask {
         let (tx, rx) = watch::channel(assignment);
         let stop = self.shutdown.child_token();
-        let handle = tokio::spawn(run_pod(
-            pod_id,
+        let reports = self.reports.clone();
+        let pod = run_pod(
+            pod_id.clone(),
             self.executor.clone(),
             rx,
             stop.clone(),
-            self.reports.clone(),
+            reports.clone(),
             self.slots.clone(),
-        ));
+        );
+        let handle = tokio::spawn(async move {
+            pod.await;
+            // After the task's last status, from the same sender, so the
+            // reporter never hears of the pod again once it has left.
+            let _ = reports.send(Report::Left(pod_id));
+        });
         PodTask {
             assignment: tx,
             stop,
@@ -228,7 +233,10 @@ async fn run_pod(
         }
         if controller.status() != &reported {
             reported = controller.status().clone();
-            if reports.send((pod_id.clone(), reported.clone())).is_err() {
+            if reports
+                .send(Report::Status(pod_id.clone(), reported.clone()))
+                .is_err()
+            {
                 return;
             }
         }
@@ -311,6 +319,45 @@ mod tests {
             assignment("new", 1, PodState::Running),
         ]));
         assert!(!slots.held("new"));
+    }
+
+    #[tokio::test]
+    async fn a_pod_that_leaves_the_set_is_reported_left_after_its_last_status() {
+        let (tx, mut reports) = mpsc::unbounded_channel();
+        let executor: Arc<dyn Executor> = Arc::new(crate::exec::sim::SimExecutor::new());
+        let shutdown = CancellationToken::new();
+        let mut set = PodSet::new(executor, tx, shutdown.clone());
+        let (_, mut a) = assignment("p1", 1, PodState::Running);
+        a.template = Some(shoal_proto::PodTemplate {
+            container: Some(shoal_proto::ContainerSpec {
+                image: "img:v1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        set.apply(vec![a]);
+        match reports.recv().await {
+            Some(Report::Status(id, _)) => assert_eq!(id, "p1"),
+            other => panic!("expected a status of p1, got {other:?}"),
+        }
+        set.apply(Vec::new());
+        // Whatever statuses the task still sent, `Left` comes last.
+        loop {
+            match reports
+                .recv()
+                .await
+                .expect("the task reports until it ends")
+            {
+                Report::Status(id, _) => assert_eq!(id, "p1"),
+                Report::Left(id) => {
+                    assert_eq!(id, "p1");
+                    break;
+                }
+            }
+        }
+        set.stop_all().await;
+        assert!(reports.try_recv().is_err(), "nothing after Left");
+        shutdown.cancel();
     }
 
     #[test]
