@@ -187,27 +187,23 @@ impl StoreData {
 
     /// Adds or replaces a pod, keeping the index by node.
     pub fn put_pod(&mut self, pod: Pod) {
-        if let Some(old) = self.pods.get(&pod.id).map(|p| p.node_id.clone()) {
-            if old != pod.node_id {
-                self.pod_changed_on(&old, true);
-            }
+        // The pod as it was, read once: where it ran, and whether what its
+        // node is sent of it changes.
+        let (old_node, assignment_changed) = match self.pods.get(&pod.id) {
+            Some(old) => (Some(old.node_id.clone()), !same_assignment(old, &pod)),
+            None => (None, true),
+        };
+        let moved = old_node.as_deref() != Some(pod.node_id.as_str());
+        if let Some(old) = old_node.filter(|_| moved) {
+            self.pod_changed_on(&old, true);
+            self.unindex_pod(&old, &pod.id);
         }
-        let assignment_changed = self
-            .pods
-            .get(&pod.id)
-            .is_none_or(|old| !same_assignment(old, &pod));
         self.pod_changed_on(&pod.node_id, assignment_changed);
-        let old_node = self.pods.get(&pod.id).map(|p| p.node_id.as_str());
-        if old_node != Some(pod.node_id.as_str()) {
-            if let Some(old) = old_node.map(str::to_owned) {
-                self.unindex_pod(&old, &pod.id);
-            }
-            if !pod.node_id.is_empty() {
-                self.pods_by_node
-                    .entry(pod.node_id.clone())
-                    .or_default()
-                    .insert(pod.id.clone());
-            }
+        if moved && !pod.node_id.is_empty() {
+            self.pods_by_node
+                .entry(pod.node_id.clone())
+                .or_default()
+                .insert(pod.id.clone());
         }
         self.pods.insert(pod.id.clone(), pod);
     }
