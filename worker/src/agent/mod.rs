@@ -173,8 +173,8 @@ pub async fn run_agent(
         let worked = session_tx.send_replace(None).is_some();
         match ended {
             Ok(SessionEnd::Shutdown) => break,
-            Ok(SessionEnd::Closed { received }) => {
-                info!(received, "dispatcher closed the session; reconnecting")
+            Ok(SessionEnd::Closed) => {
+                info!(worked, "dispatcher closed the session; reconnecting")
             }
             Err(e) => warn!(error = %format!("{e:#}"), "dispatcher session failed; reconnecting"),
         }
@@ -196,7 +196,7 @@ pub async fn run_agent(
 
 enum SessionEnd {
     Shutdown,
-    Closed { received: bool },
+    Closed,
 }
 
 struct Agent {
@@ -248,7 +248,6 @@ impl Agent {
         );
         let mut sweep = tokio::time::interval(Duration::from_millis(defaults::WORKER_RECONCILE_MS));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut received = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -258,14 +257,13 @@ impl Agent {
                 message = stream.message() => {
                     let message = match message {
                         Ok(Some(m)) => m,
-                        Ok(None) => return Ok(SessionEnd::Closed { received }),
+                        Ok(None) => return Ok(SessionEnd::Closed),
                         Err(status) => {
                             self.cursor.hint = leader_hint(&status);
                             return Err(anyhow::anyhow!("{}", status.message()))
                                 .with_context(|| format!("session with the manager at {addr}"));
                         }
                     };
-                    received = true;
                     if let Some(hook) = &self.links.on_role {
                         hook(message.role());
                     }
