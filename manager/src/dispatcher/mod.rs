@@ -669,19 +669,20 @@ mod leadership_tests {
         }
     }
 
-    fn start(proposer: Arc<Leader>) -> (watch::Receiver<bool>, CancellationToken) {
+    /// A leader never acknowledged yet, and its confirmation task.
+    fn start() -> (Arc<Leader>, watch::Receiver<bool>, CancellationToken) {
+        let proposer = Arc::new(Leader {
+            acked_at: Mutex::new(None),
+        });
         let (tx, rx) = watch::channel(true);
         let shutdown = CancellationToken::new();
-        tokio::spawn(confirm_leadership(proposer, tx, shutdown.clone()));
-        (rx, shutdown)
+        tokio::spawn(confirm_leadership(proposer.clone(), tx, shutdown.clone()));
+        (proposer, rx, shutdown)
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_leader_that_cannot_prove_its_leadership_stops_confirming_and_recovers() {
-        let proposer = Arc::new(Leader {
-            acked_at: Mutex::new(None),
-        });
-        let (mut rx, shutdown) = start(proposer.clone());
+        let (proposer, mut rx, shutdown) = start();
         // A reachable quorum acknowledges every Raft heartbeat.
         let beats = {
             let proposer = proposer.clone();
@@ -717,10 +718,7 @@ mod leadership_tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_leader_acknowledged_within_the_lease_keeps_its_sessions_however_late_the_acks() {
-        let proposer = Arc::new(Leader {
-            acked_at: Mutex::new(None),
-        });
-        let (mut rx, shutdown) = start(proposer.clone());
+        let (proposer, mut rx, shutdown) = start();
         // Acknowledgements arrive in bursts, each one just inside the
         // lease of the one before (a starved core), for a minute.
         let gap = QUORUM_ACK_LEASE - LEASE_CHECK;
@@ -739,10 +737,7 @@ mod leadership_tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_new_leader_counts_its_election_until_its_first_acknowledgement() {
-        let proposer = Arc::new(Leader {
-            acked_at: Mutex::new(None),
-        });
-        let (mut rx, shutdown) = start(proposer.clone());
+        let (proposer, mut rx, shutdown) = start();
         let elected = tokio::time::Instant::now();
         rx.changed().await.unwrap();
         assert!(!*rx.borrow_and_update(), "no acknowledgement ever came");
