@@ -95,7 +95,9 @@ pub struct InitArgs {
     /// Address other nodes reach this node at
     #[arg(long, default_value = "127.0.0.1")]
     pub advertise_addr: String,
-    /// Docker network pods attach to
+    /// Docker network pods attach to unless their service names others: a user-defined
+    /// bridge shoal creates, whose DNS resolves service names, or `bridge`, Docker's default
+    /// (as Swarm's tasks without networks: no service-name DNS, faster container starts)
     #[arg(long, default_value = d::POD_NETWORK)]
     pub pod_network: String,
     /// Create the pod network with --internal (no route out of the host)
@@ -125,7 +127,9 @@ pub struct JoinArgs {
     /// Address the cluster gRPC listens on, when this node is or becomes a manager (default: 0.0.0.0:2377, or 127.0.0.1:2377 for a loopback advertise address)
     #[arg(long)]
     pub listen_addr: Option<String>,
-    /// Docker network pods attach to
+    /// Docker network pods attach to unless their service names others: a user-defined
+    /// bridge shoal creates, whose DNS resolves service names, or `bridge`, Docker's default
+    /// (as Swarm's tasks without networks: no service-name DNS, faster container starts)
     #[arg(long, default_value = d::POD_NETWORK)]
     pub pod_network: String,
     /// Create the pod network with --internal (no route out of the host)

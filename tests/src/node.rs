@@ -30,10 +30,23 @@ pub struct Node {
     _docker: MutexGuard<'static, ()>,
 }
 
+/// Docker's own default network.
+const DEFAULT_BRIDGE: &str = "bridge";
+
 impl Node {
     /// Takes the Docker lock, checks Docker, and runs `shoal init` (detached);
     /// panics with the daemon's log if init fails.
     pub fn start() -> Node {
+        Node::start_on(None)
+    }
+
+    /// As [`Node::start`], with Docker's default `bridge` as the pod network
+    /// (not internal: a test on such a node must not talk to its pods).
+    pub fn start_on_default_bridge() -> Node {
+        Node::start_on(Some(DEFAULT_BRIDGE))
+    }
+
+    fn start_on(docker_network: Option<&str>) -> Node {
         let guard = docker::lock();
         docker::require_docker();
         // Short path: Unix socket paths must stay under ~100 bytes.
@@ -43,7 +56,9 @@ impl Node {
             .expect("temp dir");
         let socket = dir.path().join("s.sock");
         let listen_port = crate::free_port();
-        let network = format!("shoal-it-{}", crate::random_suffix());
+        let network = docker_network
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("shoal-it-{}", crate::random_suffix()));
         let mut node = Node {
             socket,
             listen_port,
@@ -58,23 +73,19 @@ impl Node {
             dir,
             _docker: guard,
         };
-        let out = run(
-            Command::new(crate::shoal_bin()).args([
-                "init".as_ref(),
-                "--data-dir".as_ref(),
-                node.dir.path().as_os_str(),
-                "--socket".as_ref(),
-                node.socket.as_os_str(),
-                "--listen-addr".as_ref(),
-                format!("127.0.0.1:{listen_port}").as_ref(),
-                "--advertise-addr".as_ref(),
-                "127.0.0.1".as_ref(),
-                "--pod-network".as_ref(),
-                node.network.as_ref(),
-                "--pod-network-internal".as_ref(),
-            ]),
-            START_TIMEOUT,
-        );
+        let mut init = Command::new(crate::shoal_bin());
+        init.arg("init")
+            .arg("--data-dir")
+            .arg(node.dir.path())
+            .arg("--socket")
+            .arg(&node.socket)
+            .arg("--listen-addr")
+            .arg(format!("127.0.0.1:{listen_port}"))
+            .args(["--advertise-addr", "127.0.0.1", "--pod-network", &node.network]);
+        if docker_network.is_none() {
+            init.arg("--pod-network-internal");
+        }
+        let out = run(&mut init, START_TIMEOUT);
         assert!(
             out.success(),
             "shoal init failed:\n{out}\n--- daemon log\n{}",
@@ -324,7 +335,12 @@ impl Drop for Node {
                 let _ = try_run(Command::new("kill").args(["-9", &pid.to_string()]), t);
             }
         }
-        let mut filters = vec![format!("network={}", self.network)];
+        // Docker's default bridge is shared: only this node's containers go.
+        let own_network = self.network != DEFAULT_BRIDGE;
+        let mut filters = Vec::new();
+        if own_network {
+            filters.push(format!("network={}", self.network));
+        }
         if !self.node_id.is_empty() {
             filters.push(format!("label=io.shoal.node.id={}", self.node_id));
         }
@@ -339,10 +355,12 @@ impl Drop for Node {
                 }
             }
         }
-        let _ = try_run(
-            Command::new("docker").args(["network", "rm", &self.network]),
-            t,
-        );
+        if own_network {
+            let _ = try_run(
+                Command::new("docker").args(["network", "rm", &self.network]),
+                t,
+            );
+        }
         if failed {
             // Keep the evidence: the data dir (log and raft store) stays, and
             // `shoal daemon --data-dir` can reopen it.

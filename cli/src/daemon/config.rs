@@ -108,6 +108,17 @@ pub fn check_listen_addr(addr: &str) -> Result<std::net::SocketAddr> {
     })
 }
 
+/// Refuses a pod network no pod could run on (`host`, an internal default
+/// bridge), before anything is written or detached.
+pub fn check_pod_network(name: &str, internal: bool) -> Result<()> {
+    shoal_worker::exec::docker::PodNetwork {
+        name: name.to_string(),
+        internal,
+    }
+    .check()
+    .map_err(anyhow::Error::msg)
+}
+
 /// The listen address when none is given: loopback for a node that
 /// advertises a loopback address (the single-host default), every
 /// interface otherwise (as Swarm's 0.0.0.0:2377), so that other hosts can

@@ -73,6 +73,7 @@ fn route_to(manager: &str) -> Result<String> {
 /// Runs the bootstrap and writes the node's data dir; returns its config.
 pub async fn join(data_dir: &Path, req: JoinRequest<'_>) -> Result<NodeConfig> {
     let token = JoinToken::parse(req.token.trim()).context("invalid --token")?;
+    config::check_pod_network(req.pod_network, req.pod_network_internal)?;
     let manager = manager_addr(req.manager);
     let advertise = match req.advertise_addr {
         Some(a) => a.to_string(),

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rand::Rng;
 use shoal_manager::ca::{tls, Role};
 use shoal_manager::controlapi::worker_node::NotAManagerLayer;
@@ -52,6 +52,7 @@ pub fn new_node_config(
     gossip_port: u16,
 ) -> Result<NodeConfig> {
     let listen = config::check_listen_addr(listen_addr)?;
+    config::check_pod_network(pod_network, pod_network_internal)?;
     Ok(NodeConfig {
         node_id: new_id(),
         raft_id: rand::rng().random_range(1..u64::MAX),
@@ -135,13 +136,12 @@ pub async fn run(run: DaemonRun) -> Result<()> {
 
     // The worker's executor first: a node without a usable Docker Engine
     // fails here, before it takes part in anything.
-    let docker = DockerExecutor::new(
-        cfg.node_id.clone(),
-        PodNetwork {
-            name: cfg.pod_network.clone(),
-            internal: cfg.pod_network_internal,
-        },
-    )
+    let pod_network = PodNetwork {
+        name: cfg.pod_network.clone(),
+        internal: cfg.pod_network_internal,
+    };
+    pod_network.check().map_err(|e| anyhow!("{e} (node.json in {})", data_dir.display()))?;
+    let docker = DockerExecutor::new(cfg.node_id.clone(), pod_network)
     .await
     .context(
         "cannot reach the Docker Engine (is dockerd running and /var/run/docker.sock accessible?)",

@@ -205,3 +205,40 @@ fn a_closed_output_pipe_ends_a_client_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
 }
+
+#[test]
+fn a_pod_network_no_pod_could_use_is_refused_before_anything_starts() {
+    let dir = tempfile::Builder::new()
+        .prefix("shoal-it-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let data = dir.path().join("d");
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &["--pod-network", "bridge", "--pod-network-internal"],
+            "--pod-network-internal cannot apply to Docker's default bridge (bridge)",
+        ),
+        (
+            &["--pod-network", "host"],
+            "--pod-network host: pods need a bridge network",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(
+            Command::new(shoal_bin())
+                .arg("init")
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--socket")
+                .arg(dir.path().join("s.sock"))
+                .args(args),
+            T,
+        )
+        .fails();
+        assert!(out.stderr.contains(want), "expected {want:?}:\n{out}");
+        assert!(
+            !data.join("node.json").exists(),
+            "a refused init wrote node.json"
+        );
+    }
+}

@@ -381,3 +381,60 @@ fn a_global_service_runs_one_pod_per_node_refuses_scale_and_rolls_per_node() {
     assert_eq!(after.len(), 1);
     assert_ne!(after, before);
 }
+
+/// `--pod-network bridge`: pods on Docker's default bridge, where Swarm runs
+/// the tasks of a service that names no network. The engine gives them no
+/// aliases there (it refuses them); nothing here talks to the pods, since
+/// the default bridge is not an internal network.
+#[test]
+fn pods_run_on_dockers_default_bridge_when_the_node_is_told_so() {
+    let node = Node::start_on_default_bridge();
+    let image = web_image("v1");
+    node.create(&[
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--stop-grace-period",
+        "1s",
+        &image,
+    ]);
+    let ids = node.running_ids("web");
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    for id in &ids {
+        let out = shoal_tests::run(
+            std::process::Command::new("docker").args([
+                "inspect",
+                "--format",
+                "{{json .NetworkSettings.Networks}}",
+                id,
+            ]),
+            Duration::from_secs(30),
+        )
+        .ok();
+        let nets: Value = serde_json::from_str(out.stdout.trim()).expect("networks as JSON");
+        let names: Vec<&String> = nets.as_object().expect("an object").keys().collect();
+        assert_eq!(names, ["bridge"], "container {id} networks: {nets}");
+        assert!(
+            nets["bridge"]["Aliases"].is_null(),
+            "no alias on the default bridge: {nets}"
+        );
+        assert!(
+            nets["bridge"]["IPAddress"]
+                .as_str()
+                .is_some_and(|ip| !ip.is_empty()),
+            "a pod on the bridge has an address: {nets}"
+        );
+    }
+    let rows = node.ls_json();
+    assert_eq!(rows[0]["Replicas"], "2/2", "{rows:?}");
+    node.shoal(&["service", "rm", "web"]).ok();
+    wait_for(
+        "every container of web to be removed",
+        Duration::from_secs(30),
+        || match node.containers(Some("web"), true) {
+            c if c.is_empty() => Ok(()),
+            c => Err(format!("{c:?}")),
+        },
+    );
+}

@@ -48,6 +48,35 @@ pub struct PodNetwork {
     pub internal: bool,
 }
 
+impl PodNetwork {
+    /// Whether this is Docker's default bridge, which shoal uses as it is
+    /// (it cannot create, label or make it internal).
+    pub fn is_docker_default(&self) -> bool {
+        self.name == spec::DOCKER_DEFAULT_BRIDGE
+    }
+
+    /// Refuses a pod network the node cannot run pods on, naming the flag.
+    pub fn check(&self) -> Result<(), String> {
+        match self.name.as_str() {
+            "" => Err("--pod-network must name a network".into()),
+            "host" | "none" => Err(format!(
+                "--pod-network {}: pods need a bridge network: give {} (Docker's default bridge, \
+                 as Swarm uses for services without networks) or the name of a network for shoal \
+                 to create (default {})",
+                self.name,
+                spec::DOCKER_DEFAULT_BRIDGE,
+                shoal_proto::defaults::POD_NETWORK
+            )),
+            _ if self.internal && self.is_docker_default() => Err(format!(
+                "--pod-network-internal cannot apply to Docker's default bridge ({}): name \
+                 another pod network for shoal to create with --internal",
+                spec::DOCKER_DEFAULT_BRIDGE
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Default for PodNetwork {
     fn default() -> Self {
         Self {

@@ -15,6 +15,12 @@ use shoal_proto::{mount, Assignment, ContainerSpec, HealthCheck, Mount, PodTempl
 /// Docker wants durations in nanoseconds.
 const NANOS_PER_MS: i64 = 1_000_000;
 
+/// Docker's own default network, where Swarm runs the tasks of a service
+/// that names no network. The engine starts a container there without its
+/// embedded DNS (cheaper per container than on a user-defined network) and
+/// refuses network-scoped aliases on it.
+pub const DOCKER_DEFAULT_BRIDGE: &str = "bridge";
+
 /// The networks a pod attaches to: the template's, or the node's pod network.
 /// The first is attached at create time (API 1.41 accepts only one there).
 pub fn pod_networks(template: &PodTemplate, default_network: &str) -> Vec<String> {
@@ -166,8 +172,12 @@ fn docker_mount(m: &Mount) -> DockerMount {
 /// and, for stacks written for Swarm, to its full name (`vote_redis`, which
 /// Docker's resolver accepts although `_` is not valid in a DNS label).
 /// The template's own aliases for `network` (a stack's `aliases:`) come
-/// first.
+/// first. On Docker's default bridge there are none: it has no DNS to
+/// answer them and the engine refuses them there.
 pub fn endpoint_settings(assignment: &Assignment, network: &str) -> EndpointSettings {
+    if network == DOCKER_DEFAULT_BRIDGE {
+        return EndpointSettings::default();
+    }
     let full = assignment.service_name.clone();
     let mut aliases: Vec<String> = assignment
         .template
@@ -532,5 +542,29 @@ mod alias_tests {
         assert_eq!(front, vec!["backend", "api", "api.shop", "shop_api"]);
         let back = endpoint_settings(&a, "shop_back").aliases.unwrap();
         assert_eq!(back, vec!["api", "api.shop", "shop_api"]);
+    }
+
+    #[test]
+    fn no_alias_on_dockers_default_bridge() {
+        let a = Assignment {
+            service_name: "web".into(),
+            template: Some(PodTemplate {
+                network_aliases: vec![shoal_proto::NetworkAliases {
+                    network: DOCKER_DEFAULT_BRIDGE.into(),
+                    aliases: vec!["www".into()],
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(endpoint_settings(&a, "shoal").aliases.unwrap(), vec!["web"]);
+        assert_eq!(endpoint_settings(&a, DOCKER_DEFAULT_BRIDGE).aliases, None);
+        let body = create_body(&a, "n1", &[DOCKER_DEFAULT_BRIDGE.to_string()]);
+        assert_eq!(
+            body.host_config.unwrap().network_mode.as_deref(),
+            Some(DOCKER_DEFAULT_BRIDGE)
+        );
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(endpoints[DOCKER_DEFAULT_BRIDGE].aliases, None);
     }
 }
