@@ -144,7 +144,9 @@ fn usage() -> ! {
          \x20      shoal-bench nodeloss [--reps N]\n\
          \x20      shoal-bench sim [--nodes N] [--pods P] [--managers M] [--reps N]\n\n\
          swarm   shoal against Docker Swarm on the local engine: create -> 10/10 running,\n\
-         \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions)\n\
+         \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions);\n\
+         \x20       shoal twice per repetition: pods on Docker's default bridge (as Swarm's tasks)\n\
+         \x20       and on shoal's own default pod network\n\
          update  shoal against Docker Swarm: rolling update of 30 replicas v1 -> v2 (parallelism 5,\n\
          \x20       monitor 1s, stop-first) and its rollback with the rollback defaults, until each\n\
          \x20       is completed (default 3 repetitions, stop grace period 10s)\n\
@@ -390,10 +392,12 @@ fn shoal_emergency_stop() {
         .env_remove("SHOAL_HOST");
     let _ = try_run(&mut c, CMD_TIMEOUT);
     remove_containers(SHOAL_LABEL);
-    let _ = try_run(
-        Command::new("docker").args(["network", "rm", &network]),
-        CMD_TIMEOUT,
-    );
+    if network != "bridge" {
+        let _ = try_run(
+            Command::new("docker").args(["network", "rm", &network]),
+            CMD_TIMEOUT,
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -587,20 +591,50 @@ impl Rep {
     }
 }
 
-fn shoal_rep(image: &str) -> Result<Rep, String> {
-    with_shoal_node(|node| shoal_measure(node, image))
+/// The pod network of the shoal node a `swarm` repetition runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PodNet {
+    /// Docker's default bridge (`--pod-network bridge`): where Swarm runs the
+    /// tasks of a service without networks, so both do the same work.
+    Bridge,
+    /// shoal's default kind: a user-defined bridge it creates (service-name
+    /// DNS; the engine starts each container with its embedded resolver).
+    Own,
+}
+
+impl PodNet {
+    fn label(self) -> &'static str {
+        match self {
+            PodNet::Bridge => "shoal (bridge)",
+            PodNet::Own => "shoal (own network)",
+        }
+    }
+}
+
+fn shoal_rep(image: &str, net: PodNet) -> Result<Rep, String> {
+    with_shoal_node_on(net, |node| shoal_measure(node, image))
 }
 
 /// Starts a shoal node (only while the engine is in no swarm), runs `f` on
 /// it, then stops it and removes whatever is left of the benchmark service.
 fn with_shoal_node<T>(f: impl FnOnce(&Node) -> Result<T, String>) -> Result<T, String> {
+    with_shoal_node_on(PodNet::Own, f)
+}
+
+fn with_shoal_node_on<T>(
+    net: PodNet,
+    f: impl FnOnce(&Node) -> Result<T, String>,
+) -> Result<T, String> {
     let state = swarm_state();
     if state != "inactive" {
         return Err(format!(
             "the engine's swarm state is {state:?}: shoal must not run beside Swarm"
         ));
     }
-    let node = Node::start();
+    let node = match net {
+        PodNet::Bridge => Node::start_on_default_bridge(),
+        PodNet::Own => Node::start(),
+    };
     *SHOAL_NODE.lock().unwrap_or_else(|e| e.into_inner()) = Some((
         node.data_dir().to_path_buf(),
         node.socket.clone(),
@@ -919,27 +953,28 @@ fn bench_swarm(reps: usize, shoal: &Path) {
     println!("each figure: from issuing the command until the list command (polled every {POLL:?}) says N/N\n");
 
     let mut shoal_reps: Vec<Rep> = Vec::new();
+    let mut own_net_reps: Vec<Rep> = Vec::new();
     let mut swarm_reps: Vec<Rep> = Vec::new();
     let mut shoal_errors: Vec<String> = Vec::new();
     let mut swarm_error: Option<String> = None;
     for i in 1..=reps {
-        // Alternate the order: neither system always runs on a warmer engine.
-        let order: [bool; 2] = if i % 2 == 1 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_shoal in order {
-            if is_shoal {
+        // Rotate the order: no system always runs on a warmer engine.
+        let mut order = [Some(PodNet::Bridge), None, Some(PodNet::Own)];
+        order.rotate_left((i - 1) % 3);
+        for system in order {
+            if let Some(net) = system {
                 let img = image.clone();
-                match guarded(move || shoal_rep(&img)) {
+                match guarded(move || shoal_rep(&img, net)) {
                     Ok(r) => {
-                        println!("rep {i} shoal: {} [load {}]", r.line(), loadavg());
-                        shoal_reps.push(r);
+                        println!("rep {i} {}: {} [load {}]", net.label(), r.line(), loadavg());
+                        match net {
+                            PodNet::Bridge => shoal_reps.push(r),
+                            PodNet::Own => own_net_reps.push(r),
+                        }
                     }
                     Err(e) => {
-                        println!("rep {i} shoal: FAILED: {e}");
-                        shoal_errors.push(e);
+                        println!("rep {i} {}: FAILED: {e}", net.label());
+                        shoal_errors.push(format!("{}: {e}", net.label()));
                     }
                 }
             } else if swarm_error.is_none() {
@@ -963,6 +998,7 @@ fn bench_swarm(reps: usize, shoal: &Path) {
         reps,
         &profile,
         &shoal_reps,
+        &own_net_reps,
         &swarm_reps,
         &shoal_errors,
         swarm_error.as_deref(),
@@ -978,6 +1014,7 @@ fn report(
     reps: usize,
     profile: &str,
     shoal: &[Rep],
+    own_net: &[Rep],
     swarm: &[Rep],
     shoal_errors: &[String],
     swarm_error: Option<&str>,
@@ -1020,36 +1057,42 @@ fn report(
     };
 
     println!(
-        "\nmedians of {} shoal and {} Swarm repetitions (of {reps}):\n",
+        "\nmedians of {} shoal (bridge), {} shoal (own network) and {} Swarm repetitions (of {reps}):\n",
         shoal.len(),
+        own_net.len(),
         swarm.len()
     );
     println!(
-        "{:<26} {:>11} {:>11} {:>12}",
-        "FIGURE", "SHOAL", "SWARM", "SHOAL/SWARM"
+        "{:<26} {:>14} {:>11} {:>12} {:>11} {:>12}",
+        "FIGURE", "SHOAL(BRIDGE)", "SWARM", "SHOAL/SWARM", "SHOAL(OWN)", "OWN/SWARM"
     );
     let mut j_shoal = serde_json::Map::new();
+    let mut j_own = serde_json::Map::new();
     let mut j_swarm = serde_json::Map::new();
     let mut j_ratio = serde_json::Map::new();
+    let mut j_own_ratio = serde_json::Map::new();
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let show_ratio = |r: Option<f64>| r.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
     for (key, name, f, unit) in rows {
-        let a = med(shoal, f);
-        let b = med(swarm, f);
-        let ratio = match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-            _ => None,
-        };
-        let r = ratio
-            .map(|r| format!("{r:.2}"))
-            .unwrap_or_else(|| "-".into());
+        let (a, own, b) = (med(shoal, f), med(own_net, f), med(swarm, f));
+        let (r, r_own) = (ratio(a, b), ratio(own, b));
         println!(
-            "{name:<26} {:>11} {:>11} {r:>12}",
+            "{name:<26} {:>14} {:>11} {:>12} {:>11} {:>12}",
             show(a, unit),
-            show(b, unit)
+            show(b, unit),
+            show_ratio(r),
+            show(own, unit),
+            show_ratio(r_own)
         );
-        let round = |v: f64| (v * 1000.0).round() / 1000.0;
         j_shoal.insert(key.into(), a.map(round).into());
+        j_own.insert(key.into(), own.map(round).into());
         j_swarm.insert(key.into(), b.map(round).into());
-        j_ratio.insert(key.into(), ratio.map(round).into());
+        j_ratio.insert(key.into(), r.map(round).into());
+        j_own_ratio.insert(key.into(), r_own.map(round).into());
     }
     println!(
         "\nnotes:\n\
@@ -1057,7 +1100,10 @@ fn report(
          \x20 inside dockerd, which also hosts the engine itself (it is not Swarm's cost alone).\n\
          - \"dockerd RSS\" is the engine's daemon at the same moments: during the shoal runs it is the engine\n\
          \x20 without Swarm, which runs shoal's containers. dockerd before anything: {:.1} MiB.\n\
-         - containerd and the per-container shims are the same for both and not counted.",
+         - containerd and the per-container shims are the same for both and not counted.\n\
+         - shoal (bridge) runs its pods on Docker's default bridge (--pod-network bridge), as Swarm runs\n\
+         \x20 the tasks of a service without networks: the same work. shoal (own network) is shoal's\n\
+         \x20 default, a user-defined bridge with service-name DNS, which costs the engine more per container.",
         mib(dockerd_baseline)
     );
     if let Some(e) = swarm_error {
@@ -1073,6 +1119,8 @@ fn report(
         "shoal_profile": profile,
         "machine": env,
         "shoal": if shoal.is_empty() { Value::Null } else { Value::Object(j_shoal) },
+        "shoal_own_network": if own_net.is_empty() { Value::Null } else { Value::Object(j_own) },
+        "ratio_own_network_over_swarm": Value::Object(j_own_ratio),
         "swarm": if swarm.is_empty() { Value::Null } else { Value::Object(j_swarm) },
         "ratio_shoal_over_swarm": Value::Object(j_ratio),
         "swarm_error": swarm_error,
