@@ -81,7 +81,12 @@ impl Node {
             .arg(&node.socket)
             .arg("--listen-addr")
             .arg(format!("127.0.0.1:{listen_port}"))
-            .args(["--advertise-addr", "127.0.0.1", "--pod-network", &node.network]);
+            .args([
+                "--advertise-addr",
+                "127.0.0.1",
+                "--pod-network",
+                &node.network,
+            ]);
         if docker_network.is_none() {
             init.arg("--pod-network-internal");
         }

@@ -140,7 +140,9 @@ pub async fn run(run: DaemonRun) -> Result<()> {
         name: cfg.pod_network.clone(),
         internal: cfg.pod_network_internal,
     };
-    pod_network.check().map_err(|e| anyhow!("{e} (node.json in {})", data_dir.display()))?;
+    pod_network
+        .check()
+        .map_err(|e| anyhow!("{e} (node.json in {})", data_dir.display()))?;
     let docker = DockerExecutor::new(cfg.node_id.clone(), pod_network)
     .await
     .context(

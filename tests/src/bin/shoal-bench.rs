@@ -112,6 +112,8 @@ const SERVICE: &str = "benchweb";
 /// Replicas at create, then after scaling.
 const CREATE_REPLICAS: usize = 10;
 const SCALE_REPLICAS: usize = 30;
+/// Replicas of the second, larger create (issue 7: N = 10 and 50).
+const LARGE_REPLICAS: usize = 50;
 const STOP_GRACE: &str = "1s";
 /// How often both systems' list commands are polled.
 const POLL: Duration = Duration::from_millis(50);
@@ -138,13 +140,17 @@ static SHOAL_NODE: Mutex<Option<(PathBuf, PathBuf, String)>> = Mutex::new(None);
 
 fn usage() -> ! {
     eprintln!(
-        "usage: shoal-bench swarm [--reps N]\n\
+        "usage: shoal-bench all [--reps N]\n\
+         \x20      shoal-bench swarm [--reps N]\n\
          \x20      shoal-bench update [--reps N] [--grace DURATION]\n\
          \x20      shoal-bench cluster [--reps N] [--attempt-timeout SECS]\n\
          \x20      shoal-bench nodeloss [--reps N]\n\
          \x20      shoal-bench sim [--nodes N] [--pods P] [--managers M] [--reps N]\n\n\
+         all     swarm, update, cluster and nodeloss one after the other, each with its figures\n\
+         \x20       (Swarm never runs beside shoal; about 30 minutes at 3 repetitions)\n\
          swarm   shoal against Docker Swarm on the local engine: create -> 10/10 running,\n\
-         \x20       scale 10 -> 30, rm, and the daemon's resident memory (default 3 repetitions);\n\
+         \x20       scale 10 -> 30 -> 10, rm, create -> 50/50, and the daemon's resident memory idle,\n\
+         \x20       with 30 and with 50 pods (default 3 repetitions);\n\
          \x20       shoal twice per repetition: pods on Docker's default bridge (as Swarm's tasks)\n\
          \x20       and on shoal's own default pod network\n\
          update  shoal against Docker Swarm: rolling update of 30 replicas v1 -> v2 (parallelism 5,\n\
@@ -168,6 +174,8 @@ fn usage() -> ! {
 /// Which benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Bench {
+    /// swarm, update, cluster and nodeloss one after the other.
+    All,
     Swarm,
     Update,
     Cluster,
@@ -207,6 +215,7 @@ fn parse_grace(v: Option<&str>) -> Option<String> {
 /// The arguments after the program's name; None means: show the usage.
 fn parse_args(args: &[String]) -> Option<Opts> {
     let bench = match args.first().map(String::as_str) {
+        Some("all") => Bench::All,
         Some("swarm") => Bench::Swarm,
         Some("update") => Bench::Update,
         Some("cluster") => Bench::Cluster,
@@ -275,6 +284,12 @@ fn main() {
     std::env::set_var("SHOAL_BIN", &shoal);
     install_signal_cleanup();
     let code = match std::panic::catch_unwind(|| match opts.bench {
+        Bench::All => {
+            bench_swarm(opts.reps, &shoal);
+            bench_update(opts.reps, &opts.grace, &shoal);
+            bench_cluster(opts.reps, opts.attempt_timeout, &shoal);
+            bench_nodeloss(opts.reps, &shoal);
+        }
         Bench::Update => bench_update(opts.reps, &opts.grace, &shoal),
         Bench::Swarm => bench_swarm(opts.reps, &shoal),
         Bench::Cluster => bench_cluster(opts.reps, opts.attempt_timeout, &shoal),
@@ -566,10 +581,13 @@ fn median(v: &[f64]) -> Option<f64> {
 struct Rep {
     create: f64,
     scale: f64,
+    scale_down: f64,
     rm: f64,
+    create_50: f64,
     /// The orchestrating daemon: shoal's daemon, or dockerd for Swarm.
     rss_idle: u64,
     rss_30: u64,
+    rss_50: u64,
     /// dockerd at the same moments (for shoal: the engine alone).
     dockerd_idle: u64,
     dockerd_30: u64,
@@ -578,13 +596,16 @@ struct Rep {
 impl Rep {
     fn line(&self) -> String {
         format!(
-            "create->10/10 {:.2} s, scale 10->30 {:.2} s, rm->0 {:.2} s, RSS idle {:.1} MiB, RSS 30 pods {:.1} MiB \
-             (dockerd {:.1} / {:.1} MiB)",
+            "create->10/10 {:.2} s, scale 10->30 {:.2} s, 30->10 {:.2} s, rm->0 {:.2} s, create->50/50 {:.2} s, \
+             RSS idle {:.1} MiB, 30 pods {:.1} MiB, 50 pods {:.1} MiB (dockerd {:.1} / {:.1} MiB)",
             self.create,
             self.scale,
+            self.scale_down,
             self.rm,
+            self.create_50,
             mib(self.rss_idle),
             mib(self.rss_30),
+            mib(self.rss_50),
             mib(self.dockerd_idle),
             mib(self.dockerd_30)
         )
@@ -656,62 +677,140 @@ fn with_shoal_node_on<T>(
 
 fn shoal_measure(node: &Node, image: &str) -> Result<Rep, String> {
     let pid = node.pid().ok_or("the shoal daemon wrote no shoal.pid")?;
-    let mut rep = Rep::default();
-    std::thread::sleep(SETTLE);
-    rep.rss_idle = rss_kib(pid).ok_or("cannot read the shoal daemon's VmRSS")?;
-    rep.dockerd_idle = dockerd_rss().unwrap_or(0);
+    let replicas = || -> Result<(usize, usize), String> {
+        let out = poll_output(&mut node.command(&["service", "ls", "--format", "json"]))?;
+        let rows: Value =
+            serde_json::from_str(&out).map_err(|e| format!("service ls JSON: {e}: {out}"))?;
+        let row = rows
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["Name"] == SERVICE))
+            .ok_or_else(|| format!("{SERVICE} not listed"))?;
+        parse_replicas(row["Replicas"].as_str().unwrap_or_default())
+            .ok_or_else(|| format!("bad row {row}"))
+    };
+    measure(
+        &Orchestrator {
+            name: "shoal",
+            cli: &|args| node.command(args),
+            create_flags: &[],
+            replicas: &replicas,
+            rss: &|| rss_kib(pid),
+            label: SHOAL_LABEL,
+        },
+        image,
+    )
+}
 
-    let poll = |n: usize| {
+/// What differs between shoal and Swarm in a `swarm` repetition.
+struct Orchestrator<'a> {
+    name: &'static str,
+    /// The system's CLI with these arguments, not yet run.
+    cli: &'a dyn Fn(&[&str]) -> Command,
+    /// Arguments `service create` takes besides the common ones.
+    create_flags: &'static [&'static str],
+    /// The benchmark service's running/desired in the system's list command.
+    replicas: &'a dyn Fn() -> Result<(usize, usize), String>,
+    /// The orchestrating daemon's resident memory in KiB (shoal's daemon, or
+    /// dockerd, which hosts Swarm).
+    rss: &'a dyn Fn() -> Option<u64>,
+    /// The container label that names the service.
+    label: &'static str,
+}
+
+/// One repetition on a running system: create 10, scale up to 30 and down
+/// to 10, rm, then create 50; memory idle, with 30 and with 50 pods.
+fn measure(sys: &Orchestrator, image: &str) -> Result<Rep, String> {
+    let name = sys.name;
+    let rss = || (sys.rss)().ok_or_else(|| format!("cannot read {name}'s daemon VmRSS"));
+    let converged = |n: usize| {
         move || -> Result<(bool, String), String> {
-            let out = poll_output(&mut node.command(&["service", "ls", "--format", "json"]))?;
-            let rows: Value =
-                serde_json::from_str(&out).map_err(|e| format!("service ls JSON: {e}: {out}"))?;
-            let row = rows
-                .as_array()
-                .and_then(|a| a.iter().find(|r| r["Name"] == SERVICE))
-                .ok_or_else(|| format!("{SERVICE} not listed"))?;
-            let (running, desired) = parse_replicas(row["Replicas"].as_str().unwrap_or_default())
-                .ok_or_else(|| format!("bad row {row}"))?;
+            let (running, desired) = (sys.replicas)()?;
             Ok((running == n && desired == n, format!("{running}/{desired}")))
         }
     };
+    let scale_to = |n: usize| {
+        let to = format!("{SERVICE}={n}");
+        (sys.cli)(&["service", "scale", "-d", &to])
+    };
+    let create = |n: usize| {
+        let n = n.to_string();
+        let mut args = vec!["service", "create", "-d"];
+        args.extend_from_slice(sys.create_flags);
+        args.extend_from_slice(&[
+            "--name",
+            SERVICE,
+            "--replicas",
+            &n,
+            "--stop-grace-period",
+            STOP_GRACE,
+            image,
+        ]);
+        (sys.cli)(&args)
+    };
+    let rm = || (sys.cli)(&["service", "rm", SERVICE]);
 
-    let n = CREATE_REPLICAS.to_string();
-    let mut cmd = node.command(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        SERVICE,
-        "--replicas",
-        &n,
-        "--stop-grace-period",
-        STOP_GRACE,
-        image,
-    ]);
-    rep.create = secs(timed(
-        "shoal service create",
-        &mut cmd,
-        poll(CREATE_REPLICAS),
-    )?);
-    check_containers("shoal", SHOAL_LABEL, CREATE_REPLICAS);
-
-    let scale = format!("{SERVICE}={SCALE_REPLICAS}");
-    let mut cmd = node.command(&["service", "scale", "-d", &scale]);
-    rep.scale = secs(timed(
-        "shoal service scale",
-        &mut cmd,
-        poll(SCALE_REPLICAS),
-    )?);
-    check_containers("shoal", SHOAL_LABEL, SCALE_REPLICAS);
-
+    let mut rep = Rep::default();
     std::thread::sleep(SETTLE);
-    rep.rss_30 = rss_kib(pid).ok_or("cannot read the shoal daemon's VmRSS")?;
+    rep.rss_idle = rss()?;
+    rep.dockerd_idle = dockerd_rss().unwrap_or(0);
+
+    let what = format!("{name} service create");
+    rep.create = secs(timed(
+        &what,
+        &mut create(CREATE_REPLICAS),
+        converged(CREATE_REPLICAS),
+    )?);
+    check_containers(name, sys.label, CREATE_REPLICAS);
+
+    let what = format!("{name} service scale");
+    rep.scale = secs(timed(
+        &what,
+        &mut scale_to(SCALE_REPLICAS),
+        converged(SCALE_REPLICAS),
+    )?);
+    check_containers(name, sys.label, SCALE_REPLICAS);
+    std::thread::sleep(SETTLE);
+    rep.rss_30 = rss()?;
     rep.dockerd_30 = dockerd_rss().unwrap_or(0);
 
-    let mut cmd = node.command(&["service", "rm", SERVICE]);
-    rep.rm = secs(timed("shoal service rm", &mut cmd, gone(SHOAL_LABEL))?);
+    // Down: until the engine runs no more than the 10 (both systems keep
+    // stopped containers as history, so the list's count is not the end).
+    rep.scale_down = secs(timed(
+        &what,
+        &mut scale_to(CREATE_REPLICAS),
+        running_exactly(sys.label, CREATE_REPLICAS),
+    )?);
+
+    rep.rm = secs(timed(
+        &format!("{name} service rm"),
+        &mut rm(),
+        gone(sys.label),
+    )?);
+
+    rep.create_50 = secs(timed(
+        &format!("{name} service create"),
+        &mut create(LARGE_REPLICAS),
+        converged(LARGE_REPLICAS),
+    )?);
+    check_containers(name, sys.label, LARGE_REPLICAS);
+    std::thread::sleep(SETTLE);
+    rep.rss_50 = rss()?;
+    timed(&format!("{name} service rm"), &mut rm(), gone(sys.label))?;
     Ok(rep)
+}
+
+/// A check that is true once the engine runs exactly `n` containers of the
+/// service.
+fn running_exactly(
+    label: &'static str,
+    n: usize,
+) -> impl FnMut() -> Result<(bool, String), String> {
+    move || {
+        let filter = format!("label={label}={SERVICE}");
+        let out = poll_output(&mut docker(&["ps", "-q", "--filter", &filter]))?;
+        let running = out.split_whitespace().count();
+        Ok((running == n, format!("{running} running")))
+    }
 }
 
 /// A check that is true once no container of the service is left.
@@ -790,71 +889,35 @@ fn with_swarm<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 }
 
 fn swarm_measure(image: &str) -> Result<Rep, String> {
-    let mut rep = Rep::default();
-    std::thread::sleep(SETTLE);
-    rep.rss_idle = dockerd_rss().ok_or("cannot read dockerd's VmRSS")?;
-    rep.dockerd_idle = rep.rss_idle;
-
-    let poll = |n: usize| {
-        move || -> Result<(bool, String), String> {
-            let filter = format!("name={SERVICE}");
-            let out = poll_output(&mut docker(&[
-                "service",
-                "ls",
-                "--filter",
-                &filter,
-                "--format",
-                "{{.Name}}\t{{.Replicas}}",
-            ]))?;
-            let replicas = out
-                .lines()
-                .filter_map(|l| l.split_once('\t'))
-                .find(|(name, _)| *name == SERVICE)
-                .map(|(_, r)| r.to_string())
-                .ok_or_else(|| format!("{SERVICE} not listed"))?;
-            let (running, desired) =
-                parse_replicas(&replicas).ok_or_else(|| format!("bad replicas {replicas:?}"))?;
-            Ok((running == n && desired == n, format!("{running}/{desired}")))
-        }
+    let replicas = || -> Result<(usize, usize), String> {
+        let filter = format!("name={SERVICE}");
+        let out = poll_output(&mut docker(&[
+            "service",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}\t{{.Replicas}}",
+        ]))?;
+        let replicas = out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(name, _)| *name == SERVICE)
+            .map(|(_, r)| r.to_string())
+            .ok_or_else(|| format!("{SERVICE} not listed"))?;
+        parse_replicas(&replicas).ok_or_else(|| format!("bad replicas {replicas:?}"))
     };
-
-    let n = CREATE_REPLICAS.to_string();
-    let mut cmd = docker(&[
-        "service",
-        "create",
-        "-d",
-        "--no-resolve-image",
-        "--name",
-        SERVICE,
-        "--replicas",
-        &n,
-        "--stop-grace-period",
-        STOP_GRACE,
+    measure(
+        &Orchestrator {
+            name: "Swarm",
+            cli: &docker,
+            create_flags: &["--no-resolve-image"],
+            replicas: &replicas,
+            rss: &dockerd_rss,
+            label: SWARM_LABEL,
+        },
         image,
-    ]);
-    rep.create = secs(timed(
-        "docker service create",
-        &mut cmd,
-        poll(CREATE_REPLICAS),
-    )?);
-    check_containers("Swarm", SWARM_LABEL, CREATE_REPLICAS);
-
-    let scale = format!("{SERVICE}={SCALE_REPLICAS}");
-    let mut cmd = docker(&["service", "scale", "-d", &scale]);
-    rep.scale = secs(timed(
-        "docker service scale",
-        &mut cmd,
-        poll(SCALE_REPLICAS),
-    )?);
-    check_containers("Swarm", SWARM_LABEL, SCALE_REPLICAS);
-
-    std::thread::sleep(SETTLE);
-    rep.rss_30 = dockerd_rss().ok_or("cannot read dockerd's VmRSS")?;
-    rep.dockerd_30 = rep.rss_30;
-
-    let mut cmd = docker(&["service", "rm", SERVICE]);
-    rep.rm = secs(timed("docker service rm", &mut cmd, gone(SWARM_LABEL))?);
-    Ok(rep)
+    )
 }
 
 /// Runs one repetition of one system, turning a panic into an error.
@@ -1020,10 +1083,22 @@ fn report(
     swarm_error: Option<&str>,
     dockerd_baseline: u64,
 ) {
-    let rows: [(&str, &str, Field, &str); 7] = [
+    let rows: [(&str, &str, Field, &str); 10] = [
         ("create_s", "create -> 10/10 running", |r| r.create, "s"),
         ("scale_s", "scale 10 -> 30 running", |r| r.scale, "s"),
+        (
+            "scale_down_s",
+            "scale 30 -> 10 running",
+            |r| r.scale_down,
+            "s",
+        ),
         ("rm_s", "rm -> no container left", |r| r.rm, "s"),
+        (
+            "create50_s",
+            "create -> 50/50 running",
+            |r| r.create_50,
+            "s",
+        ),
         (
             "rss_idle_mib",
             "daemon RSS, idle",
@@ -1034,6 +1109,12 @@ fn report(
             "rss_30_mib",
             "daemon RSS, 30 pods",
             |r| mib(r.rss_30),
+            "MiB",
+        ),
+        (
+            "rss_50_mib",
+            "daemon RSS, 50 pods",
+            |r| mib(r.rss_50),
             "MiB",
         ),
         (
