@@ -3143,6 +3143,8 @@ mod tests {
         assert_eq!(parse_args(&args(&["swarm"])).unwrap().bench, Bench::Swarm);
         let o = parse_args(&args(&["nodeloss", "--reps", "2"])).unwrap();
         assert_eq!((o.bench, o.reps), (Bench::NodeLoss, 2));
+        let o = parse_args(&args(&["all", "--reps", "3"])).unwrap();
+        assert_eq!((o.bench, o.reps, o.grace.as_str()), (Bench::All, 3, "10s"));
     }
 
     #[test]
