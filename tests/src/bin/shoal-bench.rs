@@ -677,17 +677,7 @@ fn with_shoal_node_on<T>(
 
 fn shoal_measure(node: &Node, image: &str) -> Result<Rep, String> {
     let pid = node.pid().ok_or("the shoal daemon wrote no shoal.pid")?;
-    let replicas = || -> Result<(usize, usize), String> {
-        let out = poll_output(&mut node.command(&["service", "ls", "--format", "json"]))?;
-        let rows: Value =
-            serde_json::from_str(&out).map_err(|e| format!("service ls JSON: {e}: {out}"))?;
-        let row = rows
-            .as_array()
-            .and_then(|a| a.iter().find(|r| r["Name"] == SERVICE))
-            .ok_or_else(|| format!("{SERVICE} not listed"))?;
-        parse_replicas(row["Replicas"].as_str().unwrap_or_default())
-            .ok_or_else(|| format!("bad row {row}"))
-    };
+    let replicas = || shoal_replicas(node);
     measure(
         &Orchestrator {
             name: "shoal",
@@ -699,6 +689,39 @@ fn shoal_measure(node: &Node, image: &str) -> Result<Rep, String> {
         },
         image,
     )
+}
+
+/// The benchmark service's running/desired in `shoal service ls`.
+fn shoal_replicas(node: &Node) -> Result<(usize, usize), String> {
+    let out = poll_output(&mut node.command(&["service", "ls", "--format", "json"]))?;
+    let rows: Value =
+        serde_json::from_str(&out).map_err(|e| format!("service ls JSON: {e}: {out}"))?;
+    let row = rows
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["Name"] == SERVICE))
+        .ok_or_else(|| format!("{SERVICE} not listed"))?;
+    parse_replicas(row["Replicas"].as_str().unwrap_or_default())
+        .ok_or_else(|| format!("bad row {row}"))
+}
+
+/// The benchmark service's running/desired in `docker service ls`.
+fn swarm_replicas() -> Result<(usize, usize), String> {
+    let filter = format!("name={SERVICE}");
+    let out = poll_output(&mut docker(&[
+        "service",
+        "ls",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Name}}\t{{.Replicas}}",
+    ]))?;
+    let replicas = out
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(name, _)| *name == SERVICE)
+        .map(|(_, r)| r.to_string())
+        .ok_or_else(|| format!("{SERVICE} not listed"))?;
+    parse_replicas(&replicas).ok_or_else(|| format!("bad replicas {replicas:?}"))
 }
 
 /// What differs between shoal and Swarm in a `swarm` repetition.
@@ -889,30 +912,12 @@ fn with_swarm<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 }
 
 fn swarm_measure(image: &str) -> Result<Rep, String> {
-    let replicas = || -> Result<(usize, usize), String> {
-        let filter = format!("name={SERVICE}");
-        let out = poll_output(&mut docker(&[
-            "service",
-            "ls",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Name}}\t{{.Replicas}}",
-        ]))?;
-        let replicas = out
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .find(|(name, _)| *name == SERVICE)
-            .map(|(_, r)| r.to_string())
-            .ok_or_else(|| format!("{SERVICE} not listed"))?;
-        parse_replicas(&replicas).ok_or_else(|| format!("bad replicas {replicas:?}"))
-    };
     measure(
         &Orchestrator {
             name: "Swarm",
             cli: &docker,
             create_flags: &["--no-resolve-image"],
-            replicas: &replicas,
+            replicas: &swarm_replicas,
             rss: &dockerd_rss,
             label: SWARM_LABEL,
         },
@@ -1330,15 +1335,7 @@ fn shoal_update_measure(node: &Node, v1: &str, v2: &str, grace: &str) -> Result<
     let mut rep = UpdRep::default();
     let n = UPDATE_REPLICAS.to_string();
     let running = || -> Result<(bool, String), String> {
-        let out = poll_output(&mut node.command(&["service", "ls", "--format", "json"]))?;
-        let rows: Value =
-            serde_json::from_str(&out).map_err(|e| format!("service ls JSON: {e}: {out}"))?;
-        let row = rows
-            .as_array()
-            .and_then(|a| a.iter().find(|r| r["Name"] == SERVICE))
-            .ok_or_else(|| format!("{SERVICE} not listed"))?;
-        let (r, d) = parse_replicas(row["Replicas"].as_str().unwrap_or_default())
-            .ok_or_else(|| format!("bad row {row}"))?;
+        let (r, d) = shoal_replicas(node)?;
         Ok((
             r == UPDATE_REPLICAS && d == UPDATE_REPLICAS,
             format!("{r}/{d}"),
@@ -1405,23 +1402,7 @@ fn swarm_update_measure(v1: &str, v2: &str, grace: &str) -> Result<UpdRep, Strin
     let mut rep = UpdRep::default();
     let n = UPDATE_REPLICAS.to_string();
     let running = || -> Result<(bool, String), String> {
-        let filter = format!("name={SERVICE}");
-        let out = poll_output(&mut docker(&[
-            "service",
-            "ls",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Name}}\t{{.Replicas}}",
-        ]))?;
-        let replicas = out
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .find(|(name, _)| *name == SERVICE)
-            .map(|(_, r)| r.to_string())
-            .ok_or_else(|| format!("{SERVICE} not listed"))?;
-        let (r, d) =
-            parse_replicas(&replicas).ok_or_else(|| format!("bad replicas {replicas:?}"))?;
+        let (r, d) = swarm_replicas()?;
         Ok((
             r == UPDATE_REPLICAS && d == UPDATE_REPLICAS,
             format!("{r}/{d}"),

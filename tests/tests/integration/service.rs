@@ -38,6 +38,18 @@ pub fn create_web(node: &Node, name: &str, replicas: u32, port: u16) -> String {
     id
 }
 
+/// Waits until no container of `service` is left on the node.
+fn wait_until_no_container(node: &Node, service: &str) {
+    wait_for(
+        &format!("every container of {service} to be removed"),
+        Duration::from_secs(30),
+        || match node.containers(Some(service), true) {
+            c if c.is_empty() => Ok(()),
+            c => Err(format!("{c:?}")),
+        },
+    );
+}
+
 #[test]
 fn create_waits_for_three_replicas_that_answer_on_the_published_port() {
     let node = Node::start();
@@ -278,14 +290,7 @@ fn rm_leaves_no_container_behind_and_unknown_services_are_errors() {
     assert_eq!(node.containers(Some("web"), true).len(), 3);
     let out = node.shoal(&["service", "rm", "web"]).ok();
     assert_eq!(out.stdout.trim(), "web", "{out}");
-    wait_for(
-        "every container of web to be removed",
-        Duration::from_secs(30),
-        || match node.containers(Some("web"), true) {
-            c if c.is_empty() => Ok(()),
-            c => Err(format!("{c:?}")),
-        },
-    );
+    wait_until_no_container(&node, "web");
     let names: Vec<String> = node
         .ls_json()
         .iter()
@@ -429,12 +434,5 @@ fn pods_run_on_dockers_default_bridge_when_the_node_is_told_so() {
     let rows = node.ls_json();
     assert_eq!(rows[0]["Replicas"], "2/2", "{rows:?}");
     node.shoal(&["service", "rm", "web"]).ok();
-    wait_for(
-        "every container of web to be removed",
-        Duration::from_secs(30),
-        || match node.containers(Some("web"), true) {
-            c if c.is_empty() => Ok(()),
-            c => Err(format!("{c:?}")),
-        },
-    );
+    wait_until_no_container(&node, "web");
 }
