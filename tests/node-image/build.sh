@@ -49,8 +49,24 @@ have_image() {
     [ "$(docker image inspect --format "{{index .Config.Labels \"$label\"}}" "$image" 2>/dev/null)" = "$hash" ]
 }
 
+# Builds of other hashes go once this one exists: each is ~400 MB, and a
+# machine that rebuilds after every change to this directory would keep them
+# all. One that a container still uses stays (docker rmi refuses it).
+prune_older() {
+    local old
+    for old in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo"); do
+        case "$old" in
+            "$image" | "$repo:latest" | *"<none>"*) continue ;;
+        esac
+        if docker rmi "$old" >/dev/null 2>&1; then
+            log "removed the older build $old"
+        fi
+    done
+}
+
 if [ "$force" -eq 0 ] && have_image; then
     log "$image is up to date (hash $hash)"
+    prune_older
     echo "$image"
     exit 0
 fi
@@ -136,6 +152,7 @@ tar -C "$root" --numeric-owner -c . |
         -c "LABEL io.shoal.test.node-image.release=$release" \
         - "$image" >/dev/null
 docker tag "$image" "$repo:latest"
+prune_older
 size=$(docker image inspect --format '{{.Size}}' "$image")
 log "built $image in $((SECONDS - start))s ($((size / 1000000)) MB)"
 echo "$image"
