@@ -2546,6 +2546,9 @@ struct SimSetup {
     nodes: usize,
     pods: usize,
 }
+/// Worker threads of the managers' own runtime (`SimSize::manager_threads`):
+/// as many as a small manager host has cores, and these 2 cores.
+const SIM_MANAGER_THREADS: usize = 2;
 /// The service a `sim` run creates.
 const SIM_SERVICE: &str = "simbench";
 /// One in this many simulated nodes dies in the reschedule phase.
@@ -2558,6 +2561,10 @@ fn sim_converge_timeout(pods: usize) -> Duration {
     Duration::from_secs(60) + Duration::from_millis(5) * pods as u32
 }
 const SIM_RESCHEDULE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Shortest time between two reads of a wait's condition: each reads every
+/// pod under the store's read lock (milliseconds at 100,000 pods), and the
+/// store changes hundreds of times a second; the figures are seconds.
+const SIM_WAIT_POLL: Duration = Duration::from_millis(10);
 
 /// What one repetition of `sim` measured.
 #[derive(Debug, Clone, Default)]
@@ -2752,8 +2759,8 @@ fn sim_progress(d: &StoreData, dead: &HashSet<String>) -> String {
 }
 
 /// Waits until `done` holds on `store`, re-reading it after every applied
-/// change; returns when that was seen. Fails after `timeout`, saying what
-/// was last seen (`show`).
+/// change but at most every [`SIM_WAIT_POLL`]; returns when that was seen.
+/// Fails after `timeout`, saying what was last seen (`show`).
 async fn sim_wait(
     store: &shoal_manager::store::Store,
     what: &str,
@@ -2768,6 +2775,7 @@ async fn sim_wait(
         if store.read(&mut done) {
             return Ok(Instant::now());
         }
+        tokio::time::sleep(SIM_WAIT_POLL).await;
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(format!("timed out after {timeout:?} waiting for {what} ({})", store.read(&show)));
@@ -2802,6 +2810,7 @@ async fn sim_rep(setup: SimSetup) -> Result<SimRep, String> {
     let cluster = SimCluster::start_with(SimSize {
         managers: setup.managers,
         workers: setup.nodes,
+        manager_threads: SIM_MANAGER_THREADS,
     })
     .await;
     rep.setup_s = secs(started.elapsed());
