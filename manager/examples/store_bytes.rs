@@ -55,6 +55,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let pods: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let nodes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5_000);
+    println!(
+        "a Pod is {} bytes inline (its PodStatus {}), before what its strings point to",
+        std::mem::size_of::<Pod>(),
+        std::mem::size_of::<PodStatus>()
+    );
     let store = Store::new();
     let deployment_id = new_id();
     let replica_set_id = new_id();

@@ -18,7 +18,7 @@ use shoal_manager::dispatcher::Dispatcher;
 use shoal_manager::enrollment::StoreView;
 use shoal_manager::keys::ClusterKey;
 use shoal_manager::proposer::{all_applied, batch, Proposer};
-use shoal_manager::raft::{RaftConfig, RaftNode};
+use shoal_manager::raft::{RaftConfig, RaftNode, RaftTiming};
 use shoal_manager::store::put;
 use shoal_manager::store::{Store, StoreData};
 use shoal_proto::control_server::Control;
@@ -56,6 +56,8 @@ pub struct SimSize {
     /// their own runtime the managers' threads still share the cores with
     /// the agents', but the kernel shares them out by thread, not by task.
     pub manager_threads: usize,
+    /// The managers' Raft clock (the daemon's by default).
+    pub raft_timing: RaftTiming,
 }
 
 impl SimSize {
@@ -66,6 +68,7 @@ impl SimSize {
             managers,
             workers,
             manager_threads: 0,
+            raft_timing: RaftTiming::default(),
         }
     }
 }
@@ -216,6 +219,7 @@ impl SimManager {
         ca: Arc<Ca>,
         key: ClusterKey,
         shutdown: CancellationToken,
+        timing: RaftTiming,
     ) -> SimManager {
         let dir = tempfile::tempdir().expect("temp dir");
         let tcp = TcpListener::bind("127.0.0.1:0")
@@ -229,7 +233,7 @@ impl SimManager {
             )
             .expect("manager certificate");
         let store = Store::new();
-        let raft = RaftNode::open(
+        let raft = RaftNode::open_with_timing(
             RaftConfig {
                 node_id: raft_id,
                 data_dir: dir.path().to_path_buf(),
@@ -237,6 +241,7 @@ impl SimManager {
                 tls: Some(tls::client_config(&creds).unwrap()),
             },
             store.clone(),
+            timing,
         )
         .await
         .expect("open raft");
@@ -335,7 +340,13 @@ impl SimCluster {
         let host = ManagerHost::start(size.manager_threads);
         let mut managers = Vec::new();
         for raft_id in 1..=size.managers {
-            let start = SimManager::start(raft_id, ca.clone(), key.clone(), shutdown.clone());
+            let start = SimManager::start(
+                raft_id,
+                ca.clone(),
+                key.clone(),
+                shutdown.clone(),
+                size.raft_timing,
+            );
             managers.push(host.run(start).await);
         }
         let first = managers[0].raft.clone();

@@ -100,6 +100,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use serde_json::{json, Value};
 use shoal_manager::objects::observed;
+use shoal_manager::raft::RaftTiming;
 use shoal_manager::store::StoreData;
 use shoal_proto::control_server::Control;
 use shoal_proto::{ContainerSpec, CreateServiceRequest, PodState, ServiceSpec};
@@ -2549,6 +2550,18 @@ struct SimSetup {
 /// Worker threads of the managers' own runtime (`SimSize::manager_threads`):
 /// as many as a small manager host has cores, and these 2 cores.
 const SIM_MANAGER_THREADS: usize = 2;
+/// The managers' Raft clock in `sim`: a heartbeat (and AppendEntries
+/// deadline) of 250 ms instead of 75, elections after 1-2 s instead of
+/// 250-500 ms. Three managers and thousands of agents share these two
+/// cores (and other sessions' jobs) in one process: at 5,000 nodes the
+/// daemon's 75 ms deadline was missed dozens of times during setup, before
+/// any pod existed, and each miss resends the entries; see
+/// docs/BENCHMARKS.md "Simulator at scale".
+const SIM_RAFT_TIMING: RaftTiming = RaftTiming {
+    heartbeat_ms: 250,
+    election_min_ms: 1_000,
+    election_max_ms: 2_000,
+};
 /// The service a `sim` run creates.
 const SIM_SERVICE: &str = "simbench";
 /// One in this many simulated nodes dies in the reschedule phase.
@@ -2811,6 +2824,7 @@ async fn sim_rep(setup: SimSetup) -> Result<SimRep, String> {
         managers: setup.managers,
         workers: setup.nodes,
         manager_threads: SIM_MANAGER_THREADS,
+        raft_timing: SIM_RAFT_TIMING,
     })
     .await;
     rep.setup_s = secs(started.elapsed());
