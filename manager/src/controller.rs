@@ -8,7 +8,9 @@
 //! CPU under the store's read lock. Three rules keep that from starving the
 //! rest of the manager (Raft's heartbeats and apply, the worker sessions):
 //! - the pass runs on a blocking thread, never on the async runtime's few
-//!   worker threads ([`tokio::task::spawn_blocking`]);
+//!   worker threads ([`tokio::task::spawn_blocking`]), as a long read
+//!   ([`Store::read_long`]) that Raft's apply waits for without queueing on
+//!   the lock, so other readers are never held back behind it;
 //! - after a pass, the next one waits at least as long as it took, so a
 //!   controller woken by every applied entry holds the lock (and a core)
 //!   at most half the time, and Raft's apply, which needs the write lock,
@@ -135,7 +137,7 @@ where
     let store = store.clone();
     let job = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let wishes = store.read(|d| f(d, now));
+        let wishes = store.read_long(|d| f(d, now));
         (f, wishes, started.elapsed())
     });
     match job.await {
