@@ -431,7 +431,10 @@ async fn an_apply_waits_for_a_long_read_to_end_without_queueing_on_the_lock() {
         tokio::spawn(async move { store.long_reads_done().await })
     };
     tokio::task::yield_now().await;
-    assert!(!waiter.is_finished(), "returned while a long read was running");
+    assert!(
+        !waiter.is_finished(),
+        "returned while a long read was running"
+    );
     // Other readers go on meanwhile: nothing is queued on the lock.
     assert_eq!(store.read(|d| d.pods.len()), 0);
     release.store(true, Ordering::SeqCst);
