@@ -3,9 +3,26 @@
 //! and sleep until the store changes or a deadline (a restart delay) passes.
 //! Controllers stay pure functions of the store, which is what their unit
 //! tests exercise; this loop is the only place they touch Raft.
+//!
+//! A pass reads every pod, so at 100,000 pods it is tens of milliseconds of
+//! CPU under the store's read lock. Three rules keep that from starving the
+//! rest of the manager (Raft's heartbeats and apply, the worker sessions):
+//! - the pass runs on a blocking thread, never on the async runtime's few
+//!   worker threads ([`tokio::task::spawn_blocking`]), as a long read
+//!   ([`Store::read_long`]) that Raft's apply waits for without queueing on
+//!   the lock, so other readers are never held back behind it;
+//! - after a pass, the next one waits at least as long as it took, so a
+//!   controller woken by every applied entry holds the lock (and a core)
+//!   at most half the time, and Raft's apply, which needs the write lock,
+//!   gets its turn;
+//! - a pass proposes at most [`MAX_WRITES_PER_PASS`] mutations; the next
+//!   pass, which sees them applied, computes the rest (controllers are
+//!   level-triggered). 100,000 pod creations in one proposal were 200 Raft
+//!   entries appended, replicated and applied back to back on every
+//!   manager, with no heartbeat between them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_proto::{now_ms, Mutation};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +43,13 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Pause after a proposal that did not fully apply, so a persistent conflict
 /// cannot spin.
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(50);
+/// Most mutations one pass proposes (see the module doc). Ten Raft entries
+/// of [`crate::raft::MAX_MUTATIONS_PER_ENTRY`]: large enough that a pass
+/// over 100,000 pods places thousands of them, small enough that a
+/// proposal commits and applies between two Raft heartbeats' worth of work.
+pub const MAX_WRITES_PER_PASS: usize = 5_000;
+/// Passes longer than this are logged (at debug level otherwise).
+const SLOW_PASS: Duration = Duration::from_millis(50);
 
 /// Runs `pass` until `cancel` fires (leadership lost, or shutdown).
 pub async fn run_controller<F>(
@@ -33,21 +57,41 @@ pub async fn run_controller<F>(
     store: Arc<Store>,
     proposer: Arc<dyn Proposer>,
     cancel: CancellationToken,
-    mut pass: F,
+    pass: F,
 ) where
-    F: FnMut(&StoreData, i64) -> Pass + Send,
+    F: FnMut(&StoreData, i64) -> Pass + Send + 'static,
 {
     let mut changes = store.subscribe();
+    let mut pass = Some(pass);
+    // When the next pass may start: the last one's end plus its length
+    // (module doc).
+    let mut next_pass_at = tokio::time::Instant::now();
     tracing::info!(controller = name, "started");
     loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(next_pass_at) => {}
+        }
         changes.borrow_and_update();
         let now = now_ms();
-        let Pass { mutations, wake_at } = store.read(|d| pass(d, now));
+        let Some(outcome) = run_pass(name, &store, &mut pass, now).await else {
+            break;
+        };
+        let PassOutcome {
+            wishes: Pass {
+                mut mutations,
+                wake_at,
+            },
+            took,
+        } = outcome;
+        next_pass_at = tokio::time::Instant::now() + took;
         if !mutations.is_empty() {
+            let more = mutations.len() > MAX_WRITES_PER_PASS;
+            mutations.truncate(MAX_WRITES_PER_PASS);
             let n = mutations.len();
             match proposer.propose(batch(mutations, false)).await {
                 Ok(result) if all_applied(&result) => {
-                    tracing::debug!(controller = name, mutations = n, "applied");
+                    tracing::debug!(controller = name, mutations = n, more, "applied");
                     continue;
                 }
                 Ok(_) => tracing::debug!(controller = name, "some mutations conflicted; retrying"),
@@ -69,4 +113,125 @@ pub async fn run_controller<F>(
         }
     }
     tracing::info!(controller = name, "stopped");
+}
+
+/// A pass's wishes and how long computing them took.
+struct PassOutcome {
+    wishes: Pass,
+    took: Duration,
+}
+
+/// Runs one pass on a blocking thread (module doc). `pass` travels to the
+/// thread and back; None when the pass panicked (the controller stops, as
+/// a panic on the runtime would have stopped it).
+async fn run_pass<F>(
+    name: &'static str,
+    store: &Arc<Store>,
+    pass: &mut Option<F>,
+    now: i64,
+) -> Option<PassOutcome>
+where
+    F: FnMut(&StoreData, i64) -> Pass + Send + 'static,
+{
+    let mut f = pass.take()?;
+    let store = store.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let wishes = store.read_long(|d| f(d, now));
+        (f, wishes, started.elapsed())
+    });
+    match job.await {
+        Ok((f, wishes, took)) => {
+            *pass = Some(f);
+            if took >= SLOW_PASS {
+                tracing::info!(
+                    controller = name,
+                    ?took,
+                    mutations = wishes.mutations.len(),
+                    "slow pass"
+                );
+            } else {
+                tracing::debug!(
+                    controller = name,
+                    ?took,
+                    mutations = wishes.mutations.len(),
+                    "pass"
+                );
+            }
+            Some(PassOutcome { wishes, took })
+        }
+        Err(e) => {
+            tracing::error!(controller = name, error = %e, "pass failed; controller stopped");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+    use shoal_proto::{Batch, BatchResult, Node};
+
+    use super::*;
+    use crate::proposer::LocalProposer;
+    use crate::raft::ProposeError;
+    use crate::store::put;
+
+    /// A [`LocalProposer`] that records the size of every batch.
+    struct Recording {
+        inner: Arc<LocalProposer>,
+        sizes: Mutex<Vec<usize>>,
+    }
+
+    impl Proposer for Recording {
+        fn propose(&self, batch: Batch) -> BoxFuture<'_, Result<BatchResult, ProposeError>> {
+            self.sizes.lock().unwrap().push(batch.mutations.len());
+            self.inner.propose(batch)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pass_proposes_a_bounded_batch_and_the_next_passes_the_rest() {
+        let store = Store::new();
+        let proposer = Arc::new(Recording {
+            inner: LocalProposer::new(store.clone()),
+            sizes: Mutex::new(Vec::new()),
+        });
+        let wanted = MAX_WRITES_PER_PASS * 2 + 3;
+        let cancel = CancellationToken::new();
+        // Wants one node object per number below `wanted`.
+        let pass = move |d: &StoreData, _now: i64| Pass {
+            mutations: (0..wanted)
+                .map(|i| format!("n-{i}"))
+                .filter(|id| !d.nodes.contains_key(id))
+                .map(|id| {
+                    put(
+                        Node {
+                            id,
+                            ..Default::default()
+                        },
+                        0,
+                    )
+                })
+                .collect(),
+            wake_at: None,
+        };
+        let task = tokio::spawn(run_controller(
+            "test",
+            store.clone(),
+            proposer.clone(),
+            cancel.clone(),
+            pass,
+        ));
+        let mut changes = store.subscribe();
+        while store.read(|d| d.nodes.len()) < wanted {
+            changes.changed().await.unwrap();
+        }
+        cancel.cancel();
+        task.await.unwrap();
+        let sizes = proposer.sizes.lock().unwrap().clone();
+        assert_eq!(sizes, vec![MAX_WRITES_PER_PASS, MAX_WRITES_PER_PASS, 3]);
+    }
 }

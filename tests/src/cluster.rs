@@ -18,7 +18,7 @@ use shoal_manager::dispatcher::Dispatcher;
 use shoal_manager::enrollment::StoreView;
 use shoal_manager::keys::ClusterKey;
 use shoal_manager::proposer::{all_applied, batch, Proposer};
-use shoal_manager::raft::{RaftConfig, RaftNode};
+use shoal_manager::raft::{RaftConfig, RaftNode, RaftTiming};
 use shoal_manager::store::put;
 use shoal_manager::store::{Store, StoreData};
 use shoal_proto::control_server::Control;
@@ -48,6 +48,68 @@ pub struct SimSize {
     /// others, as `shoal init` and `shoal join --token <manager token>` do.
     pub managers: u64,
     pub workers: usize,
+    /// Worker threads of a runtime of the managers' own (0: the managers
+    /// run on the caller's runtime, with the agents). A real manager does
+    /// not share its runtime's queue with thousands of workers' agents: at
+    /// 5,000 sim nodes, Raft's heartbeats and vote requests waited behind
+    /// the agents' ready tasks for longer than an election timeout. On
+    /// their own runtime the managers' threads still share the cores with
+    /// the agents', but the kernel shares them out by thread, not by task.
+    pub manager_threads: usize,
+    /// The managers' Raft clock (the daemon's by default).
+    pub raft_timing: RaftTiming,
+}
+
+impl SimSize {
+    /// `managers` managers and `workers` sim workers, all on the caller's
+    /// runtime.
+    pub fn new(managers: u64, workers: usize) -> SimSize {
+        SimSize {
+            managers,
+            workers,
+            manager_threads: 0,
+            raft_timing: RaftTiming::default(),
+        }
+    }
+}
+
+/// The managers' own runtime, when they have one ([`SimSize::manager_threads`]).
+/// Dropped without waiting for its tasks (a runtime cannot be dropped
+/// inside another's async context otherwise): by then the cluster has
+/// stopped them.
+struct ManagerHost(Option<tokio::runtime::Runtime>);
+
+impl ManagerHost {
+    fn start(threads: usize) -> ManagerHost {
+        ManagerHost((threads > 0).then(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("sim-manager")
+                .enable_all()
+                .build()
+                .expect("the managers' runtime")
+        }))
+    }
+
+    /// Runs `f` to completion on the managers' runtime (so every task it
+    /// spawns stays there), or in place without one.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        match &self.0 {
+            Some(rt) => rt.spawn(f).await.expect("a manager task panicked"),
+            None => f.await,
+        }
+    }
+}
+
+impl Drop for ManagerHost {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// The id (and certificate name) of manager `raft_id`.
@@ -154,9 +216,10 @@ impl SimManager {
     /// the supervisor that runs the controllers while it leads.
     async fn start(
         raft_id: u64,
-        ca: &Ca,
-        key: &ClusterKey,
-        shutdown: &CancellationToken,
+        ca: Arc<Ca>,
+        key: ClusterKey,
+        shutdown: CancellationToken,
+        timing: RaftTiming,
     ) -> SimManager {
         let dir = tempfile::tempdir().expect("temp dir");
         let tcp = TcpListener::bind("127.0.0.1:0")
@@ -170,7 +233,7 @@ impl SimManager {
             )
             .expect("manager certificate");
         let store = Store::new();
-        let raft = RaftNode::open(
+        let raft = RaftNode::open_with_timing(
             RaftConfig {
                 node_id: raft_id,
                 data_dir: dir.path().to_path_buf(),
@@ -178,6 +241,7 @@ impl SimManager {
                 tls: Some(tls::client_config(&creds).unwrap()),
             },
             store.clone(),
+            timing,
         )
         .await
         .expect("open raft");
@@ -250,17 +314,15 @@ pub struct SimCluster {
     /// One per worker: cancelling it stops that worker's agent.
     agents: Vec<CancellationToken>,
     shutdown: CancellationToken,
+    /// Declared last: dropped after everything that runs on it.
+    host: ManagerHost,
 }
 
 impl SimCluster {
     /// Starts a manager and `workers` sim workers, and waits until every
     /// worker's node is Ready.
     pub async fn start(workers: usize) -> SimCluster {
-        SimCluster::start_with(SimSize {
-            managers: 1,
-            workers,
-        })
-        .await
+        SimCluster::start_with(SimSize::new(1, workers)).await
     }
 
     /// Starts `size.managers` managers on one Raft cluster and
@@ -275,28 +337,40 @@ impl SimCluster {
         let ca = Arc::new(Ca::generate(CLUSTER_ID, SystemTime::now()).expect("a CA"));
         // One key for the control API (seals) and the dispatchers (open).
         let key = ClusterKey::generate();
+        let host = ManagerHost::start(size.manager_threads);
         let mut managers = Vec::new();
         for raft_id in 1..=size.managers {
-            managers.push(SimManager::start(raft_id, &ca, &key, &shutdown).await);
+            let start = SimManager::start(
+                raft_id,
+                ca.clone(),
+                key.clone(),
+                shutdown.clone(),
+                size.raft_timing,
+            );
+            managers.push(host.run(start).await);
         }
-        let first = &managers[0].raft;
-        first.bootstrap_single().await.expect("bootstrap");
-        first
-            .wait_for_leader(Duration::from_secs(10))
-            .await
-            .expect("leader");
+        let first = managers[0].raft.clone();
         let node_ids: Vec<String> = (0..size.workers).map(worker_node_id).collect();
         let manager_addrs: Vec<(u64, String)> = managers
             .iter()
             .map(|m| (m.raft_id, m.addr.clone()))
             .collect();
-        admit(first, &manager_addrs, &node_ids).await;
-        for m in &managers[1..] {
+        let ids = node_ids.clone();
+        host.run(async move {
+            first.bootstrap_single().await.expect("bootstrap");
             first
-                .add_manager(m.raft_id, &m.addr)
+                .wait_for_leader(Duration::from_secs(10))
                 .await
-                .expect("add a manager to raft");
-        }
+                .expect("leader");
+            admit(&first, &manager_addrs, &ids).await;
+            for (raft_id, addr) in &manager_addrs[1..] {
+                first
+                    .add_manager(*raft_id, addr)
+                    .await
+                    .expect("add a manager to raft");
+            }
+        })
+        .await;
 
         let SimManager {
             api, store, addr, ..
@@ -310,6 +384,7 @@ impl SimCluster {
             managers,
             agents: Vec::new(),
             shutdown,
+            host,
         };
         // Nodes join in waves, each Ready before the next starts: a
         // thousand handshakes at one instant overflow the listener's
@@ -428,6 +503,10 @@ impl SimCluster {
         for m in &self.managers {
             m.raft.shutdown().await;
         }
+        // The managers' runtime goes last, once nothing runs on it.
+        let SimCluster { managers, host, .. } = self;
+        drop(managers);
+        drop(host);
     }
 }
 

@@ -530,3 +530,29 @@ fn a_new_pod_that_reserves_resources_is_left_to_the_scheduler() {
     let pod = f.pods(&d).remove(0);
     assert!(pod.node_id.is_empty(), "{pod:?}");
 }
+
+#[test]
+fn a_large_scale_up_creates_a_bounded_number_of_pods_per_pass_and_the_rest_after() {
+    use super::replicated::MAX_CREATES_PER_PASS;
+    let f = Fixture::new();
+    let extra = 7;
+    let d = f.deployment(
+        "big",
+        (MAX_CREATES_PER_PASS + extra) as u64,
+        policy(Condition::Any, 0, 0),
+    );
+    let first = f.store.read(|d| reconcile(d, 1_000));
+    assert_eq!(first.mutations.len(), MAX_CREATES_PER_PASS);
+    assert_eq!(first.deferred, extra);
+    f.apply(first.mutations);
+    let second = f.store.read(|d| reconcile(d, 1_000));
+    assert_eq!(second.mutations.len(), extra);
+    assert_eq!(second.deferred, 0);
+    f.apply(second.mutations);
+    let mut slots: Vec<u64> = f.pods(&d).iter().map(|p| p.slot).collect();
+    slots.sort_unstable();
+    assert_eq!(
+        slots,
+        (1..=(MAX_CREATES_PER_PASS + extra) as u64).collect::<Vec<_>>()
+    );
+}

@@ -86,6 +86,29 @@ pub struct RaftConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// Raft's clock: how often the leader sends AppendEntries (also the
+/// deadline openraft gives each AppendEntries call, entries included) and
+/// the election timeout range. The daemon uses the defaults
+/// (`shoal_proto::defaults::RAFT_*`); the simulator, whose three managers
+/// share two cores with thousands of simulated nodes' agents, uses a
+/// slower one (docs/BENCHMARKS.md, "Simulator at scale").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: RAFT_HEARTBEAT_MS,
+            election_min_ms: RAFT_ELECTION_TIMEOUT_MIN_MS,
+            election_max_ms: RAFT_ELECTION_TIMEOUT_MAX_MS,
+        }
+    }
+}
+
 /// Why the Raft node could not start or do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum RaftError {
@@ -185,12 +208,12 @@ impl std::fmt::Debug for RaftNode {
     }
 }
 
-fn openraft_config() -> Result<Config, RaftError> {
+fn openraft_config(timing: RaftTiming) -> Result<Config, RaftError> {
     Config {
         cluster_name: "shoal".into(),
-        heartbeat_interval: RAFT_HEARTBEAT_MS,
-        election_timeout_min: RAFT_ELECTION_TIMEOUT_MIN_MS,
-        election_timeout_max: RAFT_ELECTION_TIMEOUT_MAX_MS,
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_min_ms,
+        election_timeout_max: timing.election_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(RAFT_SNAPSHOT_LOGS_SINCE_LAST),
         max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
         install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
@@ -207,6 +230,15 @@ impl RaftNode {
     /// openraft then re-applies the committed log after it in the background
     /// (watch [`RaftNode::last_applied`] or the store to see it catch up).
     pub async fn open(config: RaftConfig, store: Arc<Store>) -> Result<RaftNode, RaftError> {
+        RaftNode::open_with_timing(config, store, RaftTiming::default()).await
+    }
+
+    /// [`RaftNode::open`] with another clock than the default (the simulator's).
+    pub async fn open_with_timing(
+        config: RaftConfig,
+        store: Arc<Store>,
+        timing: RaftTiming,
+    ) -> Result<RaftNode, RaftError> {
         let raft_dir = config.data_dir.join("raft");
         std::fs::create_dir_all(&raft_dir).map_err(|e| RaftError::Io {
             context: format!("cannot create the raft directory {}", raft_dir.display()),
@@ -229,7 +261,7 @@ impl RaftNode {
         );
         let raft = Raft::new(
             config.node_id,
-            Arc::new(openraft_config()?),
+            Arc::new(openraft_config(timing)?),
             network,
             log,
             sm,

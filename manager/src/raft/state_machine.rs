@@ -336,6 +336,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // A controller's pass may hold the store long: wait for it here,
+        // not queued on the lock (see `Store`).
+        self.store.long_reads_done().await;
         Ok(entries.into_iter().map(|e| self.apply_one(e)).collect())
     }
 

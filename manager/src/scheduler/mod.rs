@@ -412,10 +412,14 @@ pub fn assign(pod: &mut Pod, node: &Node, now: i64) {
     });
 }
 
-/// One scheduling pass over every pending pod.
+/// One scheduling pass over every pending pod. The placer (every node and
+/// every pod on it) is built only when a pod may be placed now: the
+/// scheduler wakes on every applied entry, and most passes at scale find
+/// nothing pending (building it read 100,000 pods and copied 5,000 nodes
+/// for nothing, many times a second).
 pub fn schedule(data: &StoreData, now: i64) -> Pass {
     let mut pass = Pass::default();
-    let mut placer = Placer::new(data);
+    let mut placer: Option<Placer> = None;
     for pod in pending(data) {
         if pod.not_before > now {
             pass.wake_at = Some(
@@ -429,6 +433,7 @@ pub fn schedule(data: &StoreData, now: i64) -> Pass {
         };
         let mut p = pod.clone();
         let v = version(&pod.meta);
+        let placer = placer.get_or_insert_with(|| Placer::new(data));
         match placer.place(template, &pod.deployment_id) {
             Ok(node) => assign(&mut p, node, now),
             Err(why) => {

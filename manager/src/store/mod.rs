@@ -9,7 +9,9 @@
 mod mutate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use shoal_proto::{
     object, Batch, BatchResult, Cluster, Config, Deployment, Node, NodeRole, Object, ObjectKind,
@@ -351,10 +353,37 @@ impl StoreData {
 
 /// The object store. Cheap to share (`Arc<Store>`); reads never block on
 /// Raft, only on a concurrent apply.
+///
+/// Long reads (a controller's pass over every pod: tens to hundreds of
+/// milliseconds at 100,000 pods) go through [`Store::read_long`], and the
+/// Raft apply waits for them with [`Store::long_reads_done`] before it
+/// takes the write lock. A writer queued on the lock holds back every new
+/// reader (the lock prefers writers), so an apply queued behind a pass
+/// stopped every worker session and heartbeat that read the store, and
+/// with them the runtime threads that Raft's own tasks needed: the leader
+/// missed its AppendEntries deadlines for the length of a pass.
 #[derive(Debug)]
 pub struct Store {
     data: RwLock<StoreData>,
     changes: watch::Sender<u64>,
+    /// Long reads in progress, and the wake-up when one ends.
+    long_reads: AtomicUsize,
+    long_read_ended: tokio::sync::Notify,
+}
+
+/// Longest wait of an apply for long reads to end: past it the apply
+/// queues on the lock as before (passes are spaced by their own length,
+/// so this is a bound for the unlucky case, not the usual wait).
+const LONG_READ_WAIT: Duration = Duration::from_secs(1);
+
+/// Counts one long read while it lives (even if the read panics).
+struct LongRead<'a>(&'a Store);
+
+impl Drop for LongRead<'_> {
+    fn drop(&mut self) {
+        self.0.long_reads.fetch_sub(1, Ordering::SeqCst);
+        self.0.long_read_ended.notify_waiters();
+    }
 }
 
 impl Store {
@@ -362,6 +391,8 @@ impl Store {
         Arc::new(Store {
             data: RwLock::new(StoreData::default()),
             changes: watch::channel(0).0,
+            long_reads: AtomicUsize::new(0),
+            long_read_ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -369,6 +400,33 @@ impl Store {
     pub fn read<T>(&self, f: impl FnOnce(&StoreData) -> T) -> T {
         let guard = self.data.read().unwrap_or_else(|e| e.into_inner());
         f(&guard)
+    }
+
+    /// [`Store::read`] for a reader that holds the store long (a pass over
+    /// every pod), on a thread that may block: the Raft apply waits for it
+    /// to end before it queues on the lock (see [`Store`]).
+    pub fn read_long<T>(&self, f: impl FnOnce(&StoreData) -> T) -> T {
+        self.long_reads.fetch_add(1, Ordering::SeqCst);
+        let _counted = LongRead(self);
+        self.read(f)
+    }
+
+    /// Waits, without blocking a thread, until no [`Store::read_long`] is
+    /// in progress (at most [`LONG_READ_WAIT`]), so that a write that
+    /// follows does not queue behind one.
+    pub async fn long_reads_done(&self) {
+        let wait = async {
+            loop {
+                let ended = self.long_read_ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                if self.long_reads.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        let _ = tokio::time::timeout(LONG_READ_WAIT, wait).await;
     }
 
     /// A watch on the last applied Raft index: it changes after every apply

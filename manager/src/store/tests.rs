@@ -403,3 +403,41 @@ fn change_marks_move_only_for_what_changed() {
     let restored = marks(&store);
     assert!(restored.2 != before.2 && restored.3 != before.3 && restored.4 != before.4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_waits_for_a_long_read_to_end_without_queueing_on_the_lock() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let store = Store::new();
+    let reading = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let pass = {
+        let (store, reading, release) = (store.clone(), reading.clone(), release.clone());
+        tokio::task::spawn_blocking(move || {
+            store.read_long(|_| {
+                reading.store(true, Ordering::SeqCst);
+                while !release.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+            })
+        })
+    };
+    while !reading.load(Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.long_reads_done().await })
+    };
+    tokio::task::yield_now().await;
+    assert!(
+        !waiter.is_finished(),
+        "returned while a long read was running"
+    );
+    // Other readers go on meanwhile: nothing is queued on the lock.
+    assert_eq!(store.read(|d| d.pods.len()), 0);
+    release.store(true, Ordering::SeqCst);
+    pass.await.unwrap();
+    waiter.await.unwrap();
+}

@@ -100,6 +100,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use serde_json::{json, Value};
 use shoal_manager::objects::observed;
+use shoal_manager::raft::RaftTiming;
 use shoal_manager::store::StoreData;
 use shoal_proto::control_server::Control;
 use shoal_proto::{ContainerSpec, CreateServiceRequest, PodState, ServiceSpec};
@@ -2656,6 +2657,21 @@ struct SimSetup {
     nodes: usize,
     pods: usize,
 }
+/// Worker threads of the managers' own runtime (`SimSize::manager_threads`):
+/// as many as a small manager host has cores, and these 2 cores.
+const SIM_MANAGER_THREADS: usize = 2;
+/// The managers' Raft clock in `sim`: a heartbeat (and AppendEntries
+/// deadline) of 250 ms instead of 75, elections after 1-2 s instead of
+/// 250-500 ms. Three managers and thousands of agents share these two
+/// cores (and other sessions' jobs) in one process: at 5,000 nodes the
+/// daemon's 75 ms deadline was missed dozens of times during setup, before
+/// any pod existed, and each miss resends the entries; see
+/// docs/BENCHMARKS.md "Simulator at scale".
+const SIM_RAFT_TIMING: RaftTiming = RaftTiming {
+    heartbeat_ms: 250,
+    election_min_ms: 1_000,
+    election_max_ms: 2_000,
+};
 /// The service a `sim` run creates.
 const SIM_SERVICE: &str = "simbench";
 /// One in this many simulated nodes dies in the reschedule phase.
@@ -2668,6 +2684,10 @@ fn sim_converge_timeout(pods: usize) -> Duration {
     Duration::from_secs(60) + Duration::from_millis(5) * pods as u32
 }
 const SIM_RESCHEDULE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Shortest time between two reads of a wait's condition: each reads every
+/// pod under the store's read lock (milliseconds at 100,000 pods), and the
+/// store changes hundreds of times a second; the figures are seconds.
+const SIM_WAIT_POLL: Duration = Duration::from_millis(10);
 
 /// What one repetition of `sim` measured.
 #[derive(Debug, Clone, Default)]
@@ -2862,8 +2882,8 @@ fn sim_progress(d: &StoreData, dead: &HashSet<String>) -> String {
 }
 
 /// Waits until `done` holds on `store`, re-reading it after every applied
-/// change; returns when that was seen. Fails after `timeout`, saying what
-/// was last seen (`show`).
+/// change but at most every [`SIM_WAIT_POLL`]; returns when that was seen.
+/// Fails after `timeout`, saying what was last seen (`show`).
 async fn sim_wait(
     store: &shoal_manager::store::Store,
     what: &str,
@@ -2878,6 +2898,7 @@ async fn sim_wait(
         if store.read(&mut done) {
             return Ok(Instant::now());
         }
+        tokio::time::sleep(SIM_WAIT_POLL).await;
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(format!("timed out after {timeout:?} waiting for {what} ({})", store.read(&show)));
@@ -2912,6 +2933,8 @@ async fn sim_rep(setup: SimSetup) -> Result<SimRep, String> {
     let cluster = SimCluster::start_with(SimSize {
         managers: setup.managers,
         workers: setup.nodes,
+        manager_threads: SIM_MANAGER_THREADS,
+        raft_timing: SIM_RAFT_TIMING,
     })
     .await;
     rep.setup_s = secs(started.elapsed());
