@@ -101,11 +101,7 @@ fn main() {
         index += 1;
         store.apply(index, &batch(mutations, false));
     }
-    let created_bytes = store_bytes(empty, &created);
-    println!(
-        "{pods} pods on {nodes} nodes: assigned {:.0} B/pod",
-        created_bytes as f64 / pods as f64
-    );
+    per_pod("assigned", store_bytes(empty, &created), pods, nodes);
 
     for (n, chunk) in created.chunks(ENTRY).enumerate() {
         let mutations = chunk
@@ -127,10 +123,14 @@ fn main() {
         index += 1;
         store.apply(index, &batch(mutations, false));
     }
-    let running_bytes = store_bytes(empty, &created);
+    per_pod("running", store_bytes(empty, &created), pods, nodes);
+}
+
+/// Prints what the store holds per pod in one state.
+fn per_pod(state: &str, bytes: isize, pods: usize, nodes: usize) {
     println!(
-        "{pods} pods on {nodes} nodes: running {:.0} B/pod",
-        running_bytes as f64 / pods as f64
+        "{pods} pods on {nodes} nodes: {state} {:.0} B/pod",
+        bytes as f64 / pods as f64
     );
 }
 
