@@ -115,8 +115,8 @@ pub fn check_pod_network(name: &str, internal: bool) -> Result<()> {
         name: name.to_string(),
         internal,
     }
-    .check()
-    .map_err(anyhow::Error::msg)
+    .check()?;
+    Ok(())
 }
 
 /// The listen address when none is given: loopback for a node that

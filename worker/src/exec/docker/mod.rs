@@ -55,26 +55,38 @@ impl PodNetwork {
         self.name == spec::DOCKER_DEFAULT_BRIDGE
     }
 
-    /// Refuses a pod network the node cannot run pods on, naming the flag.
-    pub fn check(&self) -> Result<(), String> {
+    /// Refuses a pod network the node cannot run pods on.
+    pub fn check(&self) -> Result<(), PodNetworkError> {
         match self.name.as_str() {
-            "" => Err("--pod-network must name a network".into()),
-            "host" | "none" => Err(format!(
-                "--pod-network {}: pods need a bridge network: give {} (Docker's default bridge, \
-                 as Swarm uses for services without networks) or the name of a network for shoal \
-                 to create (default {})",
-                self.name,
-                spec::DOCKER_DEFAULT_BRIDGE,
-                shoal_proto::defaults::POD_NETWORK
-            )),
-            _ if self.internal && self.is_docker_default() => Err(format!(
-                "--pod-network-internal cannot apply to Docker's default bridge ({}): name \
-                 another pod network for shoal to create with --internal",
-                spec::DOCKER_DEFAULT_BRIDGE
-            )),
+            "" => Err(PodNetworkError::Unnamed),
+            "host" | "none" => Err(PodNetworkError::NotABridge(self.name.clone())),
+            _ if self.internal && self.is_docker_default() => {
+                Err(PodNetworkError::InternalDefaultBridge)
+            }
             _ => Ok(()),
         }
     }
+}
+
+/// A pod network no pod could run on, in the words of the flags that chose it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PodNetworkError {
+    #[error("--pod-network must name a network")]
+    Unnamed,
+    #[error(
+        "--pod-network {0}: pods need a bridge network: give {bridge} (Docker's default bridge, \
+         as Swarm uses for services without networks) or the name of a network for shoal to \
+         create (default {default})",
+        bridge = spec::DOCKER_DEFAULT_BRIDGE,
+        default = shoal_proto::defaults::POD_NETWORK
+    )]
+    NotABridge(String),
+    #[error(
+        "--pod-network-internal cannot apply to Docker's default bridge ({bridge}): name \
+         another pod network for shoal to create with --internal",
+        bridge = spec::DOCKER_DEFAULT_BRIDGE
+    )]
+    InternalDefaultBridge,
 }
 
 impl Default for PodNetwork {

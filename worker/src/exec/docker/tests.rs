@@ -322,3 +322,24 @@ async fn engine_info_reports_version_and_capacity() {
     assert!(!info.version.is_empty());
     assert!(info.ncpu > 0 && info.memory_bytes > 0, "{info:?}");
 }
+
+#[test]
+fn a_pod_network_is_a_bridge_and_the_default_one_is_never_internal() {
+    let net = |name: &str, internal| PodNetwork {
+        name: name.into(),
+        internal,
+    };
+    assert_eq!(net("shoal", true).check(), Ok(()));
+    assert_eq!(net(spec::DOCKER_DEFAULT_BRIDGE, false).check(), Ok(()));
+    assert_eq!(
+        net(spec::DOCKER_DEFAULT_BRIDGE, true).check(),
+        Err(PodNetworkError::InternalDefaultBridge)
+    );
+    for name in ["host", "none"] {
+        assert_eq!(
+            net(name, false).check(),
+            Err(PodNetworkError::NotABridge(name.into()))
+        );
+    }
+    assert_eq!(net("", false).check(), Err(PodNetworkError::Unnamed));
+}
