@@ -7,6 +7,7 @@ use std::sync::MutexGuard;
 use std::time::Duration;
 
 use serde_json::Value;
+use shoal_worker::exec::docker::spec::DOCKER_DEFAULT_BRIDGE;
 
 use crate::cmd::{run, try_run, Output};
 use crate::docker::{self, Container};
@@ -30,9 +31,6 @@ pub struct Node {
     _docker: MutexGuard<'static, ()>,
 }
 
-/// Docker's own default network.
-const DEFAULT_BRIDGE: &str = "bridge";
-
 impl Node {
     /// Takes the Docker lock, checks Docker, and runs `shoal init` (detached);
     /// panics with the daemon's log if init fails.
@@ -43,7 +41,7 @@ impl Node {
     /// As [`Node::start`], with Docker's default `bridge` as the pod network
     /// (not internal: a test on such a node must not talk to its pods).
     pub fn start_on_default_bridge() -> Node {
-        Node::start_on(Some(DEFAULT_BRIDGE))
+        Node::start_on(Some(DOCKER_DEFAULT_BRIDGE))
     }
 
     fn start_on(docker_network: Option<&str>) -> Node {
@@ -341,7 +339,7 @@ impl Drop for Node {
             }
         }
         // Docker's default bridge is shared: only this node's containers go.
-        let own_network = self.network != DEFAULT_BRIDGE;
+        let own_network = self.network != DOCKER_DEFAULT_BRIDGE;
         let mut filters = Vec::new();
         if own_network {
             filters.push(format!("network={}", self.network));

@@ -107,6 +107,7 @@ use shoal_proto::{ContainerSpec, CreateServiceRequest, PodState, ServiceSpec};
 use shoal_tests::cluster::{worker_node_id, SimCluster, SimSize};
 use shoal_tests::cmd::{describe, try_run};
 use shoal_tests::{Hosts, Node};
+use shoal_worker::exec::docker::spec::DOCKER_DEFAULT_BRIDGE;
 
 /// The service both systems run.
 const SERVICE: &str = "benchweb";
@@ -408,7 +409,7 @@ fn shoal_emergency_stop() {
         .env_remove("SHOAL_HOST");
     let _ = try_run(&mut c, CMD_TIMEOUT);
     remove_containers(SHOAL_LABEL);
-    if network != "bridge" {
+    if network != DOCKER_DEFAULT_BRIDGE {
         let _ = try_run(
             Command::new("docker").args(["network", "rm", &network]),
             CMD_TIMEOUT,
@@ -824,26 +825,33 @@ fn measure(sys: &Orchestrator, image: &str) -> Result<Rep, String> {
 }
 
 /// A check that is true once the engine runs exactly `n` containers of the
-/// service.
+/// service (stopped ones, kept as history, do not count).
 fn running_exactly(
     label: &'static str,
     n: usize,
 ) -> impl FnMut() -> Result<(bool, String), String> {
-    move || {
-        let filter = format!("label={label}={SERVICE}");
-        let out = poll_output(&mut docker(&["ps", "-q", "--filter", &filter]))?;
-        let running = out.split_whitespace().count();
-        Ok((running == n, format!("{running} running")))
-    }
+    containers_are(label, false, n)
 }
 
 /// A check that is true once no container of the service is left.
 fn gone(label: &'static str) -> impl FnMut() -> Result<(bool, String), String> {
+    containers_are(label, true, 0)
+}
+
+/// A check that is true once the engine has exactly `n` containers of the
+/// service: running ones, or with `all` any state.
+fn containers_are(
+    label: &'static str,
+    all: bool,
+    n: usize,
+) -> impl FnMut() -> Result<(bool, String), String> {
     move || {
         let filter = format!("label={label}={SERVICE}");
-        let out = poll_output(&mut docker(&["ps", "-aq", "--filter", &filter]))?;
-        let n = out.split_whitespace().count();
-        Ok((n == 0, format!("{n} containers left")))
+        let ps = if all { "-aq" } else { "-q" };
+        let out = poll_output(&mut docker(&["ps", ps, "--filter", &filter]))?;
+        let count = out.split_whitespace().count();
+        let what = if all { "containers left" } else { "running" };
+        Ok((count == n, format!("{count} {what}")))
     }
 }
 
