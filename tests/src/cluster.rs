@@ -373,6 +373,8 @@ pub struct SimCluster {
     pub managers: Vec<SimManager>,
     /// One per worker: cancelling it stops that worker's agent.
     agents: Vec<CancellationToken>,
+    /// One per worker: its agent's task (see [`SimCluster::crash_worker`]).
+    agent_tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
     /// Declared last: dropped after everything that runs on it.
     host: ManagerHost,
@@ -445,6 +447,7 @@ impl SimCluster {
             ca,
             managers,
             agents: Vec::new(),
+            agent_tasks: Vec::new(),
             shutdown,
             host,
         };
@@ -458,7 +461,8 @@ impl SimCluster {
                 let i = cluster.workers.len();
                 let exec = SimExecutor::new();
                 let stop = cluster.shutdown.child_token();
-                start_agent(&cluster.ca, i, node_id, &addrs, &exec, stop.clone());
+                let task = start_agent(&cluster.ca, i, node_id, &addrs, &exec, stop.clone());
+                cluster.agent_tasks.push(task);
                 if let Some(membership) = &membership {
                     SimMembership::lock(&membership.workers).push((node_id.clone(), stop.clone()));
                 }
@@ -499,6 +503,17 @@ impl SimCluster {
     /// that; with [`SimSize::membership`] it is no longer heard either).
     /// Its (simulated) containers stop with it.
     pub fn stop_worker(&self, i: usize) {
+        self.agents[i].cancel();
+    }
+
+    /// Worker `i`'s agent dies without a word, as when its process is
+    /// killed: no "stopping" heartbeat, its connection to the managers
+    /// closes under its session, and its pod tasks end with it. With
+    /// [`SimSize::membership`] the node is then not heard either, so the
+    /// dispatcher marks it Down after the closed session's grace
+    /// (`SESSION_CLOSED_GRACE_MS`) rather than the heartbeat expiry.
+    pub fn crash_worker(&self, i: usize) {
+        self.agent_tasks[i].abort();
         self.agents[i].cancel();
     }
 
@@ -584,7 +599,7 @@ fn start_agent(
     managers: &[String],
     exec: &SimExecutor,
     stop: CancellationToken,
-) {
+) -> tokio::task::JoinHandle<()> {
     let creds = ca
         .issue_credentials(
             &PeerIdentity::new(node_id, Role::Worker, CLUSTER_ID, 1).unwrap(),
@@ -607,5 +622,10 @@ fn start_agent(
         advertise_addr: format!("127.0.0.1:{}", 40000 + i),
         managers: managers.to_vec(),
     };
-    tokio::spawn(run_agent(config, links, Arc::new(exec.clone()), None, stop));
+    let agent = run_agent(config, links, Arc::new(exec.clone()), None, stop);
+    tokio::spawn(async move {
+        if let Err(e) = agent.await {
+            eprintln!("sim agent ended: {e:#}");
+        }
+    })
 }

@@ -79,12 +79,16 @@
 //!   one manager's cost;
 //! - raft_log_bytes: the leader's log file after convergence; snapshot_ms:
 //!   a snapshot built then on the leader, written and fsynced;
-//! - reschedule_s: the agents of 10% of the nodes stop (as when their hosts
-//!   die: heartbeats stop, the dispatcher marks them Down); from then until
-//!   P pods run on the other nodes.
+//! - reschedule_s: the agents of 10% of the nodes are killed
+//!   ([`SimCluster::crash_worker`]: no goodbye, their connections close);
+//!   from then until P pods run on the other nodes.
 //!
-//! Liveness comes from the dispatchers' heartbeat sessions alone (gossip
-//! does not reach these sizes). With more than one repetition, each runs in
+//! Liveness: the dispatchers' heartbeat sessions, and a membership hint
+//! ([`shoal_tests::cluster::SimMembership`]) standing in for gossip, which
+//! does not reach these sizes, through the same trait: a node whose
+//! heartbeats are late while it is heard is Disconnected, not Down, and a
+//! killed one (session closed, not heard) is Down after the closed
+//! session's grace (2.5 s) rather than the heartbeat expiry (5 s). With more than one repetition, each runs in
 //! a fresh child process (this program with `--reps 1`), so that each
 //! memory figure starts from a clean heap. It prints a line per
 //! repetition, then one JSON line of medians; `RUST_LOG=warn` adds the
@@ -3020,7 +3024,7 @@ async fn sim_measure(
     rep.snapshot_ms = t.elapsed().as_secs_f64() * 1000.0;
     rep.snapshot_bytes = dir_bytes(&raft_dir.join("snapshots"));
 
-    // Every tenth node dies: its agent stops, as with its host.
+    // Every tenth node dies: its agent is killed.
     let dead: HashSet<String> = (0..nodes)
         .filter(|i| i % SIM_KILL_ONE_IN == 0)
         .map(worker_node_id)
@@ -3031,7 +3035,7 @@ async fn sim_measure(
     });
     let t1 = Instant::now();
     for i in (0..nodes).filter(|i| i % SIM_KILL_ONE_IN == 0) {
-        cluster.stop_worker(i);
+        cluster.crash_worker(i);
     }
     let leader = cluster.leader().ok_or("no raft leader after the kill")?;
     let show_dead = |d: &StoreData| sim_progress(d, &dead);
