@@ -32,6 +32,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Request;
 
+use crate::heap;
+
 /// The sim cluster's id, in its CA and every certificate.
 const CLUSTER_ID: &str = "sim-cluster";
 
@@ -55,6 +57,8 @@ pub struct SimSize {
     /// the agents' ready tasks for longer than an election timeout. On
     /// their own runtime the managers' threads still share the cores with
     /// the agents', but the kernel shares them out by thread, not by task.
+    /// Their allocations are then counted for [`heap::Owner::Managers`]
+    /// (by a program that installs [`heap::OwnedHeap`]).
     pub manager_threads: usize,
     /// The managers' Raft clock (the daemon's by default).
     pub raft_timing: RaftTiming,
@@ -85,6 +89,9 @@ impl ManagerHost {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
                 .thread_name("sim-manager")
+                // Workers and blocking threads alike: what the managers
+                // allocate is counted for them (`crate::heap`).
+                .on_thread_start(|| heap::set_thread_owner(heap::Owner::Managers))
                 .enable_all()
                 .build()
                 .expect("the managers' runtime")
