@@ -102,7 +102,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -111,7 +111,7 @@ use shoal_manager::objects::observed;
 use shoal_manager::raft::RaftTiming;
 use shoal_manager::store::StoreData;
 use shoal_proto::control_server::Control;
-use shoal_proto::{ContainerSpec, CreateServiceRequest, PodState, ServiceSpec};
+use shoal_proto::{ContainerSpec, CreateServiceRequest, Pod, PodState, ServiceSpec};
 use shoal_tests::cluster::{worker_node_id, SimCluster, SimSize};
 use shoal_tests::cmd::{describe, try_run};
 use shoal_tests::heap::{self, HeapUse, OwnedHeap, Owner};
@@ -3013,8 +3013,16 @@ impl SimHeap {
         // A copy of the store holds what the store does: cloning a BTreeMap
         // copies its nodes as they are (as full), a HashMap its capacity,
         // a String its length (and the stored strings were decoded or
-        // cloned to their length). Dropped at once.
-        let (copy, store) = heap::counted(|| store.read(StoreData::clone));
+        // cloned to their length). The pods are shared (`Arc`) by a clone
+        // of the store, so each is copied into an `Arc` of its own, as the
+        // store holds it, less the vector that holds those. Dropped at once.
+        let (copy, mut store) = heap::counted(|| {
+            store.read(|d| {
+                let pods: Vec<Arc<Pod>> = d.pods.values().map(|p| Arc::new(p.clone())).collect();
+                (d.clone(), pods)
+            })
+        });
+        store.bytes -= (copy.1.capacity() * std::mem::size_of::<Arc<Pod>>()) as i64;
         drop(copy);
         SimHeap {
             managers: heap::live(Owner::Managers),
