@@ -1,9 +1,11 @@
 //! What a node is told: its pods (with their templates and the secrets and
 //! configs they use) and the endpoints of every service it must publish.
 
+use std::collections::{HashMap, HashSet};
+
 use shoal_proto::defaults::HEARTBEAT_PERIOD_MS;
 use shoal_proto::{
-    port_config::PublishMode, Assignment, Endpoint, FilePayload, GossipConfig, Node, NodeRole,
+    port_config::PublishMode, Assignment, Endpoint, FilePayload, GossipConfig, Node, NodeRole, Pod,
     PodTemplate, ServiceEndpoints, SessionMessage,
 };
 
@@ -55,25 +57,38 @@ fn payloads(
     (secrets, configs)
 }
 
-/// Marks of everything [`session_message`] reads for `node_id`: equal
-/// marks mean an equal message, so a session rebuilds its message only
-/// when they change (at thousands of nodes, rebuilding every session's
-/// message on every change of the store was the managers' main work).
-/// Pods on other nodes count only when a service publishes ingress ports,
-/// whose endpoints every node is sent; of the worker nodes, which the
-/// others' mark leaves out, only this node's role.
-pub fn session_inputs(data: &StoreData, node_id: &str) -> (u64, u64, u64, i32) {
+/// Marks of everything [`session_message`] reads for a node (see
+/// [`StoreData::pods_changed_on`]): equal marks mean an equal message, so a
+/// session rebuilds only when they change (at thousands of nodes,
+/// rebuilding every session's message on every change of the store was the
+/// managers' main work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionInputs {
+    /// The node's own pods (not their status).
+    pods: u64,
+    /// Everything but pods and worker nodes: templates, services, secrets,
+    /// configs, the managers, the gossip keyring.
+    others: u64,
+    /// Pods on every node, counted only while a service publishes ingress
+    /// ports, whose endpoints every node is sent; 0 otherwise.
+    ingress: u64,
+    /// The node's own role (of the worker nodes, only this one's is read).
+    role: i32,
+}
+
+/// The marks [`session_message`] depends on for `node_id`.
+pub fn session_inputs(data: &StoreData, node_id: &str) -> SessionInputs {
     let ingress = data.services.values().any(|s| {
         s.ports
             .iter()
             .any(|p| p.publish_mode() == PublishMode::Ingress)
     });
-    (
-        data.pods_changed_on(node_id),
-        data.others_changed(),
-        if ingress { data.pods_changed() } else { 0 },
-        node_role(data, node_id) as i32,
-    )
+    SessionInputs {
+        pods: data.pods_changed_on(node_id),
+        others: data.others_changed(),
+        ingress: if ingress { data.pods_changed() } else { 0 },
+        role: node_role(data, node_id) as i32,
+    }
 }
 
 /// The role a node is told it has.
@@ -84,40 +99,35 @@ fn node_role(data: &StoreData, node_id: &str) -> NodeRole {
         .map_or(NodeRole::Unspecified, |s| s.role())
 }
 
-/// The complete message for one node. Pods are sent without their observed
-/// status and meta, so status reports alone do not cause a resend.
-pub fn session_message(
-    data: &StoreData,
-    key: &ClusterKey,
-    node_id: &str,
-    session_id: &str,
-    epoch: u64,
-) -> SessionMessage {
-    let mut assignments: Vec<Assignment> = data
-        .pods_on_node(node_id)
-        .filter_map(|p| {
-            let template = data.replica_sets.get(&p.replica_set_id)?.template.clone();
-            let spec = data
-                .deployments
-                .get(&p.deployment_id)
-                .and_then(|d| d.spec.as_ref());
-            let service_name = spec.map_or_else(|| p.deployment_id.clone(), |s| s.name.clone());
-            let stack = spec.map(|s| s.stack.clone()).unwrap_or_default();
-            let mut pod = p.clone();
-            pod.status = None;
-            pod.meta = None;
-            let (secrets, configs) = payloads(data, key, &template);
-            Some(Assignment {
-                pod_name: pod_name(&service_name, p),
-                pod: Some(pod),
-                template,
-                service_name,
-                stack,
-                secrets,
-                configs,
-            })
-        })
-        .collect();
+/// What a node is sent of one pod: the pod without its observed status and
+/// meta (so status reports alone change nothing), its template and the
+/// files it uses. None when its replica set is gone.
+fn assignment(data: &StoreData, key: &ClusterKey, p: &Pod) -> Option<Assignment> {
+    let template = data.replica_sets.get(&p.replica_set_id)?.template.clone();
+    let spec = data
+        .deployments
+        .get(&p.deployment_id)
+        .and_then(|d| d.spec.as_ref());
+    let service_name = spec.map_or_else(|| p.deployment_id.clone(), |s| s.name.clone());
+    let stack = spec.map(|s| s.stack.clone()).unwrap_or_default();
+    let mut pod = p.clone();
+    pod.status = None;
+    pod.meta = None;
+    let (secrets, configs) = payloads(data, key, &template);
+    Some(Assignment {
+        pod_name: pod_name(&service_name, p),
+        pod: Some(pod),
+        template,
+        service_name,
+        stack,
+        secrets,
+        configs,
+    })
+}
+
+/// Sorts assignments by pod name, then id, so equal sets make equal
+/// messages.
+fn sort_assignments(assignments: &mut [Assignment]) {
     assignments.sort_by(|a, b| {
         a.pod_name.cmp(&b.pod_name).then(
             a.pod
@@ -126,7 +136,41 @@ pub fn session_message(
                 .cmp(&b.pod.as_ref().map(|p| &p.id)),
         )
     });
+}
 
+/// The complete message for one node.
+pub fn session_message(
+    data: &StoreData,
+    key: &ClusterKey,
+    node_id: &str,
+    session_id: &str,
+    epoch: u64,
+) -> SessionMessage {
+    SessionMessage {
+        assignments: all_assignments(data, key, node_id),
+        ..session_rest(data, key, node_id, session_id, epoch)
+    }
+}
+
+/// Every pod on the node, sorted.
+fn all_assignments(data: &StoreData, key: &ClusterKey, node_id: &str) -> Vec<Assignment> {
+    let mut assignments: Vec<Assignment> = data
+        .pods_on_node(node_id)
+        .filter_map(|p| assignment(data, key, p))
+        .collect();
+    sort_assignments(&mut assignments);
+    assignments
+}
+
+/// Everything a node's message holds but its assignments: small, and sent
+/// complete in every message.
+fn session_rest(
+    data: &StoreData,
+    key: &ClusterKey,
+    node_id: &str,
+    session_id: &str,
+    epoch: u64,
+) -> SessionMessage {
     let services = data
         .services
         .values()
@@ -164,11 +208,136 @@ pub fn session_message(
         session_id: session_id.to_string(),
         session_epoch: epoch,
         heartbeat_period_ms: HEARTBEAT_PERIOD_MS,
-        assignments,
+        assignments: vec![],
         services,
         managers: manager_addrs(data),
         gossip: gossip_config(data, key),
         role: node_role(data, node_id) as i32,
+        incremental: false,
+        removed_pod_ids: vec![],
+    }
+}
+
+/// One worker session's view of what its node was last sent, from which it
+/// makes the next message. The first message is complete. After it, a node
+/// that accepts incremental messages is sent only the pods whose change
+/// mark moved and the ids of those that left: at thousands of nodes every
+/// placement write reaches every node, and resending each node's whole
+/// list (and the node comparing all of it) made the fan-out grow with the
+/// square of the pods per node. A change to anything every assignment reads
+/// (a template, a service's name, a secret: the others' mark) or to the
+/// node's role sends the complete set again.
+pub struct SessionView {
+    node_id: String,
+    session_id: String,
+    epoch: u64,
+    /// The node asked for incremental messages.
+    incremental: bool,
+    /// The inputs of the last message; none before the first.
+    inputs: Option<SessionInputs>,
+    /// The pods sent, each with the change mark it was sent at.
+    sent: HashMap<String, u64>,
+    /// The last message's other fields (no assignments).
+    rest: SessionMessage,
+}
+
+impl SessionView {
+    pub fn new(node_id: &str, session_id: &str, epoch: u64, incremental: bool) -> SessionView {
+        SessionView {
+            node_id: node_id.to_string(),
+            session_id: session_id.to_string(),
+            epoch,
+            incremental,
+            inputs: None,
+            sent: HashMap::new(),
+            rest: SessionMessage::default(),
+        }
+    }
+
+    /// The node's next message, or none when nothing it is sent changed.
+    pub fn next(&mut self, data: &StoreData, key: &ClusterKey) -> Option<SessionMessage> {
+        let now = session_inputs(data, &self.node_id);
+        let before = self.inputs.replace(now);
+        if before == Some(now) {
+            return None;
+        }
+        let rest_moved = before
+            .is_none_or(|b| (b.others, b.ingress, b.role) != (now.others, now.ingress, now.role));
+        let rest_changed = rest_moved && {
+            let rest = session_rest(data, key, &self.node_id, &self.session_id, self.epoch);
+            let changed = rest != self.rest;
+            self.rest = rest;
+            changed
+        };
+        let complete = !self.incremental
+            || before.is_none_or(|b| b.others != now.others || b.role != now.role);
+        if complete {
+            self.sent = data
+                .pod_marks_on_node(&self.node_id)
+                .map(|(id, mark)| (id.clone(), mark))
+                .collect();
+            return Some(SessionMessage {
+                assignments: all_assignments(data, key, &self.node_id),
+                ..self.rest.clone()
+            });
+        }
+        let (assignments, removed_pod_ids) = if before.is_some_and(|b| b.pods == now.pods) {
+            (vec![], vec![])
+        } else {
+            self.changes(data, key)
+        };
+        if assignments.is_empty() && removed_pod_ids.is_empty() && !rest_changed {
+            return None;
+        }
+        Some(SessionMessage {
+            assignments,
+            removed_pod_ids,
+            incremental: true,
+            ..self.rest.clone()
+        })
+    }
+
+    /// The pods added or changed since the last message (built) and the
+    /// ids of those that left the node, sorted; records what is now sent.
+    fn changes(&mut self, data: &StoreData, key: &ClusterKey) -> (Vec<Assignment>, Vec<String>) {
+        let mut changed = Vec::new();
+        let (mut seen, mut added) = (0, 0);
+        for (id, mark) in data.pod_marks_on_node(&self.node_id) {
+            match self.sent.get_mut(id) {
+                Some(sent) => {
+                    seen += 1;
+                    if *sent == mark {
+                        continue;
+                    }
+                    *sent = mark;
+                }
+                None => {
+                    added += 1;
+                    self.sent.insert(id.clone(), mark);
+                }
+            }
+            if let Some(a) = data.pods.get(id).and_then(|p| assignment(data, key, p)) {
+                changed.push(a);
+            }
+        }
+        sort_assignments(&mut changed);
+        // Every sent pod still on the node was seen above; the others left.
+        let mut removed = Vec::new();
+        if self.sent.len() > seen + added {
+            let on_node: HashSet<&String> = data
+                .pod_marks_on_node(&self.node_id)
+                .map(|(id, _)| id)
+                .collect();
+            self.sent.retain(|id, _| {
+                let keep = on_node.contains(id);
+                if !keep {
+                    removed.push(id.clone());
+                }
+                keep
+            });
+            removed.sort();
+        }
+        (changed, removed)
     }
 }
 
@@ -401,5 +570,146 @@ mod tests {
         assert_ne!(inputs("a"), a);
         assert_eq!(message("a").role(), NodeRole::Manager);
         assert_ne!(inputs("b"), b, "a manager more: its address is sent to b");
+    }
+
+    #[test]
+    fn a_session_sends_what_changed_after_its_first_complete_message() {
+        use crate::proposer::batch;
+        use crate::store::{delete, put_forced, Store};
+        use shoal_proto::{Mutation, ObjectKind, PodStatus};
+
+        let key = ClusterKey::generate();
+        let store = Store::new();
+        let index = std::cell::Cell::new(0);
+        let write = |m: Vec<Mutation>| {
+            index.set(index.get() + 1);
+            store.apply(index.get(), &batch(m, false));
+        };
+        let pod = |id: &str, node: &str| Pod {
+            id: id.into(),
+            deployment_id: "db".into(),
+            replica_set_id: "db-1".into(),
+            slot: 1,
+            node_id: node.into(),
+            desired_state: PodState::Running as i32,
+            ..Default::default()
+        };
+        let replica_set = |secrets: &[&str]| ReplicaSet {
+            id: "db-1".into(),
+            deployment_id: "db".into(),
+            template: template(secrets, &[]),
+            ..Default::default()
+        };
+        let ids = |m: &SessionMessage| -> Vec<String> {
+            m.assignments
+                .iter()
+                .map(|a| a.pod.as_ref().unwrap().id.clone())
+                .collect()
+        };
+        write(vec![
+            put_forced(Deployment {
+                id: "db".into(),
+                spec: Some(DeploymentSpec {
+                    name: "db".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            put_forced(replica_set(&[])),
+            put_forced(node(
+                "m",
+                NodeRole::Manager,
+                "10.0.0.9:4242",
+                shoal_proto::NodeState::Ready,
+            )),
+            put_forced(pod("p1", "a")),
+        ]);
+        let mut view = SessionView::new("a", "s", 7, true);
+        let next = |view: &mut SessionView| store.read(|d| view.next(d, &key));
+
+        let first = next(&mut view).expect("a first message");
+        assert!(!first.incremental);
+        assert_eq!(ids(&first), ["p1"]);
+        assert_eq!((first.session_id.as_str(), first.session_epoch), ("s", 7));
+        assert_eq!(first.managers, ["10.0.0.9:4242"]);
+        assert!(next(&mut view).is_none(), "nothing changed");
+
+        // A pod added on a and one on b: a is sent its new one alone, with
+        // the other fields whole.
+        write(vec![put_forced(pod("p2", "a")), put_forced(pod("p3", "b"))]);
+        let m = next(&mut view).expect("p2 added");
+        assert!(m.incremental);
+        assert_eq!(ids(&m), ["p2"]);
+        assert!(m.removed_pod_ids.is_empty());
+        assert_eq!(m.managers, first.managers);
+
+        // A status report alone: nothing to send.
+        let mut reported = pod("p1", "a");
+        reported.status = Some(PodStatus {
+            state: PodState::Running as i32,
+            ..Default::default()
+        });
+        write(vec![put_forced(reported)]);
+        assert!(
+            next(&mut view).is_none(),
+            "a status report is not sent back"
+        );
+
+        // A change of what the node runs: that pod alone.
+        let mut stopping = pod("p2", "a");
+        stopping.desired_state = PodState::Shutdown as i32;
+        write(vec![put_forced(stopping)]);
+        let m = next(&mut view).expect("p2 stopping");
+        assert_eq!(ids(&m), ["p2"]);
+        assert_eq!(
+            m.assignments[0].pod.as_ref().unwrap().desired_state(),
+            PodState::Shutdown
+        );
+
+        // p1 moves to b and p2 is deleted: both leave a.
+        write(vec![
+            put_forced(pod("p1", "b")),
+            delete(ObjectKind::Pod, "p2", 0),
+        ]);
+        let m = next(&mut view).expect("p1 and p2 left");
+        assert!(m.incremental && m.assignments.is_empty());
+        assert_eq!(m.removed_pod_ids, ["p1", "p2"]);
+
+        // The template every assignment reads changes: the complete set.
+        write(vec![put_forced(pod("p4", "a")), put_forced(pod("p5", "a"))]);
+        next(&mut view).expect("p4 and p5 added");
+        write(vec![put_forced(replica_set(&["pw"]))]);
+        let m = next(&mut view).expect("the template changed");
+        assert!(!m.incremental);
+        assert_eq!(ids(&m), ["p4", "p5"]);
+        assert_eq!(
+            m.assignments[0]
+                .template
+                .as_ref()
+                .unwrap()
+                .container
+                .as_ref()
+                .unwrap()
+                .secrets[0]
+                .id,
+            "pw"
+        );
+
+        // A node that did not ask for increments is sent its whole set.
+        let mut whole = SessionView::new("a", "s", 7, false);
+        assert_eq!(ids(&next(&mut whole).unwrap()), ["p4", "p5"]);
+        write(vec![put_forced(pod("p6", "a"))]);
+        let m = next(&mut whole).expect("p6 added");
+        assert!(!m.incremental);
+        assert_eq!(ids(&m), ["p4", "p5", "p6"]);
+        // And both agree with the complete message built from scratch.
+        let incremental = next(&mut view).expect("p6 added");
+        assert_eq!(ids(&incremental), ["p6"]);
+        assert_eq!(
+            m.assignments,
+            store
+                .read(|d| session_message(d, &key, "a", "s", 7))
+                .assignments
+        );
     }
 }

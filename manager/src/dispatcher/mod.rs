@@ -36,7 +36,7 @@ use crate::objects::{node_ready, touch, version};
 use crate::proposer::{all_applied, batch, Proposer};
 use crate::store::{put, Store};
 
-pub use assignments::{manager_addrs, session_inputs, session_message};
+pub use assignments::{manager_addrs, session_inputs, session_message, SessionView};
 pub use liveness::{verdict, LivenessHint, Signs, Verdict};
 
 /// A node's last heartbeat on this manager, the gossip keyring version it
@@ -504,12 +504,12 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
         let node_id = req.node_id.clone();
+        let incremental = req.incremental;
         let key = self.key.clone();
         let this = self.clone();
         tokio::spawn(async move {
             let mut changes = store.subscribe();
-            let mut last: Option<SessionMessage> = None;
-            let mut inputs = None;
+            let mut view = SessionView::new(&node_id, &session_id, epoch, incremental);
             let mut leadership = tokio::time::interval(Duration::from_millis(HEARTBEAT_PERIOD_MS));
             // Whether the node's side closed the stream (rather than this
             // manager ending it): a sign its process or host is gone.
@@ -517,19 +517,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             let mut lost_reports = this.status.lost_reports();
             loop {
                 changes.borrow_and_update();
-                let msg = store.read(|d| {
-                    let now = Some(session_inputs(d, &node_id));
-                    (inputs != now).then(|| {
-                        inputs = now;
-                        session_message(d, &key, &node_id, &session_id, epoch)
-                    })
-                });
-                if let Some(msg) = msg.filter(|m| last.as_ref() != Some(m)) {
-                    if tx.send(Ok(msg.clone())).await.is_err() {
+                if let Some(msg) = store.read(|d| view.next(d, &key)) {
+                    if tx.send(Ok(msg)).await.is_err() {
                         node_closed = true;
                         break;
                     }
-                    last = Some(msg);
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

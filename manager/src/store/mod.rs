@@ -9,7 +9,7 @@
 mod mutate;
 mod pods;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -46,8 +46,10 @@ pub struct StoreData {
     pub configs: BTreeMap<String, Config>,
     /// Raft log index of the last batch applied.
     pub last_applied: u64,
-    /// Ids of the pods placed on each node (those with a `node_id`).
-    pods_by_node: BTreeMap<String, BTreeSet<String>>,
+    /// Ids of the pods placed on each node (those with a `node_id`), each
+    /// with the change mark of its last change on that node (see
+    /// [`StoreData::pod_marks_on_node`]).
+    pods_by_node: BTreeMap<String, BTreeMap<String, u64>>,
     /// Change marks (see [`StoreData::pods_changed_on`]): a count of
     /// writes and removals, never reset (a restore goes on from it), and
     /// its value at the last change of each kind.
@@ -145,7 +147,23 @@ impl StoreData {
             .get(node_id)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.pods.get(id))
+            .filter_map(|(id, _)| self.pods.get(id))
+    }
+
+    /// The ids of the pods placed on `node_id`, each with the mark of its
+    /// last change that its node is sent (as [`StoreData::pods_changed_on`]
+    /// counts them: not its status or meta). A reader that remembers the
+    /// marks it saw learns which pods were added, changed or removed since,
+    /// without comparing the pods (a worker session sends only those).
+    pub fn pod_marks_on_node<'a>(
+        &'a self,
+        node_id: &str,
+    ) -> impl Iterator<Item = (&'a String, u64)> + 'a {
+        self.pods_by_node
+            .get(node_id)
+            .into_iter()
+            .flatten()
+            .map(|(id, mark)| (id, *mark))
     }
 
     /// A mark of the last change to a pod placed on `node_id` (written,
@@ -204,11 +222,15 @@ impl StoreData {
             self.unindex_pod(&old, &pod.id);
         }
         self.pod_changed_on(&pod.node_id, assignment_changed);
-        if moved && !pod.node_id.is_empty() {
-            self.pods_by_node
-                .entry(pod.node_id.clone())
-                .or_default()
-                .insert(pod.id.clone());
+        if (moved || assignment_changed) && !pod.node_id.is_empty() {
+            let mark = self.writes;
+            let marks = self.pods_by_node.entry(pod.node_id.clone()).or_default();
+            match marks.get_mut(&pod.id) {
+                Some(m) => *m = mark,
+                None => {
+                    marks.insert(pod.id.clone(), mark);
+                }
+            }
         }
         self.pods.insert(pod);
     }

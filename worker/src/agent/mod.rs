@@ -336,6 +336,7 @@ impl Agent {
                 .as_ref()
                 .map(|g| g.advertise_addr())
                 .unwrap_or_default(),
+            incremental: true,
         }
     }
 
@@ -345,7 +346,12 @@ impl Agent {
             services = message.services.len(),
             "session message"
         );
-        self.pods.apply(message.assignments);
+        if message.incremental {
+            self.pods
+                .apply_changes(message.assignments, message.removed_pod_ids);
+        } else {
+            self.pods.apply(message.assignments);
+        }
         if let Some(ingress) = &self.ingress {
             ingress.update(&message.services);
         }

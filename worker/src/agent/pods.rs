@@ -64,13 +64,15 @@ impl Slots {
             });
     }
 
-    /// Makes the entries match the assignment set, keeping what the tasks
-    /// recorded (finished).
-    fn update(&self, wanted: &HashMap<String, Assignment>) {
+    /// Records the pods added or changed (`changed`) and forgets those that
+    /// left (`removed`), keeping what the tasks recorded (finished).
+    fn update(&self, changed: &HashMap<String, Assignment>, removed: &[String]) {
         self.0.send_if_modified(|entries| {
             let before = entries.clone();
-            entries.retain(|id, _| wanted.contains_key(id));
-            for (id, a) in wanted {
+            for id in removed {
+                entries.remove(id);
+            }
+            for (id, a) in changed {
                 let Some(pod) = a.pod.as_ref() else { continue };
                 let key = (pod.deployment_id.clone(), pod.slot);
                 let stopping = pod.desired_state() >= PodState::Shutdown;
@@ -89,6 +91,20 @@ impl Slots {
             *entries != before
         });
     }
+}
+
+/// Assignments by pod id; one without a pod id is logged and left out.
+fn by_id(assignments: Vec<Assignment>) -> HashMap<String, Assignment> {
+    let mut wanted = HashMap::with_capacity(assignments.len());
+    for a in assignments {
+        match a.pod.as_ref().map(|p| p.id.clone()) {
+            Some(id) if !id.is_empty() => {
+                wanted.insert(id, a);
+            }
+            _ => warn!(pod_name = %a.pod_name, "ignoring an assignment without a pod id"),
+        }
+    }
+    wanted
 }
 
 struct PodTask {
@@ -126,27 +142,34 @@ impl PodSet {
     /// pods that left (their containers are removed by the agent's orphan
     /// sweep).
     pub fn apply(&mut self, assignments: Vec<Assignment>) {
-        let mut wanted: HashMap<String, Assignment> = HashMap::new();
-        for a in assignments {
-            match a.pod.as_ref().map(|p| p.id.clone()) {
-                Some(id) if !id.is_empty() => {
-                    wanted.insert(id, a);
-                }
-                _ => warn!(pod_name = %a.pod_name, "ignoring an assignment without a pod id"),
-            }
-        }
+        let wanted = by_id(assignments);
+        let left: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|id| !wanted.contains_key(*id))
+            .cloned()
+            .collect();
+        self.change(wanted, left);
+    }
+
+    /// Applies an incremental message: `assignments` are the pods added or
+    /// changed, `removed` the ids of those no longer wanted; every other
+    /// pod keeps its assignment.
+    pub fn apply_changes(&mut self, assignments: Vec<Assignment>, removed: Vec<String>) {
+        self.change(by_id(assignments), removed);
+    }
+
+    fn change(&mut self, changed: HashMap<String, Assignment>, removed: Vec<String>) {
         // Before any task sees its new assignment, so a replacement never
         // misses the old pod's shutdown that came in the same message.
-        self.slots.update(&wanted);
-        self.pods.retain(|id, task| {
-            let keep = wanted.contains_key(id);
-            if !keep {
+        self.slots.update(&changed, &removed);
+        for id in &removed {
+            if let Some(task) = self.pods.remove(id) {
                 debug!(pod = %id, "pod left the assignment set");
                 task.stop.cancel();
             }
-            keep
-        });
-        for (id, assignment) in wanted {
+        }
+        for (id, assignment) in changed {
             match self.pods.get(&id) {
                 Some(task) => {
                     task.assignment.send_if_modified(|current| {
@@ -298,7 +321,7 @@ mod tests {
             assignment("new", 1, PodState::Running),
             assignment("other", 2, PodState::Running),
         ]);
-        slots.update(&set);
+        slots.update(&set, &[]);
         assert!(slots.held("new"));
         assert!(!slots.held("old"), "the pod being stopped is not held");
         assert!(!slots.held("other"), "another slot is not held");
@@ -306,7 +329,7 @@ mod tests {
         slots.finished("old");
         assert!(!slots.held("new"));
         // A later message keeps what the tasks recorded.
-        slots.update(&set);
+        slots.update(&set, &[]);
         assert!(!slots.held("new"));
     }
 
@@ -314,10 +337,13 @@ mod tests {
     fn a_pod_is_not_held_by_a_running_pod_of_its_slot() {
         // Start-first: the old pod keeps running until the new one is ready.
         let slots = Slots::default();
-        slots.update(&HashMap::from([
-            assignment("old", 1, PodState::Running),
-            assignment("new", 1, PodState::Running),
-        ]));
+        slots.update(
+            &HashMap::from([
+                assignment("old", 1, PodState::Running),
+                assignment("new", 1, PodState::Running),
+            ]),
+            &[],
+        );
         assert!(!slots.held("new"));
     }
 
@@ -363,12 +389,57 @@ mod tests {
     #[test]
     fn a_pod_that_left_the_set_holds_nothing() {
         let slots = Slots::default();
-        slots.update(&HashMap::from([
-            assignment("old", 1, PodState::Shutdown),
-            assignment("new", 1, PodState::Running),
-        ]));
+        slots.update(
+            &HashMap::from([
+                assignment("old", 1, PodState::Shutdown),
+                assignment("new", 1, PodState::Running),
+            ]),
+            &[],
+        );
         assert!(slots.held("new"));
-        slots.update(&HashMap::from([assignment("new", 1, PodState::Running)]));
+        slots.update(&HashMap::new(), &["old".to_string()]);
         assert!(!slots.held("new"));
+    }
+
+    #[tokio::test]
+    async fn an_incremental_message_changes_only_the_pods_it_names() {
+        let (tx, _reports) = mpsc::unbounded_channel();
+        let executor: Arc<dyn Executor> = Arc::new(crate::exec::sim::SimExecutor::new());
+        let shutdown = CancellationToken::new();
+        let mut set = PodSet::new(executor, tx, shutdown.clone());
+        let ids = |set: &PodSet| {
+            let mut ids: Vec<String> = set.ids().into_iter().collect();
+            ids.sort();
+            ids
+        };
+        set.apply(vec![
+            assignment("p1", 1, PodState::Running).1,
+            assignment("p2", 2, PodState::Running).1,
+        ]);
+        set.apply_changes(vec![assignment("p3", 3, PodState::Running).1], vec![]);
+        assert_eq!(
+            ids(&set),
+            ["p1", "p2", "p3"],
+            "an addition keeps the others"
+        );
+        set.apply_changes(vec![], vec!["p1".into(), "gone".into()]);
+        assert_eq!(
+            ids(&set),
+            ["p2", "p3"],
+            "a removal takes only what it names"
+        );
+        let (_, mut stopping) = assignment("p2", 2, PodState::Shutdown);
+        stopping.pod_name = "web.2".into();
+        set.apply_changes(vec![stopping.clone()], vec![]);
+        assert_eq!(
+            *set.pods["p2"].assignment.borrow(),
+            stopping,
+            "a change reaches its task"
+        );
+        // A complete message again: what it leaves out leaves.
+        set.apply(vec![assignment("p3", 3, PodState::Running).1]);
+        assert_eq!(ids(&set), ["p3"]);
+        set.stop_all().await;
+        shutdown.cancel();
     }
 }

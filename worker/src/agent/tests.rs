@@ -55,6 +55,7 @@ impl Dispatcher for FakeDispatcher {
                     managers: Vec::new(),
                     role: 0,
                     gossip: None,
+                    ..Default::default()
                 })
             })
         });
