@@ -2727,6 +2727,10 @@ struct SimRep {
     moved_pods: usize,
     rss_before_kib: u64,
     rss_after_kib: u64,
+    /// VmRSS once the system allocator returned the free memory it holds
+    /// to the kernel ([`release_free_heap`]), right after `rss_after_kib`:
+    /// the difference is freed memory malloc kept, not live data.
+    rss_trimmed_kib: u64,
     manager_bytes_per_pod: f64,
     /// Heap bytes the managers' threads hold, after - before, per manager
     /// and pod ([`shoal_tests::heap`]).
@@ -2753,7 +2757,7 @@ impl SimRep {
     fn line(&self) -> String {
         format!(
             "setup {:.1} s, placed {:.2} s ({:.0} placements/s), converged {:.2} s, \
-             reschedule of {} pods {:.2} s, RSS {:.1} -> {:.1} MiB ({:.0} B/pod), \
+             reschedule of {} pods {:.2} s, RSS {:.1} -> {:.1} MiB ({:.0} B/pod; {:.1} MiB once malloc trimmed), \
              heap per pod: {:.0} B ({:.1} allocations) per manager, of which the store {:.0} B, \
              others {:.0} B, raft log {:.1} MiB at index {}, snapshot {:.0} ms ({:.1} MiB)",
             self.setup_s,
@@ -2765,6 +2769,7 @@ impl SimRep {
             mib(self.rss_before_kib),
             mib(self.rss_after_kib),
             self.manager_bytes_per_pod,
+            mib(self.rss_trimmed_kib),
             self.manager_heap_bytes_per_pod,
             self.manager_heap_allocs_per_pod,
             self.store_bytes_per_pod,
@@ -2784,6 +2789,7 @@ impl SimRep {
             "placements_per_s": self.placements_per_s, "converge_s": self.converge_s,
             "reschedule_s": self.reschedule_s, "moved_pods": self.moved_pods,
             "rss_before_kib": self.rss_before_kib, "rss_after_kib": self.rss_after_kib,
+            "rss_trimmed_kib": self.rss_trimmed_kib,
             "manager_bytes_per_pod": self.manager_bytes_per_pod,
             "manager_heap_bytes_per_pod": self.manager_heap_bytes_per_pod,
             "manager_heap_allocs_per_pod": self.manager_heap_allocs_per_pod,
@@ -2807,6 +2813,7 @@ impl SimRep {
             moved_pods: n("moved_pods")? as usize,
             rss_before_kib: n("rss_before_kib")?,
             rss_after_kib: n("rss_after_kib")?,
+            rss_trimmed_kib: n("rss_trimmed_kib")?,
             manager_bytes_per_pod: f("manager_bytes_per_pod")?,
             manager_heap_bytes_per_pod: f("manager_heap_bytes_per_pod")?,
             manager_heap_allocs_per_pod: f("manager_heap_allocs_per_pod")?,
@@ -2979,6 +2986,21 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Asks glibc's malloc to give the free memory it holds (in every arena)
+/// back to the kernel, so that the resident set shows what is live. Only
+/// for the memory figures: `manager_bytes_per_pod` is read before it.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            /// glibc: returns 1 if memory was released.
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: malloc_trim only walks glibc's own arenas.
+        unsafe { malloc_trim(0) };
+    }
+}
+
 fn self_rss() -> u64 {
     rss_kib(std::process::id()).unwrap_or(0)
 }
@@ -3108,6 +3130,8 @@ async fn sim_measure(
     rep.manager_bytes_per_pod =
         (rep.rss_after_kib.saturating_sub(rep.rss_before_kib) * 1024) as f64 / pods as f64;
     SimHeap::now(&store).report(&heap_before, managers, pods, rep);
+    release_free_heap();
+    rep.rss_trimmed_kib = self_rss();
     let raft_dir = leader.data_dir().join("raft");
     rep.raft_log_bytes = file_bytes(&raft_dir.join("log.redb"));
     rep.raft_index = leader.raft.last_applied();
@@ -3316,6 +3340,7 @@ mod tests {
             moved_pods: 2000,
             rss_before_kib: 100,
             rss_after_kib: 300,
+            rss_trimmed_kib: 250,
             manager_bytes_per_pod: 10.24,
             manager_heap_bytes_per_pod: 1900.5,
             manager_heap_allocs_per_pod: 12.25,
