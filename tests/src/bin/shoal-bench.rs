@@ -182,8 +182,9 @@ fn usage() -> ! {
          \x20       worker's node -> its replicas running on the other two (default 3 repetitions)\n\
          sim     shoal alone in this process, no Docker: 3 managers on Raft and N simulated\n\
          \x20       workers (default 1000) running P pods (default 20000): placements/s,\n\
-         \x20       convergence, memory per pod, Raft log and snapshot, rescheduling after 10% of\n\
-         \x20       the nodes die; one JSON line of medians (default 3 repetitions)\n\n\
+         \x20       convergence, memory per pod (the process's RSS, one manager's counted heap),\n\
+         \x20       Raft log and snapshot, rescheduling after 10% of the nodes die; one JSON line\n\
+         \x20       of medians (default 3 repetitions)\n\n\
          Run it from a release build: cargo run --release -p shoal-tests --bin shoal-bench -- swarm"
     );
     std::process::exit(2)
