@@ -39,8 +39,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// or four AppendEntries calls of at most 1 MiB); older pages come from
 /// the file (and the kernel's page cache). At 16 MiB the cache held 10-12
 /// MiB of log pages per manager after a 20,000-pod service converged, about
-/// 550 bytes per pod of each manager's heap (`shoal-bench sim`,
-/// docs/BENCHMARKS.md "Manager memory per pod").
+/// 520 bytes per pod of each manager's heap (`shoal-bench sim`,
+/// docs/BENCHMARKS.md "Manager memory per pod, counted").
 const LOG_CACHE_BYTES: usize = 4 << 20;
 
 const KEY_VOTE: &str = "vote";

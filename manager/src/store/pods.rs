@@ -7,8 +7,8 @@
 //! Here the tree holds only a pointer to a shared pod, ordered and looked
 //! up by the pod's own id: a store held 549 bytes per running pod instead
 //! of 725 (`shoal-bench sim`, 1000 nodes and 20,000 pods; docs/BENCHMARKS.md
-//! "Manager memory per pod"), and cloning the collection (or a pod's `Arc`)
-//! copies no pod.
+//! "Manager memory per pod, counted"), and cloning the collection (or a
+//! pod's `Arc`) copies no pod.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
