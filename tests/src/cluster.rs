@@ -5,8 +5,9 @@
 //! dispatcher protocol with the in-memory `sim` executor. Tests drive it
 //! through the Control API and read the store directly.
 
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::BoxStream;
@@ -14,7 +15,7 @@ use futures::StreamExt;
 use shoal_manager::ca::authz::{AuthzLayer, Policy};
 use shoal_manager::ca::{tls, Ca, PeerIdentity, Role};
 use shoal_manager::controlapi::{ControlApi, LocalNode, LogSource};
-use shoal_manager::dispatcher::Dispatcher;
+use shoal_manager::dispatcher::{Dispatcher, LivenessHint};
 use shoal_manager::enrollment::StoreView;
 use shoal_manager::keys::ClusterKey;
 use shoal_manager::proposer::{all_applied, batch, Proposer};
@@ -23,7 +24,8 @@ use shoal_manager::store::put;
 use shoal_manager::store::{Store, StoreData};
 use shoal_proto::control_server::Control;
 use shoal_proto::{
-    Cluster, CreateServiceRequest, GetServiceRequest, LogLine, Node, NodeAvailability, NodeRole,
+    Cluster, CreateServiceRequest, GetServiceRequest, GossipInfo, LogLine, Node, NodeAvailability,
+    NodeRole,
     NodeSpec, NodeState, NodeStatus, ServiceSpec, ServiceView, UpdateServiceRequest,
 };
 use shoal_worker::agent::{run_agent, AgentConfig, AgentLinks};
@@ -62,6 +64,9 @@ pub struct SimSize {
     pub manager_threads: usize,
     /// The managers' Raft clock (the daemon's by default).
     pub raft_timing: RaftTiming,
+    /// Feed the dispatchers [`SimMembership`] as their gossip hint (off by
+    /// default: heartbeats alone decide, as with no gossip).
+    pub membership: bool,
 }
 
 impl SimSize {
@@ -73,6 +78,7 @@ impl SimSize {
             workers,
             manager_threads: 0,
             raft_timing: RaftTiming::default(),
+            membership: false,
         }
     }
 }
@@ -202,6 +208,51 @@ impl LogSource for NoLogs {
     }
 }
 
+/// The sim's membership layer: what gossip would tell the managers if it
+/// carried any number of nodes (chitchat stops near a thousand, see
+/// docs/GOSSIP.md): every node whose agent runs is heard, a stopped one is
+/// not. Fed to the dispatchers through the same trait as the daemon's
+/// gossip, so the node monitor applies the same rules (DESIGN.md §5): a
+/// node whose heartbeats stop while it is heard is Disconnected, not Down.
+#[derive(Default)]
+pub struct SimMembership {
+    /// Each worker's node id and the token that stops its agent.
+    workers: Mutex<Vec<(String, CancellationToken)>>,
+    /// The managers' node ids: they run as long as the cluster does.
+    managers: Mutex<Vec<String>>,
+}
+
+impl SimMembership {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl LivenessHint for SimMembership {
+    fn live_nodes(&self) -> Option<BTreeSet<String>> {
+        let mut live: BTreeSet<String> = Self::lock(&self.managers).iter().cloned().collect();
+        live.extend(
+            Self::lock(&self.workers)
+                .iter()
+                .filter(|(_, stop)| !stop.is_cancelled())
+                .map(|(id, _)| id.clone()),
+        );
+        Some(live)
+    }
+
+    fn capacity(&self) -> usize {
+        usize::MAX
+    }
+
+    fn info(&self) -> GossipInfo {
+        GossipInfo {
+            running: true,
+            live_nodes: self.live_nodes().unwrap_or_default().into_iter().collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// One manager of a [`SimCluster`]: its own store, Raft log (in its own
 /// temp dir), dispatcher and leader-side controllers, served on its own
 /// loopback port.
@@ -227,6 +278,7 @@ impl SimManager {
         key: ClusterKey,
         shutdown: CancellationToken,
         timing: RaftTiming,
+        membership: Option<Arc<SimMembership>>,
     ) -> SimManager {
         let dir = tempfile::tempdir().expect("temp dir");
         let tcp = TcpListener::bind("127.0.0.1:0")
@@ -258,12 +310,16 @@ impl SimManager {
         // is replicated here, a joining manager trusts its peers'
         // certificates (as the daemon's does).
         let proposer: Arc<dyn Proposer> = Arc::new(raft.clone());
-        let dispatcher = Dispatcher::new(
+        let mut dispatcher = Dispatcher::new(
             store.clone(),
             proposer.clone(),
             key.clone(),
             shutdown.child_token(),
         );
+        if let Some(membership) = membership {
+            Self::lock_managers(&membership).push(manager_node_id(raft_id));
+            dispatcher = dispatcher.with_liveness(membership);
+        }
         let view =
             Arc::new(StoreView::new(store.clone(), proposer).until_replicated(CLUSTER_ID, 1));
         let server = tonic::transport::Server::builder()
@@ -298,6 +354,10 @@ impl SimManager {
             api,
             dir,
         }
+    }
+
+    fn lock_managers(membership: &SimMembership) -> std::sync::MutexGuard<'_, Vec<String>> {
+        SimMembership::lock(&membership.managers)
     }
 
     /// The manager's data directory (Raft's files are under `raft/`).
@@ -345,6 +405,7 @@ impl SimCluster {
         // One key for the control API (seals) and the dispatchers (open).
         let key = ClusterKey::generate();
         let host = ManagerHost::start(size.manager_threads);
+        let membership = size.membership.then(Arc::<SimMembership>::default);
         let mut managers = Vec::new();
         for raft_id in 1..=size.managers {
             let start = SimManager::start(
@@ -353,6 +414,7 @@ impl SimCluster {
                 key.clone(),
                 shutdown.clone(),
                 size.raft_timing,
+                membership.clone(),
             );
             managers.push(host.run(start).await);
         }
@@ -404,6 +466,9 @@ impl SimCluster {
                 let exec = SimExecutor::new();
                 let stop = cluster.shutdown.child_token();
                 start_agent(&cluster.ca, i, node_id, &addrs, &exec, stop.clone());
+                if let Some(membership) = &membership {
+                    SimMembership::lock(&membership.workers).push((node_id.clone(), stop.clone()));
+                }
                 cluster.workers.push(exec);
                 cluster.agents.push(stop);
             }
@@ -437,9 +502,9 @@ impl SimCluster {
 
     /// Stops worker `i`'s agent: its heartbeats and session end, and the
     /// dispatcher marks the node Down once it misses enough heartbeats (the
-    /// agent says it is stopping, and sim clusters run no gossip, so the
-    /// closed session does not shorten that). Its (simulated) containers
-    /// stop with it.
+    /// agent says it is stopping, so the closed session does not shorten
+    /// that; with [`SimSize::membership`] it is no longer heard either).
+    /// Its (simulated) containers stop with it.
     pub fn stop_worker(&self, i: usize) {
         self.agents[i].cancel();
     }

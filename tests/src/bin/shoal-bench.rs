@@ -2710,9 +2710,12 @@ fn sim_converge_timeout(pods: usize) -> Duration {
 }
 const SIM_RESCHEDULE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Shortest time between two reads of a wait's condition: each reads every
-/// pod under the store's read lock (milliseconds at 100,000 pods), and the
-/// store changes hundreds of times a second; the figures are seconds.
+/// pod (milliseconds at 100,000 pods, as a long read the Raft apply waits
+/// for rather than queueing on the lock), and the store changes hundreds of
+/// times a second; the figures are seconds.
 const SIM_WAIT_POLL: Duration = Duration::from_millis(10);
+/// How often a wait prints where it is (stderr).
+const SIM_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// What one repetition of `sim` measured.
 #[derive(Debug, Clone, Default)]
@@ -2958,15 +2961,22 @@ async fn sim_wait(
 ) -> Result<Instant, String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut changes = store.subscribe();
+    // Progress on stderr now and then, so a long or stuck run shows where
+    // it is (the counts scan every pod: not on every change).
+    let mut progress = tokio::time::Instant::now() + SIM_PROGRESS_EVERY;
     loop {
         changes.borrow_and_update();
-        if store.read(&mut done) {
+        if store.read_long(&mut done) {
             return Ok(Instant::now());
+        }
+        if tokio::time::Instant::now() >= progress {
+            eprintln!("shoal-bench sim: waiting for {what}: {}", store.read_long(&show));
+            progress += SIM_PROGRESS_EVERY;
         }
         tokio::time::sleep(SIM_WAIT_POLL).await;
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
-                return Err(format!("timed out after {timeout:?} waiting for {what} ({})", store.read(&show)));
+                return Err(format!("timed out after {timeout:?} waiting for {what} ({})", store.read_long(&show)));
             }
             r = changes.changed() => if r.is_err() {
                 return Err(format!("the store closed while waiting for {what}"));
@@ -3015,6 +3025,7 @@ async fn sim_rep(setup: SimSetup) -> Result<SimRep, String> {
         workers: setup.nodes,
         manager_threads: SIM_MANAGER_THREADS,
         raft_timing: SIM_RAFT_TIMING,
+        membership: true,
     })
     .await;
     rep.setup_s = secs(started.elapsed());
