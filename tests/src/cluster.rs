@@ -25,8 +25,7 @@ use shoal_manager::store::{Store, StoreData};
 use shoal_proto::control_server::Control;
 use shoal_proto::{
     Cluster, CreateServiceRequest, GetServiceRequest, GossipInfo, LogLine, Node, NodeAvailability,
-    NodeRole,
-    NodeSpec, NodeState, NodeStatus, ServiceSpec, ServiceView, UpdateServiceRequest,
+    NodeRole, NodeSpec, NodeState, NodeStatus, ServiceSpec, ServiceView, UpdateServiceRequest,
 };
 use shoal_worker::agent::{run_agent, AgentConfig, AgentLinks};
 use shoal_worker::exec::sim::SimExecutor;

@@ -2970,7 +2970,10 @@ async fn sim_wait(
             return Ok(Instant::now());
         }
         if tokio::time::Instant::now() >= progress {
-            eprintln!("shoal-bench sim: waiting for {what}: {}", store.read_long(&show));
+            eprintln!(
+                "shoal-bench sim: waiting for {what}: {}",
+                store.read_long(&show)
+            );
             progress += SIM_PROGRESS_EVERY;
         }
         tokio::time::sleep(SIM_WAIT_POLL).await;
