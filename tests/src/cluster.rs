@@ -25,14 +25,15 @@ use shoal_manager::store::{Store, StoreData};
 use shoal_proto::control_server::Control;
 use shoal_proto::{
     Cluster, CreateServiceRequest, GetServiceRequest, GossipInfo, LogLine, Node, NodeAvailability,
-    NodeRole,
-    NodeSpec, NodeState, NodeStatus, ServiceSpec, ServiceView, UpdateServiceRequest,
+    NodeRole, NodeSpec, NodeState, NodeStatus, ServiceSpec, ServiceView, UpdateServiceRequest,
 };
 use shoal_worker::agent::{run_agent, AgentConfig, AgentLinks};
 use shoal_worker::exec::sim::SimExecutor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Request;
+
+use crate::heap;
 
 /// The sim cluster's id, in its CA and every certificate.
 const CLUSTER_ID: &str = "sim-cluster";
@@ -57,6 +58,8 @@ pub struct SimSize {
     /// the agents' ready tasks for longer than an election timeout. On
     /// their own runtime the managers' threads still share the cores with
     /// the agents', but the kernel shares them out by thread, not by task.
+    /// Their allocations are then counted for [`heap::Owner::Managers`]
+    /// (by a program that installs [`heap::OwnedHeap`]).
     pub manager_threads: usize,
     /// The managers' Raft clock (the daemon's by default).
     pub raft_timing: RaftTiming,
@@ -91,6 +94,9 @@ impl ManagerHost {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
                 .thread_name("sim-manager")
+                // Workers and blocking threads alike: what the managers
+                // allocate is counted for them (`crate::heap`).
+                .on_thread_start(|| heap::set_thread_owner(heap::Owner::Managers))
                 .enable_all()
                 .build()
                 .expect("the managers' runtime")

@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod cmd;
 pub mod docker;
+pub mod heap;
 pub mod hosts;
 pub mod http;
 pub mod images;

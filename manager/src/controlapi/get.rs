@@ -172,7 +172,7 @@ mod tests {
             pod("c", "r1", PodState::Running, PodState::Running),
             pod("h", "r1", PodState::Shutdown, PodState::Shutdown),
         ] {
-            d.pods.insert(p.id.clone(), p);
+            d.put_pod(p);
         }
         d
     }

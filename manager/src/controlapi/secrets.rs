@@ -634,15 +634,12 @@ mod tests {
             },
         );
         assert!(users::<Secret>(&d, "s1").is_empty(), "no pod of r1 yet");
-        d.pods.insert(
-            "p1".into(),
-            Pod {
-                id: "p1".into(),
-                deployment_id: "d1".into(),
-                replica_set_id: "r1".into(),
-                ..Default::default()
-            },
-        );
+        d.put_pod(Pod {
+            id: "p1".into(),
+            deployment_id: "d1".into(),
+            replica_set_id: "r1".into(),
+            ..Default::default()
+        });
         assert_eq!(users::<Secret>(&d, "s1"), vec!["web"]);
 
         // The service was removed; its pods are still stopping.
@@ -656,7 +653,7 @@ mod tests {
             err.message(),
             "secret pw is in use by services web, api: remove them or update them to stop using it first"
         );
-        d.pods.clear();
+        d.remove_pod("p1");
         assert!(users::<Secret>(&d, "s1").is_empty());
         assert!(check_present(&d, template(&["s1"]).as_ref()).is_ok());
         d.secrets.clear();

@@ -34,9 +34,14 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// (1 GiB) keeps every page written in memory, until the log is a
 /// manager's largest cost per pod: a 20,000-pod service wrote 25-75 MiB
 /// of log, all of it held in each manager's memory. Replication and
-/// recovery read the newest entries, which this still holds; older pages
-/// come from the file (and the kernel's page cache).
-const LOG_CACHE_BYTES: usize = 16 << 20;
+/// recovery read the newest entries, which this still holds (4 MiB: about
+/// one status proposal of sixteen 500-pod entries, each a 256 KiB page,
+/// or four AppendEntries calls of at most 1 MiB); older pages come from
+/// the file (and the kernel's page cache). At 16 MiB the cache held 10-12
+/// MiB of log pages per manager after a 20,000-pod service converged, about
+/// 520 bytes per pod of each manager's heap (`shoal-bench sim`,
+/// docs/BENCHMARKS.md "Manager memory per pod, counted").
+const LOG_CACHE_BYTES: usize = 4 << 20;
 
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";

@@ -7,6 +7,7 @@
 //! they read the current state and propose what differs.
 
 mod mutate;
+mod pods;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +21,7 @@ use shoal_proto::{
 use tokio::sync::watch;
 
 pub use mutate::{delete, put, put_forced};
+pub use pods::Pods;
 
 /// Every object kind, by id. BTreeMaps keep iteration (and so snapshots and
 /// listings) in a stable order.
@@ -36,7 +38,8 @@ pub struct StoreData {
     pub nodes: BTreeMap<String, Node>,
     pub deployments: BTreeMap<String, Deployment>,
     pub replica_sets: BTreeMap<String, ReplicaSet>,
-    pub pods: BTreeMap<String, Pod>,
+    /// Each pod held once and shared ([`Pods`]).
+    pub pods: Pods,
     pub services: BTreeMap<String, Service>,
     /// Secrets, their data sealed by the cluster key.
     pub secrets: BTreeMap<String, Secret>,
@@ -229,7 +232,7 @@ impl StoreData {
                 }
             }
         }
-        self.pods.insert(pod.id.clone(), pod);
+        self.pods.insert(pod);
     }
 
     /// Removes a pod, keeping the index by node.

@@ -77,6 +77,14 @@
 //!   the service existed) / P. The process holds the three managers' stores
 //!   and the agents' own copies of their pods, so this is an upper bound of
 //!   one manager's cost;
+//! - manager_heap_bytes_per_pod: the heap bytes the managers' threads
+//!   allocated and still hold, after convergence - before, / M / P: one
+//!   manager's share, counted by this program's allocator
+//!   ([`shoal_tests::heap`], which says exactly what it counts), with
+//!   manager_heap_allocs_per_pod (their number) and manager_heap_by_size;
+//!   store_bytes_per_pod: what the leader's store alone holds per pod (a copy
+//!   of it, counted); other_heap_bytes_per_pod: the rest of the process's
+//!   heap (agents, this program) per pod;
 //! - raft_log_bytes: the leader's log file after convergence; snapshot_ms:
 //!   a snapshot built then on the leader, written and fsynced;
 //! - reschedule_s: the agents of 10% of the nodes are killed
@@ -98,7 +106,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -107,11 +115,19 @@ use shoal_manager::objects::observed;
 use shoal_manager::raft::RaftTiming;
 use shoal_manager::store::StoreData;
 use shoal_proto::control_server::Control;
-use shoal_proto::{ContainerSpec, CreateServiceRequest, PodState, ServiceSpec};
+use shoal_proto::{ContainerSpec, CreateServiceRequest, Pod, PodState, ServiceSpec};
 use shoal_tests::cluster::{worker_node_id, SimCluster, SimSize};
 use shoal_tests::cmd::{describe, try_run};
+use shoal_tests::heap::{self, HeapUse, OwnedHeap, Owner};
 use shoal_tests::{Hosts, Node};
 use shoal_worker::exec::docker::spec::DOCKER_DEFAULT_BRIDGE;
+
+/// Counts heap bytes by owner, so `sim` can tell the managers' share of
+/// this process's memory from the agents' ([`shoal_tests::heap`]). Each
+/// allocation carries a 16-byte header: this program's resident set is
+/// that much larger than without it, in every mode.
+#[global_allocator]
+static HEAP: OwnedHeap = OwnedHeap;
 
 /// The service both systems run.
 const SERVICE: &str = "benchweb";
@@ -170,8 +186,9 @@ fn usage() -> ! {
          \x20       worker's node -> its replicas running on the other two (default 3 repetitions)\n\
          sim     shoal alone in this process, no Docker: 3 managers on Raft and N simulated\n\
          \x20       workers (default 1000) running P pods (default 20000): placements/s,\n\
-         \x20       convergence, memory per pod, Raft log and snapshot, rescheduling after 10% of\n\
-         \x20       the nodes die; one JSON line of medians (default 3 repetitions)\n\n\
+         \x20       convergence, memory per pod (the process's RSS, one manager's counted heap),\n\
+         \x20       Raft log and snapshot, rescheduling after 10% of the nodes die; one JSON line\n\
+         \x20       of medians (default 3 repetitions)\n\n\
          Run it from a release build: cargo run --release -p shoal-tests --bin shoal-bench -- swarm"
     );
     std::process::exit(2)
@@ -2718,7 +2735,25 @@ struct SimRep {
     moved_pods: usize,
     rss_before_kib: u64,
     rss_after_kib: u64,
+    /// VmRSS once the system allocator returned the free memory it holds
+    /// to the kernel ([`release_free_heap`]), right after `rss_after_kib`:
+    /// the difference is freed memory malloc kept, not live data.
+    rss_trimmed_kib: u64,
     manager_bytes_per_pod: f64,
+    /// Heap bytes the managers' threads hold, after - before, per manager
+    /// and pod ([`shoal_tests::heap`]).
+    manager_heap_bytes_per_pod: f64,
+    /// Their live allocations, after - before, per manager and pod.
+    manager_heap_allocs_per_pod: f64,
+    /// `manager_heap_bytes_per_pod` by allocation size: (largest size of
+    /// the class, 0 for the last, unbounded class; bytes per manager and
+    /// pod), classes that moved by less than a byte per pod left out.
+    manager_heap_by_size: Vec<(u64, f64)>,
+    /// What the leader's store holds, after - before, per pod.
+    store_bytes_per_pod: f64,
+    /// Heap bytes of every other thread (agents, this program), after -
+    /// before, per pod.
+    other_heap_bytes_per_pod: f64,
     raft_log_bytes: u64,
     /// Raft log index after convergence (entries, including elections).
     raft_index: u64,
@@ -2730,8 +2765,9 @@ impl SimRep {
     fn line(&self) -> String {
         format!(
             "setup {:.1} s, placed {:.2} s ({:.0} placements/s), converged {:.2} s, \
-             reschedule of {} pods {:.2} s, RSS {:.1} -> {:.1} MiB ({:.0} B/pod), \
-             raft log {:.1} MiB at index {}, snapshot {:.0} ms ({:.1} MiB)",
+             reschedule of {} pods {:.2} s, RSS {:.1} -> {:.1} MiB ({:.0} B/pod; {:.1} MiB once malloc trimmed), \
+             heap per pod: {:.0} B ({:.1} allocations) per manager, of which the store {:.0} B, \
+             others {:.0} B, raft log {:.1} MiB at index {}, snapshot {:.0} ms ({:.1} MiB)",
             self.setup_s,
             self.placed_s,
             self.placements_per_s,
@@ -2741,6 +2777,11 @@ impl SimRep {
             mib(self.rss_before_kib),
             mib(self.rss_after_kib),
             self.manager_bytes_per_pod,
+            mib(self.rss_trimmed_kib),
+            self.manager_heap_bytes_per_pod,
+            self.manager_heap_allocs_per_pod,
+            self.store_bytes_per_pod,
+            self.other_heap_bytes_per_pod,
             self.raft_log_bytes as f64 / 1048576.0,
             self.raft_index,
             self.snapshot_ms,
@@ -2756,7 +2797,13 @@ impl SimRep {
             "placements_per_s": self.placements_per_s, "converge_s": self.converge_s,
             "reschedule_s": self.reschedule_s, "moved_pods": self.moved_pods,
             "rss_before_kib": self.rss_before_kib, "rss_after_kib": self.rss_after_kib,
+            "rss_trimmed_kib": self.rss_trimmed_kib,
             "manager_bytes_per_pod": self.manager_bytes_per_pod,
+            "manager_heap_bytes_per_pod": self.manager_heap_bytes_per_pod,
+            "manager_heap_allocs_per_pod": self.manager_heap_allocs_per_pod,
+            "manager_heap_by_size": self.manager_heap_by_size,
+            "store_bytes_per_pod": self.store_bytes_per_pod,
+            "other_heap_bytes_per_pod": self.other_heap_bytes_per_pod,
             "raft_log_bytes": self.raft_log_bytes, "raft_index": self.raft_index,
             "snapshot_ms": self.snapshot_ms, "snapshot_bytes": self.snapshot_bytes,
         })
@@ -2774,7 +2821,17 @@ impl SimRep {
             moved_pods: n("moved_pods")? as usize,
             rss_before_kib: n("rss_before_kib")?,
             rss_after_kib: n("rss_after_kib")?,
+            rss_trimmed_kib: n("rss_trimmed_kib")?,
             manager_bytes_per_pod: f("manager_bytes_per_pod")?,
+            manager_heap_bytes_per_pod: f("manager_heap_bytes_per_pod")?,
+            manager_heap_allocs_per_pod: f("manager_heap_allocs_per_pod")?,
+            manager_heap_by_size: v["manager_heap_by_size"]
+                .as_array()?
+                .iter()
+                .map(|c| Some((c[0].as_u64()?, c[1].as_f64()?)))
+                .collect::<Option<_>>()?,
+            store_bytes_per_pod: f("store_bytes_per_pod")?,
+            other_heap_bytes_per_pod: f("other_heap_bytes_per_pod")?,
             raft_log_bytes: n("raft_log_bytes")?,
             raft_index: n("raft_index")?,
             snapshot_ms: f("snapshot_ms")?,
@@ -2917,7 +2974,10 @@ async fn sim_wait(
             return Ok(Instant::now());
         }
         if tokio::time::Instant::now() >= progress {
-            eprintln!("shoal-bench sim: waiting for {what}: {}", store.read_long(&show));
+            eprintln!(
+                "shoal-bench sim: waiting for {what}: {}",
+                store.read_long(&show)
+            );
             progress += SIM_PROGRESS_EVERY;
         }
         tokio::time::sleep(SIM_WAIT_POLL).await;
@@ -2944,6 +3004,21 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Asks glibc's malloc to give the free memory it holds (in every arena)
+/// back to the kernel, so that the resident set shows what is live. Only
+/// for the memory figures: `manager_bytes_per_pod` is read before it.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            /// glibc: returns 1 if memory was released.
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: malloc_trim only walks glibc's own arenas.
+        unsafe { malloc_trim(0) };
+    }
+}
+
 fn self_rss() -> u64 {
     rss_kib(std::process::id()).unwrap_or(0)
 }
@@ -2961,21 +3036,82 @@ async fn sim_rep(setup: SimSetup) -> Result<SimRep, String> {
     })
     .await;
     rep.setup_s = secs(started.elapsed());
-    let result = sim_measure(&cluster, setup.nodes, setup.pods, &mut rep).await;
+    let result = sim_measure(&cluster, setup, &mut rep).await;
     cluster.stop().await;
     result.map(|()| rep)
 }
 
+/// The process's heap by owner at one moment, and what the leader's store
+/// holds then.
+struct SimHeap {
+    managers: HeapUse,
+    other: HeapUse,
+    store: HeapUse,
+}
+
+impl SimHeap {
+    fn now(store: &shoal_manager::store::Store) -> SimHeap {
+        // A copy of the store holds what the store does: cloning a BTreeMap
+        // copies its nodes as they are (as full), a HashMap its capacity,
+        // a String its length (and the stored strings were decoded or
+        // cloned to their length). The pods are shared (`Arc`) by a clone
+        // of the store, so each is copied into an `Arc` of its own, as the
+        // store holds it, less the vector that holds those. Dropped at once.
+        let (copy, mut store) = heap::counted(|| {
+            store.read(|d| {
+                let pods: Vec<Arc<Pod>> = d.pods.values().map(|p| Arc::new(p.clone())).collect();
+                (d.clone(), pods)
+            })
+        });
+        store.bytes -= (copy.1.capacity() * std::mem::size_of::<Arc<Pod>>()) as i64;
+        drop(copy);
+        SimHeap {
+            managers: heap::live(Owner::Managers),
+            other: heap::live(Owner::Other),
+            store,
+        }
+    }
+
+    /// Fills `rep`'s heap figures from `before` to `self`.
+    fn report(&self, before: &SimHeap, managers: u64, pods: usize, rep: &mut SimRep) {
+        let per_pod = |n: i64| n as f64 / pods as f64;
+        let per_manager = |n: i64| per_pod(n) / managers as f64;
+        let grown = self.managers.since(&before.managers);
+        rep.manager_heap_bytes_per_pod = per_manager(grown.bytes);
+        rep.manager_heap_allocs_per_pod = per_manager(grown.allocations);
+        rep.manager_heap_by_size = grown
+            .by_size
+            .iter()
+            .enumerate()
+            .map(|(class, &b)| {
+                let limit = heap::size_class_limit(class).unwrap_or(0) as u64;
+                (limit, (per_manager(b) * 10.0).round() / 10.0)
+            })
+            .filter(|(_, b)| b.abs() >= 1.0)
+            .collect();
+        rep.store_bytes_per_pod = per_pod(self.store.bytes - before.store.bytes);
+        rep.other_heap_bytes_per_pod = per_pod(self.other.bytes - before.other.bytes);
+    }
+}
+
 async fn sim_measure(
     cluster: &SimCluster,
-    nodes: usize,
-    pods: usize,
+    setup: SimSetup,
     rep: &mut SimRep,
 ) -> Result<(), String> {
+    let SimSetup {
+        managers,
+        nodes,
+        pods,
+    } = setup;
+    if !heap::installed() {
+        return Err("this program's counting allocator is not installed".into());
+    }
     tokio::time::sleep(SIM_SETTLE).await;
-    rep.rss_before_kib = self_rss();
     let leader = cluster.leader().ok_or("no raft leader")?;
     let store = leader.store.clone();
+    rep.rss_before_kib = self_rss();
+    let heap_before = SimHeap::now(&store);
     let nobody = HashSet::new();
     let show = |d: &StoreData| sim_progress(d, &nobody);
 
@@ -3012,6 +3148,9 @@ async fn sim_measure(
     rep.rss_after_kib = self_rss();
     rep.manager_bytes_per_pod =
         (rep.rss_after_kib.saturating_sub(rep.rss_before_kib) * 1024) as f64 / pods as f64;
+    SimHeap::now(&store).report(&heap_before, managers, pods, rep);
+    release_free_heap();
+    rep.rss_trimmed_kib = self_rss();
     let raft_dir = leader.data_dir().join("raft");
     rep.raft_log_bytes = file_bytes(&raft_dir.join("log.redb"));
     rep.raft_index = leader.raft.last_applied();
@@ -3116,6 +3255,10 @@ fn bench_sim(reps: usize, setup: SimSetup) -> i32 {
         "converge_s": round(med(|r| r.converge_s), 3),
         "reschedule_s": round(med(|r| r.reschedule_s), 3),
         "manager_bytes_per_pod": round(med(|r| r.manager_bytes_per_pod), 0),
+        "manager_heap_bytes_per_pod": round(med(|r| r.manager_heap_bytes_per_pod), 0),
+        "manager_heap_allocs_per_pod": round(med(|r| r.manager_heap_allocs_per_pod), 2),
+        "store_bytes_per_pod": round(med(|r| r.store_bytes_per_pod), 0),
+        "other_heap_bytes_per_pod": round(med(|r| r.other_heap_bytes_per_pod), 0),
         "raft_log_bytes": med(|r| r.raft_log_bytes as f64).map(|v| v as u64),
         "snapshot_ms": round(med(|r| r.snapshot_ms), 1),
         "placed_s": round(med(|r| r.placed_s), 3),
@@ -3216,7 +3359,13 @@ mod tests {
             moved_pods: 2000,
             rss_before_kib: 100,
             rss_after_kib: 300,
+            rss_trimmed_kib: 250,
             manager_bytes_per_pod: 10.24,
+            manager_heap_bytes_per_pod: 1900.5,
+            manager_heap_allocs_per_pod: 12.25,
+            manager_heap_by_size: vec![(32, 120.5), (0, -3.0)],
+            store_bytes_per_pod: 726.0,
+            other_heap_bytes_per_pod: 9000.0,
             raft_log_bytes: 1 << 20,
             raft_index: 1131,
             snapshot_ms: 47.5,

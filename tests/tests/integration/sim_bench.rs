@@ -48,6 +48,9 @@ fn a_small_sim_run_prints_one_json_line_of_sane_figures() {
             .is_some_and(|v| v >= 0.0),
         "{j}"
     );
+    // The managers' heap and the leader's store grew by the pods they hold.
+    positive("manager_heap_bytes_per_pod");
+    positive("store_bytes_per_pod");
     // The dead tenth of the nodes held pods, and they all moved.
     let moved = j["repetitions"][0]["moved_pods"].as_u64().unwrap_or(0);
     assert!(moved > 0 && moved < 500, "{j}");
