@@ -57,13 +57,13 @@ fn payloads(
     (secrets, configs)
 }
 
-/// Marks of everything [`session_message`] reads for a node (see
+/// Marks of everything a node's message is built from (see
 /// [`StoreData::pods_changed_on`]): equal marks mean an equal message, so a
 /// session rebuilds only when they change (at thousands of nodes,
 /// rebuilding every session's message on every change of the store was the
 /// managers' main work).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionInputs {
+struct SessionInputs {
     /// The node's own pods (not their status).
     pods: u64,
     /// Everything but pods and worker nodes: templates, services, secrets,
@@ -76,8 +76,8 @@ pub struct SessionInputs {
     role: i32,
 }
 
-/// The marks [`session_message`] depends on for `node_id`.
-pub fn session_inputs(data: &StoreData, node_id: &str) -> SessionInputs {
+/// The marks a message for `node_id` depends on.
+fn session_inputs(data: &StoreData, node_id: &str) -> SessionInputs {
     let ingress = data.services.values().any(|s| {
         s.ports
             .iter()
@@ -136,20 +136,6 @@ fn sort_assignments(assignments: &mut [Assignment]) {
                 .cmp(&b.pod.as_ref().map(|p| &p.id)),
         )
     });
-}
-
-/// The complete message for one node.
-pub fn session_message(
-    data: &StoreData,
-    key: &ClusterKey,
-    node_id: &str,
-    session_id: &str,
-    epoch: u64,
-) -> SessionMessage {
-    SessionMessage {
-        assignments: all_assignments(data, key, node_id),
-        ..session_rest(data, key, node_id, session_id, epoch)
-    }
 }
 
 /// Every pod on the node, sorted.
@@ -269,8 +255,14 @@ impl SessionView {
             self.rest = rest;
             changed
         };
-        let complete = !self.incremental
-            || before.is_none_or(|b| b.others != now.others || b.role != now.role);
+        let pods_moved = before.is_none_or(|b| b.pods != now.pods);
+        // Everything every assignment reads, or the node's role: all of
+        // them again. A node that takes no increments gets all of them
+        // whenever anything it is sent changed, and nothing otherwise (the
+        // ingress mark moves with every pod write while an ingress service
+        // exists, mostly without changing what this node is sent).
+        let complete = before.is_none_or(|b| b.others != now.others || b.role != now.role)
+            || (!self.incremental && (pods_moved || rest_changed));
         if complete {
             self.sent = data
                 .pod_marks_on_node(&self.node_id)
@@ -281,10 +273,13 @@ impl SessionView {
                 ..self.rest.clone()
             });
         }
-        let (assignments, removed_pod_ids) = if before.is_some_and(|b| b.pods == now.pods) {
-            (vec![], vec![])
-        } else {
+        if !self.incremental {
+            return None;
+        }
+        let (assignments, removed_pod_ids) = if pods_moved {
             self.changes(data, key)
+        } else {
+            (vec![], vec![])
         };
         if assignments.is_empty() && removed_pod_ids.is_empty() && !rest_changed {
             return None;
@@ -384,6 +379,21 @@ fn addrs_of_managers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The complete message for one node, built from scratch: what a
+    /// session's first message holds.
+    fn session_message(
+        data: &StoreData,
+        key: &ClusterKey,
+        node_id: &str,
+        session_id: &str,
+        epoch: u64,
+    ) -> SessionMessage {
+        SessionMessage {
+            assignments: all_assignments(data, key, node_id),
+            ..session_rest(data, key, node_id, session_id, epoch)
+        }
+    }
     use shoal_proto::{
         Config, ContainerSpec, Deployment, DeploymentSpec, FileObjectSpec, FileReference, Node,
         Pod, PodState, ReplicaSet, Secret,
@@ -710,6 +720,36 @@ mod tests {
             store
                 .read(|d| session_message(d, &key, "a", "s", 7))
                 .assignments
+        );
+
+        // A service publishing an ingress port: every node is sent its
+        // endpoints, so every pod write moves every session's inputs. A
+        // write that changes none of them sends nothing, to either node.
+        write(vec![put_forced(shoal_proto::Service {
+            id: "svc".into(),
+            name: "db".into(),
+            deployment_id: "db".into(),
+            ports: vec![shoal_proto::PortConfig {
+                publish_mode: PublishMode::Ingress as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })]);
+        assert_eq!(next(&mut whole).expect("a new service").services.len(), 1);
+        assert!(!next(&mut view).expect("a new service").incremental);
+        let mut preparing = pod("p3", "b");
+        preparing.status = Some(PodStatus {
+            state: PodState::Preparing as i32,
+            ..Default::default()
+        });
+        write(vec![put_forced(preparing)]);
+        assert!(
+            next(&mut whole).is_none(),
+            "not an endpoint: nothing changed"
+        );
+        assert!(
+            next(&mut view).is_none(),
+            "not an endpoint: nothing changed"
         );
     }
 }

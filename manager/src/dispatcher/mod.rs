@@ -36,7 +36,7 @@ use crate::objects::{node_ready, touch, version};
 use crate::proposer::{all_applied, batch, Proposer};
 use crate::store::{put, Store};
 
-pub use assignments::{manager_addrs, session_inputs, session_message, SessionView};
+pub use assignments::{manager_addrs, SessionView};
 pub use liveness::{verdict, LivenessHint, Signs, Verdict};
 
 /// A node's last heartbeat on this manager, the gossip keyring version it
