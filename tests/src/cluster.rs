@@ -225,6 +225,15 @@ impl SimMembership {
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn add_manager(&self, node_id: String) {
+        Self::lock(&self.managers).push(node_id);
+    }
+
+    /// A worker, heard until `stop` fires.
+    fn add_worker(&self, node_id: &str, stop: &CancellationToken) {
+        Self::lock(&self.workers).push((node_id.to_string(), stop.clone()));
+    }
 }
 
 impl LivenessHint for SimMembership {
@@ -316,7 +325,7 @@ impl SimManager {
             shutdown.child_token(),
         );
         if let Some(membership) = membership {
-            Self::lock_managers(&membership).push(manager_node_id(raft_id));
+            membership.add_manager(manager_node_id(raft_id));
             dispatcher = dispatcher.with_liveness(membership);
         }
         let view =
@@ -353,10 +362,6 @@ impl SimManager {
             api,
             dir,
         }
-    }
-
-    fn lock_managers(membership: &SimMembership) -> std::sync::MutexGuard<'_, Vec<String>> {
-        SimMembership::lock(&membership.managers)
     }
 
     /// The manager's data directory (Raft's files are under `raft/`).
@@ -470,7 +475,7 @@ impl SimCluster {
                 let task = start_agent(&cluster.ca, i, node_id, &addrs, &exec, stop.clone());
                 cluster.agent_tasks.push(task);
                 if let Some(membership) = &membership {
-                    SimMembership::lock(&membership.workers).push((node_id.clone(), stop.clone()));
+                    membership.add_worker(node_id, &stop);
                 }
                 cluster.workers.push(exec);
                 cluster.agents.push(stop);
@@ -501,15 +506,6 @@ impl SimCluster {
             leader
         })?;
         self.managers.iter().find(|m| m.raft_id == id)
-    }
-
-    /// Stops worker `i`'s agent: its heartbeats and session end, and the
-    /// dispatcher marks the node Down once it misses enough heartbeats (the
-    /// agent says it is stopping, so the closed session does not shorten
-    /// that; with [`SimSize::membership`] it is no longer heard either).
-    /// Its (simulated) containers stop with it.
-    pub fn stop_worker(&self, i: usize) {
-        self.agents[i].cancel();
     }
 
     /// Worker `i`'s agent dies without a word, as when its process is

@@ -96,11 +96,13 @@
 //! does not reach these sizes, through the same trait: a node whose
 //! heartbeats are late while it is heard is Disconnected, not Down, and a
 //! killed one (session closed, not heard) is Down after the closed
-//! session's grace (2.5 s) rather than the heartbeat expiry (5 s). With more than one repetition, each runs in
-//! a fresh child process (this program with `--reps 1`), so that each
-//! memory figure starts from a clean heap. It prints a line per
-//! repetition, then one JSON line of medians; `RUST_LOG=warn` adds the
-//! cluster's log on stderr (nodes marked down, sessions ended).
+//! session's grace (2.5 s) rather than the heartbeat expiry (5 s).
+//!
+//! With more than one repetition, each runs in a fresh child process (this
+//! program with `--reps 1`), so that each memory figure starts from a clean
+//! heap. It prints a line per repetition, then one JSON line of medians;
+//! `RUST_LOG=warn` adds the cluster's log on stderr (nodes marked down,
+//! sessions ended).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
