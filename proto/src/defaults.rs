@@ -57,8 +57,25 @@ pub const HEALTH_TIMEOUT_MS: u64 = 30_000;
 pub const HEALTH_RETRIES: u32 = 3;
 pub const HEALTH_START_PERIOD_MS: u64 = 0;
 
-/// Worker heartbeat period handed out by the dispatcher.
+/// Worker heartbeat period handed out by the dispatcher, up to
+/// [`MAX_HEARTBEATS_PER_S`] nodes per second of it (see
+/// [`heartbeat_period_ms`]).
 pub const HEARTBEAT_PERIOD_MS: u64 = 1_000;
+/// Most heartbeats per second the leader asks of the whole cluster: past
+/// this many nodes the period grows with them, as Nomad caps heartbeats
+/// per second (its `max_heartbeats_per_second`). 1,000 nodes beat every
+/// second, 5,000 every 5 s (Swarm's own period at any size). A node that
+/// dies is still seen at once by its closed session
+/// ([`SESSION_CLOSED_GRACE_MS`]); only a silent one waits the longer
+/// expiry.
+pub const MAX_HEARTBEATS_PER_S: u64 = 1_000;
+
+/// The heartbeat period for a cluster of `nodes` nodes: never shorter than
+/// [`HEARTBEAT_PERIOD_MS`], and long enough that all of them together beat
+/// at most [`MAX_HEARTBEATS_PER_S`] times a second.
+pub fn heartbeat_period_ms(nodes: usize) -> u64 {
+    HEARTBEAT_PERIOD_MS.max((nodes as u64).saturating_mul(1_000) / MAX_HEARTBEATS_PER_S)
+}
 /// Missed heartbeat periods before a node is marked down.
 pub const HEARTBEAT_MISSES_BEFORE_DOWN: u64 = 5;
 /// How often the leader looks for nodes whose heartbeats stopped: a
@@ -220,5 +237,17 @@ mod tests {
         assert_eq!(format_duration_ms(5_000), "5s");
         assert_eq!(format_duration_ms(150_000), "2m30s");
         assert_eq!(format_duration_ms(3_600_000), "1h");
+    }
+
+    #[test]
+    fn the_heartbeat_period_grows_past_the_cap_of_heartbeats_per_second() {
+        assert_eq!(heartbeat_period_ms(0), HEARTBEAT_PERIOD_MS);
+        assert_eq!(heartbeat_period_ms(1_000), 1_000);
+        assert_eq!(heartbeat_period_ms(2_000), 2_000);
+        assert_eq!(heartbeat_period_ms(5_000), 5_000);
+        assert_eq!(
+            heartbeat_period_ms(usize::MAX),
+            u64::MAX / MAX_HEARTBEATS_PER_S
+        );
     }
 }

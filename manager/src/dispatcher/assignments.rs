@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use shoal_proto::defaults::HEARTBEAT_PERIOD_MS;
 use shoal_proto::{
     port_config::PublishMode, Assignment, Endpoint, FilePayload, GossipConfig, Node, NodeRole, Pod,
     PodTemplate, ServiceEndpoints, SessionMessage,
@@ -78,15 +77,14 @@ struct SessionInputs {
 
 /// The marks a message for `node_id` depends on.
 fn session_inputs(data: &StoreData, node_id: &str) -> SessionInputs {
-    let ingress = data.services.values().any(|s| {
-        s.ports
-            .iter()
-            .any(|p| p.publish_mode() == PublishMode::Ingress)
-    });
     SessionInputs {
         pods: data.pods_changed_on(node_id),
         others: data.others_changed(),
-        ingress: if ingress { data.pods_changed() } else { 0 },
+        ingress: if data.publishes_ingress() {
+            data.pods_changed()
+        } else {
+            0
+        },
         role: node_role(data, node_id) as i32,
     }
 }
@@ -193,7 +191,9 @@ fn session_rest(
     SessionMessage {
         session_id: session_id.to_string(),
         session_epoch: epoch,
-        heartbeat_period_ms: HEARTBEAT_PERIOD_MS,
+        // The heartbeats' answers set the period (it grows with the
+        // cluster); this message may be rebuilt from older marks.
+        heartbeat_period_ms: 0,
         assignments: vec![],
         services,
         managers: manager_addrs(data),

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use shoal_proto::defaults::{
-    GOSSIP_KEY_ROTATION_MS, GOSSIP_KEY_STEP_WAIT_MS, HEARTBEAT_MISSES_BEFORE_DOWN,
-    HEARTBEAT_PERIOD_MS, NODE_MONITOR_TICK_MS,
+    heartbeat_period_ms, GOSSIP_KEY_ROTATION_MS, GOSSIP_KEY_STEP_WAIT_MS,
+    HEARTBEAT_MISSES_BEFORE_DOWN, HEARTBEAT_PERIOD_MS, NODE_MONITOR_TICK_MS,
 };
 use shoal_proto::dispatcher_server::{self, DispatcherServer};
 use shoal_proto::{
@@ -44,6 +44,8 @@ pub use liveness::{verdict, LivenessHint, Signs, Verdict};
 #[derive(Debug, Clone, Default)]
 struct Beat {
     at: Option<Instant>,
+    /// The period this manager last told the node to beat at.
+    period: Option<Duration>,
     gossip_version: u64,
     /// The node's newest session on this manager.
     session: String,
@@ -76,12 +78,16 @@ impl Beats {
     }
 
     /// Records a sign of life; `gossip_version` when the node said which
-    /// gossip keyring it holds (heartbeats do).
-    fn beat(&self, node_id: &str, gossip_version: Option<u64>) {
+    /// gossip keyring it holds and `period` when it was told a heartbeat
+    /// period (heartbeats do both).
+    fn beat(&self, node_id: &str, gossip_version: Option<u64>, period: Option<Duration>) {
         self.with(node_id, |beat| {
             beat.at = Some(Instant::now());
             if let Some(v) = gossip_version {
                 beat.gossip_version = v;
+            }
+            if period.is_some() {
+                beat.period = period;
             }
         });
     }
@@ -319,7 +325,6 @@ impl Dispatcher {
     /// new leader first waits a full expiry period (warm-up) so that nodes
     /// have time to reach it before anyone is declared down.
     pub async fn run_node_monitor(&self, cancel: CancellationToken) {
-        let expiry = Duration::from_millis(HEARTBEAT_PERIOD_MS * HEARTBEAT_MISSES_BEFORE_DOWN);
         let started = Instant::now();
         // When this leader first saw each node Disconnected.
         let mut disconnected_since: HashMap<String, Instant> = HashMap::new();
@@ -328,10 +333,15 @@ impl Dispatcher {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(NODE_MONITOR_TICK_MS)) => {}
             }
-            if started.elapsed() < expiry {
+            let node_count = self.store.read(|d| d.nodes.len());
+            // The period the cluster is told now; a node told a longer one
+            // (when there were more nodes) is given that one's expiry.
+            let period = Duration::from_millis(heartbeat_period_ms(node_count));
+            let expiry_after =
+                |told: Duration| told.max(period) * HEARTBEAT_MISSES_BEFORE_DOWN as u32;
+            if started.elapsed() < expiry_after(period) {
                 continue;
             }
-            let node_count = self.store.read(|d| d.nodes.len());
             let live = liveness::usable_live_set(self.liveness.as_deref(), node_count);
             let changes: Vec<(Node, Verdict)> = {
                 let beats = self.heartbeats.lock();
@@ -356,7 +366,8 @@ impl Dispatcher {
                                 gossip_hears: liveness::gossip_hears(live.as_ref(), &n.id),
                                 disconnected_for: since.elapsed(),
                             };
-                            let v = verdict(state, &signs, expiry);
+                            let told = beat.and_then(|b| b.period).unwrap_or(period);
+                            let v = verdict(state, &signs, expiry_after(told));
                             (v != Verdict::Keep).then(|| (n.clone(), v))
                         })
                         .collect()
@@ -431,8 +442,12 @@ impl Dispatcher {
             let pending = self.gossip_pending(ring_version);
             let settled = pending.is_empty() || since.elapsed() > step_wait;
             if !pending.is_empty() && settled {
+                // A few names: at thousands of nodes the whole set is a
+                // line of tens of kilobytes, every period.
+                let some: Vec<&String> = pending.iter().take(5).collect();
                 tracing::warn!(
-                    ?pending,
+                    pending = pending.len(),
+                    ?some,
                     version = ring_version,
                     "gossip key rotation goes on without nodes that did not take the last step"
                 );
@@ -508,7 +523,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let key = self.key.clone();
         let this = self.clone();
         tokio::spawn(async move {
-            let mut changes = store.subscribe();
+            let mut changes = store.subscribe_session(&node_id);
             let mut view = SessionView::new(&node_id, &session_id, epoch, incremental);
             let mut leadership = tokio::time::interval(Duration::from_millis(HEARTBEAT_PERIOD_MS));
             // Whether the node's side closed the stream (rather than this
@@ -516,7 +531,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             let mut node_closed = false;
             let mut lost_reports = this.status.lost_reports();
             loop {
-                changes.borrow_and_update();
+                changes.mark_seen();
                 if let Some(msg) = store.read(|d| view.next(d, &key)) {
                     if tx.send(Ok(msg)).await.is_err() {
                         node_closed = true;
@@ -574,25 +589,32 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         // or cut off and back) must register again: that makes it Ready
         // with a new session epoch, and its replaced pods are stopped by
         // the new session's assignments. Beating on would leave it Down.
-        let down = self.store.read(|d| {
-            d.nodes
+        let (down, nodes) = self.store.read(|d| {
+            let down = d
+                .nodes
                 .get(&req.node_id)
                 .and_then(|n| n.status.as_ref())
-                .is_some_and(|s| s.state() == NodeState::Down)
+                .is_some_and(|s| s.state() == NodeState::Down);
+            (down, d.nodes.len())
         });
         if down {
             return Err(Status::failed_precondition(
                 "this node was marked Down: open a new session",
             ));
         }
-        self.heartbeats.beat(&req.node_id, Some(req.gossip_version));
+        // The period grows with the cluster (see heartbeat_period_ms); the
+        // node monitor gives this node the expiry of the period it was told.
+        let period_ms = heartbeat_period_ms(nodes);
+        self.heartbeats.beat(
+            &req.node_id,
+            Some(req.gossip_version),
+            Some(Duration::from_millis(period_ms)),
+        );
         if req.stopping {
             tracing::info!(node = %req.node_id, "the node says it is stopping");
             self.heartbeats.stopping(&req.node_id);
         }
-        Ok(Response::new(HeartbeatResponse {
-            period_ms: HEARTBEAT_PERIOD_MS,
-        }))
+        Ok(Response::new(HeartbeatResponse { period_ms }))
     }
 
     async fn update_pod_status(
@@ -602,7 +624,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         authz::ensure_own_node(&request, &request.get_ref().node_id)?;
         self.ensure_leader()?;
         let req = request.into_inner();
-        self.heartbeats.beat(&req.node_id, None);
+        self.heartbeats.beat(&req.node_id, None, None);
         self.status.submit(&req.node_id, req.updates);
         Ok(Response::new(UpdatePodStatusResponse {}))
     }

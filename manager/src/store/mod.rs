@@ -4,19 +4,21 @@
 //! writes to it (through [`Store::apply`]), everyone else reads a consistent
 //! view with [`Store::read`] and learns about changes through a watch on the
 //! last applied index. Controllers are level-triggered: a change wakes them,
-//! they read the current state and propose what differs.
+//! they read the current state and propose what differs. Worker sessions,
+//! one per node, wake only for what their node is sent
+//! ([`Store::subscribe_session`]).
 
 mod mutate;
 mod pods;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use shoal_proto::{
-    object, Batch, BatchResult, Cluster, Config, Deployment, Node, NodeRole, Object, ObjectKind,
-    Pod, ReplicaSet, Secret, Service, StoreSnapshot,
+    object, port_config::PublishMode, Batch, BatchResult, Cluster, Config, Deployment, Node,
+    NodeRole, Object, ObjectKind, Pod, ReplicaSet, Secret, Service, StoreSnapshot,
 };
 use tokio::sync::watch;
 
@@ -57,6 +59,10 @@ pub struct StoreData {
     pod_writes: u64,
     pod_writes_on_node: HashMap<String, u64>,
     other_writes: u64,
+    /// Nodes whose sessions must look again: a pod placed on them changed
+    /// (but for its status or meta), or their node object did. Drained by
+    /// [`Store::apply`], which wakes those sessions only.
+    nodes_touched: HashSet<String>,
 }
 
 /// Whether two versions of a pod are the same for the node running it:
@@ -200,7 +206,25 @@ impl StoreData {
         if assignment_changed && !node_id.is_empty() {
             self.pod_writes_on_node
                 .insert(node_id.to_string(), self.writes);
+            self.touch_node(node_id);
         }
+    }
+
+    fn touch_node(&mut self, node_id: &str) {
+        if !self.nodes_touched.contains(node_id) {
+            self.nodes_touched.insert(node_id.to_string());
+        }
+    }
+
+    /// Whether a service publishes ingress ports: then every node is sent
+    /// the endpoints of its pods, and every pod change (their status too)
+    /// concerns every node.
+    pub fn publishes_ingress(&self) -> bool {
+        self.services.values().any(|s| {
+            s.ports
+                .iter()
+                .any(|p| p.publish_mode() == PublishMode::Ingress)
+        })
     }
 
     fn other_changed(&mut self) {
@@ -248,7 +272,13 @@ impl StoreData {
     fn remove_other(&mut self, kind: ObjectKind, id: &str) {
         let removed = match kind {
             ObjectKind::Cluster => self.clusters.remove(id).is_some(),
-            ObjectKind::Node => self.nodes.remove(id).is_some_and(|n| is_manager(&n)),
+            ObjectKind::Node => {
+                let removed = self.nodes.remove(id);
+                if removed.is_some() {
+                    self.touch_node(id);
+                }
+                removed.is_some_and(|n| is_manager(&n))
+            }
             ObjectKind::Deployment => self.deployments.remove(id).is_some(),
             ObjectKind::ReplicaSet => self.replica_sets.remove(id).is_some(),
             ObjectKind::Service => self.services.remove(id).is_some(),
@@ -297,6 +327,7 @@ impl StoreData {
                 self.clusters.insert(o.id.clone(), o);
             }
             Some(object::Kind::Node(o)) => {
+                self.touch_node(&o.id);
                 self.nodes.insert(o.id.clone(), o);
             }
             Some(object::Kind::Deployment(o)) => {
@@ -391,6 +422,7 @@ impl StoreData {
 pub struct Store {
     data: RwLock<StoreData>,
     changes: watch::Sender<u64>,
+    sessions: SessionWakers,
     /// Long reads in progress, and the wake-up when one ends.
     long_reads: AtomicUsize,
     long_read_ended: tokio::sync::Notify,
@@ -416,6 +448,7 @@ impl Store {
         Arc::new(Store {
             data: RwLock::new(StoreData::default()),
             changes: watch::channel(0).0,
+            sessions: SessionWakers::default(),
             long_reads: AtomicUsize::new(0),
             long_read_ended: tokio::sync::Notify::new(),
         })
@@ -464,14 +497,34 @@ impl Store {
     /// every manager computes the same outcome from the same log. Never
     /// panics on bad input; an unknown batch format skips every mutation.
     pub fn apply(&self, index: u64, batch: &Batch) -> BatchResult {
-        let result = {
+        let (result, wake) = {
             let mut guard = self.data.write().unwrap_or_else(|e| e.into_inner());
+            let (others, pods) = (guard.others_changed(), guard.pods_changed());
             let result = mutate::apply_batch(&mut guard, index, batch);
             guard.last_applied = index;
-            result
+            let nodes = std::mem::take(&mut guard.nodes_touched);
+            let every_node = guard.others_changed() != others
+                || (guard.pods_changed() != pods && guard.publishes_ingress());
+            (result, (every_node, nodes))
         };
         self.changes.send_replace(index);
+        self.sessions.wake(index, wake.0, &wake.1);
         result
+    }
+
+    /// What wakes the worker session of `node_id`: a change to what its
+    /// node is sent (see [`StoreData::pods_changed_on`] and
+    /// [`StoreData::others_changed`]), or to its node object. Not the
+    /// status reports of its pods, nor anything about other workers: at
+    /// thousands of nodes, waking every session after every apply (status
+    /// reports are most of them) filled the managers' runtime with
+    /// thousands of wake-ups that found nothing to send, and heartbeats
+    /// queued behind them for seconds.
+    pub fn subscribe_session(&self, node_id: &str) -> SessionChanges {
+        SessionChanges {
+            every_node: self.sessions.every_node.subscribe(),
+            node: self.sessions.subscribe(node_id),
+        }
     }
 
     /// Every object, for a Raft snapshot.
@@ -497,9 +550,100 @@ impl Store {
                 fresh.insert(obj);
             }
             fresh.last_applied = index;
+            fresh.nodes_touched.clear();
             *guard = fresh;
         }
         self.changes.send_replace(index);
+        self.sessions.wake(index, true, &HashSet::new());
+    }
+}
+
+/// The watches behind [`Store::subscribe_session`]: one every session
+/// follows, and one per node.
+#[derive(Debug)]
+struct SessionWakers {
+    every_node: watch::Sender<u64>,
+    nodes: Mutex<NodeWakers>,
+}
+
+#[derive(Debug, Default)]
+struct NodeWakers {
+    by_node: HashMap<String, watch::Sender<u64>>,
+    /// Entries after the last pruning of those nobody follows.
+    pruned_at: usize,
+}
+
+impl Default for SessionWakers {
+    fn default() -> Self {
+        SessionWakers {
+            every_node: watch::channel(0).0,
+            nodes: Mutex::default(),
+        }
+    }
+}
+
+impl SessionWakers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, NodeWakers> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn subscribe(&self, node_id: &str) -> watch::Receiver<u64> {
+        let mut wakers = self.lock();
+        // Nodes removed from the cluster leave entries nobody follows;
+        // pruned once the map has doubled, so a subscription costs O(1)
+        // amortized.
+        if wakers.by_node.len() > 2 * wakers.pruned_at + 64 {
+            wakers.by_node.retain(|_, tx| tx.receiver_count() > 0);
+            wakers.pruned_at = wakers.by_node.len();
+        }
+        match wakers.by_node.get(node_id) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = watch::channel(0);
+                wakers.by_node.insert(node_id.to_string(), tx);
+                rx
+            }
+        }
+    }
+
+    /// Wakes every session, or those of `nodes`, after the apply at `index`.
+    fn wake(&self, index: u64, every_node: bool, nodes: &HashSet<String>) {
+        if every_node {
+            self.every_node.send_replace(index);
+            return;
+        }
+        if nodes.is_empty() {
+            return;
+        }
+        let wakers = self.lock();
+        for id in nodes {
+            if let Some(tx) = wakers.by_node.get(id) {
+                tx.send_replace(index);
+            }
+        }
+    }
+}
+
+/// A worker session's wake-ups (see [`Store::subscribe_session`]).
+pub struct SessionChanges {
+    every_node: watch::Receiver<u64>,
+    node: watch::Receiver<u64>,
+}
+
+impl SessionChanges {
+    /// Marks what changed so far as seen: call before reading the store.
+    pub fn mark_seen(&mut self) {
+        self.every_node.borrow_and_update();
+        self.node.borrow_and_update();
+    }
+
+    /// Resolves at the next change for this session not marked seen; an
+    /// error once the store is gone.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        tokio::select! {
+            r = self.every_node.changed() => r,
+            r = self.node.changed() => r,
+        }
     }
 }
 

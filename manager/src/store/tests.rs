@@ -441,3 +441,81 @@ async fn an_apply_waits_for_a_long_read_to_end_without_queueing_on_the_lock() {
     pass.await.unwrap();
     waiter.await.unwrap();
 }
+
+/// Whether each session was woken since the last look, marking it seen.
+fn woken(sessions: &mut [&mut SessionChanges]) -> Vec<bool> {
+    sessions
+        .iter_mut()
+        .map(|s| {
+            let woken = s.every_node.has_changed().unwrap() || s.node.has_changed().unwrap();
+            s.mark_seen();
+            woken
+        })
+        .collect()
+}
+
+#[test]
+fn a_session_wakes_for_what_its_node_is_sent_and_not_for_status_reports() {
+    let store = Store::new();
+    let (mut n1, mut n2) = (store.subscribe_session("n1"), store.subscribe_session("n2"));
+    store.apply(1, &batch(false, vec![put(placed("p1", "n1"), 0)]));
+    assert_eq!(woken(&mut [&mut n1, &mut n2]), [true, false]);
+
+    // A status report of p1: nobody.
+    let mut reported = store.read(|d| d.pods["p1"].clone());
+    reported.status = Some(shoal_proto::PodStatus {
+        container_id: "c1".into(),
+        ..Default::default()
+    });
+    store.apply(2, &batch(false, vec![put_forced(reported.clone())]));
+    assert_eq!(woken(&mut [&mut n1, &mut n2]), [false, false]);
+
+    // p1 moves to n2: both.
+    reported.node_id = "n2".into();
+    store.apply(3, &batch(false, vec![put_forced(reported.clone())]));
+    assert_eq!(woken(&mut [&mut n1, &mut n2]), [true, true]);
+
+    // n2's node object (its role may have changed): n2 only.
+    let worker = Object {
+        kind: Some(object::Kind::Node(shoal_proto::Node {
+            id: "n2".into(),
+            ..Default::default()
+        })),
+    };
+    store.apply(4, &batch(false, vec![put_forced(worker)]));
+    assert_eq!(woken(&mut [&mut n1, &mut n2]), [false, true]);
+
+    // A service (what every node is sent): everyone.
+    let service = |mode: PublishMode| Object {
+        kind: Some(object::Kind::Service(shoal_proto::Service {
+            id: "s1".into(),
+            ports: vec![shoal_proto::PortConfig {
+                publish_mode: mode as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    };
+    store.apply(
+        5,
+        &batch(false, vec![put_forced(service(PublishMode::Host))]),
+    );
+    assert_eq!(woken(&mut [&mut n1, &mut n2]), [true, true]);
+    store.apply(6, &batch(false, vec![put_forced(reported.clone())]));
+    assert_eq!(woken(&mut [&mut n1, &mut n2]), [false, false]);
+
+    // Once a service publishes ingress ports, every node is sent every
+    // pod's endpoint: a status report wakes everyone.
+    store.apply(
+        7,
+        &batch(false, vec![put_forced(service(PublishMode::Ingress))]),
+    );
+    woken(&mut [&mut n1, &mut n2]);
+    reported.status.as_mut().unwrap().ip = "10.0.0.2".into();
+    store.apply(8, &batch(false, vec![put_forced(reported)]));
+    assert_eq!(woken(&mut [&mut n1, &mut n2]), [true, true]);
+
+    // A restore: everyone.
+    store.restore(store.snapshot(), 9);
+    assert_eq!(woken(&mut [&mut n1, &mut n2]), [true, true]);
+}

@@ -2972,9 +2972,13 @@ async fn sim_wait(
     let mut progress = tokio::time::Instant::now() + SIM_PROGRESS_EVERY;
     loop {
         changes.borrow_and_update();
+        let scan = Instant::now();
         if store.read_long(&mut done) {
             return Ok(Instant::now());
         }
+        // A scan of 100,000 pods takes milliseconds of a core the
+        // managers share: at most a fifth of the time goes to looking.
+        let scanned = scan.elapsed();
         if tokio::time::Instant::now() >= progress {
             eprintln!(
                 "shoal-bench sim: waiting for {what}: {}",
@@ -2982,7 +2986,7 @@ async fn sim_wait(
             );
             progress += SIM_PROGRESS_EVERY;
         }
-        tokio::time::sleep(SIM_WAIT_POLL).await;
+        tokio::time::sleep(SIM_WAIT_POLL.max(scanned * 4)).await;
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(format!("timed out after {timeout:?} waiting for {what} ({})", store.read_long(&show)));

@@ -38,26 +38,50 @@ struct SlotEntry {
 /// stopped, and then start at once. One watch channel, so the agent's
 /// writes (stopping) and the pod tasks' writes (finished) are serialized.
 #[derive(Clone, Default)]
-pub(crate) struct Slots(Arc<watch::Sender<HashMap<String, SlotEntry>>>);
+pub(crate) struct Slots(Arc<watch::Sender<SlotTable>>);
+
+#[derive(Default)]
+struct SlotTable {
+    entries: HashMap<String, SlotEntry>,
+    /// Entries stopping and not finished: while there are none (nearly
+    /// always) no pod is held, and every pod task asks at each step, so the
+    /// answer must not cost a scan of the node's pods.
+    blocking: usize,
+}
+
+impl SlotTable {
+    fn count_blocking(&mut self) {
+        self.blocking = self
+            .entries
+            .values()
+            .filter(|e| e.stopping && !e.finished)
+            .count();
+    }
+}
 
 impl Slots {
     /// Whether `pod_id` must wait: another pod of its slot is stopping and
     /// has not finished.
     fn held(&self, pod_id: &str) -> bool {
-        let entries = self.0.borrow();
-        let Some(me) = entries.get(pod_id) else {
+        let table = self.0.borrow();
+        if table.blocking == 0 {
+            return false;
+        }
+        let Some(me) = table.entries.get(pod_id) else {
             return false;
         };
-        entries
+        table
+            .entries
             .iter()
             .any(|(id, e)| id != pod_id && e.key == me.key && e.stopping && !e.finished)
     }
 
     fn finished(&self, pod_id: &str) {
         self.0
-            .send_if_modified(|entries| match entries.get_mut(pod_id) {
+            .send_if_modified(|table| match table.entries.get_mut(pod_id) {
                 Some(e) if !e.finished => {
                     e.finished = true;
+                    table.count_blocking();
                     true
                 }
                 _ => false,
@@ -67,28 +91,41 @@ impl Slots {
     /// Records the pods added or changed (`changed`) and forgets those that
     /// left (`removed`), keeping what the tasks recorded (finished).
     fn update(&self, changed: &HashMap<String, Assignment>, removed: &[String]) {
-        self.0.send_if_modified(|entries| {
-            let before = entries.clone();
+        self.0.send_if_modified(|table| {
+            let mut modified = false;
             for id in removed {
-                entries.remove(id);
+                modified |= table.entries.remove(id).is_some();
             }
             for (id, a) in changed {
                 let Some(pod) = a.pod.as_ref() else { continue };
-                let key = (pod.deployment_id.clone(), pod.slot);
                 let stopping = pod.desired_state() >= PodState::Shutdown;
-                entries
-                    .entry(id.clone())
-                    .and_modify(|e| {
-                        e.key = key.clone();
-                        e.stopping = stopping;
-                    })
-                    .or_insert(SlotEntry {
-                        key,
-                        stopping,
-                        finished: false,
-                    });
+                match table.entries.get_mut(id) {
+                    Some(e) => {
+                        if e.stopping != stopping
+                            || e.key.0 != pod.deployment_id
+                            || e.key.1 != pod.slot
+                        {
+                            e.key = (pod.deployment_id.clone(), pod.slot);
+                            e.stopping = stopping;
+                            modified = true;
+                        }
+                    }
+                    None => {
+                        let key = (pod.deployment_id.clone(), pod.slot);
+                        let entry = SlotEntry {
+                            key,
+                            stopping,
+                            finished: false,
+                        };
+                        table.entries.insert(id.clone(), entry);
+                        modified = true;
+                    }
+                }
             }
-            *entries != before
+            if modified {
+                table.count_blocking();
+            }
+            modified
         });
     }
 }
