@@ -15,11 +15,18 @@
 //!   controller woken by every applied entry holds the lock (and a core)
 //!   at most half the time, and Raft's apply, which needs the write lock,
 //!   gets its turn;
-//! - a pass proposes at most [`MAX_WRITES_PER_PASS`] mutations; the next
-//!   pass, which sees them applied, computes the rest (controllers are
-//!   level-triggered). 100,000 pod creations in one proposal were 200 Raft
-//!   entries appended, replicated and applied back to back on every
-//!   manager, with no heartbeat between them.
+//! - a pass proposes its mutations in proposals of at most
+//!   [`MAX_WRITES_PER_PROPOSAL`], each committed before the next is made,
+//!   and at most [`MAX_WRITES_PER_PASS`] in all; the next pass, which sees
+//!   them applied, computes the rest (controllers are level-triggered).
+//!   100,000 pod creations in one proposal were 200 Raft entries appended,
+//!   replicated and applied back to back on every manager, with no
+//!   heartbeat between them; one proposal per pass, on the other hand, made
+//!   a scale-up cost a pass over every pod per 5,000 pods (at 100,000 pods
+//!   the pass, not Raft, set the pace). The mutations of later proposals
+//!   were computed before the earlier ones applied: each is written at the
+//!   version read (a conflict fails it alone, and the next pass looks
+//!   again), and a created pod is new.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,11 +50,15 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Pause after a proposal that did not fully apply, so a persistent conflict
 /// cannot spin.
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(50);
-/// Most mutations one pass proposes (see the module doc). Ten Raft entries
-/// of [`crate::raft::MAX_MUTATIONS_PER_ENTRY`]: large enough that a pass
-/// over 100,000 pods places thousands of them, small enough that a
+/// Most mutations in one proposal (see the module doc). Ten Raft entries
+/// of [`crate::raft::MAX_MUTATIONS_PER_ENTRY`]: small enough that a
 /// proposal commits and applies between two Raft heartbeats' worth of work.
-pub const MAX_WRITES_PER_PASS: usize = 5_000;
+pub const MAX_WRITES_PER_PROPOSAL: usize = 5_000;
+/// Most proposals one pass makes, one after the other.
+pub const MAX_PROPOSALS_PER_PASS: usize = 4;
+/// Most mutations one pass proposes: enough that a pass over 100,000 pods
+/// places 20,000 of them.
+pub const MAX_WRITES_PER_PASS: usize = MAX_WRITES_PER_PROPOSAL * MAX_PROPOSALS_PER_PASS;
 /// Passes longer than this are logged (at debug level otherwise).
 const SLOW_PASS: Duration = Duration::from_millis(50);
 
@@ -88,14 +99,8 @@ pub async fn run_controller<F>(
         if !mutations.is_empty() {
             let more = mutations.len() > MAX_WRITES_PER_PASS;
             mutations.truncate(MAX_WRITES_PER_PASS);
-            let n = mutations.len();
-            match proposer.propose(batch(mutations, false)).await {
-                Ok(result) if all_applied(&result) => {
-                    tracing::debug!(controller = name, mutations = n, more, "applied");
-                    continue;
-                }
-                Ok(_) => tracing::debug!(controller = name, "some mutations conflicted; retrying"),
-                Err(e) => tracing::warn!(controller = name, error = %e, "proposal failed"),
+            if propose_in_turn(name, proposer.as_ref(), &cancel, mutations, more).await {
+                continue;
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -113,6 +118,47 @@ pub async fn run_controller<F>(
         }
     }
     tracing::info!(controller = name, "stopped");
+}
+
+/// Proposes `mutations` in proposals of at most [`MAX_WRITES_PER_PROPOSAL`],
+/// each once the one before applied; whether every mutation applied (false
+/// at the first conflict or failure, or when `cancel` fires: the rest is
+/// left to the next pass).
+async fn propose_in_turn(
+    name: &'static str,
+    proposer: &dyn Proposer,
+    cancel: &CancellationToken,
+    mut mutations: Vec<Mutation>,
+    more: bool,
+) -> bool {
+    while !mutations.is_empty() {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        let rest = mutations.split_off(mutations.len().min(MAX_WRITES_PER_PROPOSAL));
+        let n = mutations.len();
+        match proposer.propose(batch(mutations, false)).await {
+            Ok(result) if all_applied(&result) => {
+                tracing::debug!(
+                    controller = name,
+                    mutations = n,
+                    left = rest.len(),
+                    more,
+                    "applied"
+                );
+            }
+            Ok(_) => {
+                tracing::debug!(controller = name, "some mutations conflicted; retrying");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(controller = name, error = %e, "proposal failed");
+                return false;
+            }
+        }
+        mutations = rest;
+    }
+    true
 }
 
 /// A pass's wishes and how long computing them took.
@@ -193,13 +239,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_pass_proposes_a_bounded_batch_and_the_next_passes_the_rest() {
+    async fn a_pass_proposes_bounded_batches_in_turn_and_the_next_pass_the_rest() {
         let store = Store::new();
         let proposer = Arc::new(Recording {
             inner: LocalProposer::new(store.clone()),
             sizes: Mutex::new(Vec::new()),
         });
-        let wanted = MAX_WRITES_PER_PASS * 2 + 3;
+        let wanted = MAX_WRITES_PER_PASS + MAX_WRITES_PER_PROPOSAL + 3;
         let cancel = CancellationToken::new();
         // Wants one node object per number below `wanted`.
         let pass = move |d: &StoreData, _now: i64| Pass {
@@ -232,6 +278,8 @@ mod tests {
         cancel.cancel();
         task.await.unwrap();
         let sizes = proposer.sizes.lock().unwrap().clone();
-        assert_eq!(sizes, vec![MAX_WRITES_PER_PASS, MAX_WRITES_PER_PASS, 3]);
+        let mut expected = vec![MAX_WRITES_PER_PROPOSAL; MAX_PROPOSALS_PER_PASS + 1];
+        expected.push(3);
+        assert_eq!(sizes, expected);
     }
 }

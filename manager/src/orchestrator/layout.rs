@@ -9,7 +9,7 @@
 //!   are created already assigned to their node (slot 0), as SwarmKit's
 //!   global orchestrator does, so the scheduler never moves them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shoal_proto::{
     Deployment, DeploymentMode, Node, NodeAvailability, NodeState, Pod, PodState, PodStatus,
@@ -39,6 +39,17 @@ pub struct Layout<'a> {
 impl<'a> Layout<'a> {
     /// The layout of `d` over its pods (`pods`, in any order).
     pub fn of(data: &StoreData, d: &Deployment, pods: Vec<&'a Pod>) -> Layout<'a> {
+        Layout::with_lost(data, d, pods, &LostNodes::of(data))
+    }
+
+    /// [`Layout::of`], with the nodes whose pods must run elsewhere found
+    /// once for every deployment of a pass.
+    pub fn with_lost(
+        data: &StoreData,
+        d: &Deployment,
+        pods: Vec<&'a Pod>,
+        lost: &LostNodes,
+    ) -> Layout<'a> {
         let spec = d.spec.clone().unwrap_or_default();
         let mut layout = if spec.mode() == DeploymentMode::Global {
             global(data, d, pods)
@@ -47,7 +58,7 @@ impl<'a> Layout<'a> {
             let mut lost_nodes = BTreeSet::new();
             let mut drained_nodes = BTreeSet::new();
             for p in pods {
-                match node_lost(data, &p.node_id) {
+                match lost.get(&p.node_id) {
                     _ if p.node_id.is_empty() => {}
                     Some(Lost::Drained) => {
                         lost_nodes.insert(p.node_id.as_str());
@@ -118,7 +129,7 @@ impl<'a> Layout<'a> {
 }
 
 /// Why a node's replicated pods must run elsewhere.
-enum Lost {
+pub enum Lost {
     /// Marked Down, or removed (`shoal node rm`): its pods are replaced at
     /// once.
     Gone,
@@ -126,15 +137,18 @@ enum Lost {
     Drained,
 }
 
-/// Whether a node's replicated pods must run elsewhere. Paused nodes keep
-/// theirs (as in Swarm).
-fn node_lost(data: &StoreData, node_id: &str) -> Option<Lost> {
-    match data.nodes.get(node_id) {
-        None => data
-            .cluster()
-            .is_some_and(|c| c.removed_nodes.iter().any(|r| r == node_id))
-            .then_some(Lost::Gone),
-        Some(n) => {
+/// The nodes whose replicated pods must run elsewhere, found once per pass:
+/// looking each pod's node up in the store (a string-keyed tree of
+/// thousands of nodes) was most of a pass over 100,000 pods, while there
+/// are usually none of them.
+pub struct LostNodes(HashMap<String, Lost>);
+
+impl LostNodes {
+    /// Down, drained and removed nodes. Paused nodes keep their pods (as
+    /// in Swarm); a node the store never knew loses none.
+    pub fn of(data: &StoreData) -> LostNodes {
+        let mut lost = HashMap::new();
+        for n in data.nodes.values() {
             let down = n
                 .status
                 .as_ref()
@@ -144,13 +158,28 @@ fn node_lost(data: &StoreData, node_id: &str) -> Option<Lost> {
                 .as_ref()
                 .is_some_and(|s| s.availability() == NodeAvailability::Drain);
             if down {
-                Some(Lost::Gone)
+                lost.insert(n.id.clone(), Lost::Gone);
             } else if drained {
-                Some(Lost::Drained)
-            } else {
-                None
+                lost.insert(n.id.clone(), Lost::Drained);
             }
         }
+        if let Some(c) = data.cluster() {
+            for id in c
+                .removed_nodes
+                .iter()
+                .filter(|id| !data.nodes.contains_key(*id))
+            {
+                lost.insert(id.clone(), Lost::Gone);
+            }
+        }
+        LostNodes(lost)
+    }
+
+    fn get(&self, node_id: &str) -> Option<&Lost> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get(node_id)
     }
 }
 

@@ -11,7 +11,7 @@ use shoal_proto::{
     restart_policy, Deployment, Mutation, ObjectKind, Pod, PodState, PodStatus, RestartPolicy,
 };
 
-use super::layout::Layout;
+use super::layout::{Layout, LostNodes};
 use super::placement::Placement;
 use super::restart::{decide, RestartDecision};
 use super::updater;
@@ -61,6 +61,7 @@ impl Reconciliation {
 pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
     let mut out = Reconciliation::default();
     let mut placement = Placement::new(data);
+    let lost = LostNodes::of(data);
     let mut by_deployment: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in data.pods.values() {
         by_deployment
@@ -77,7 +78,7 @@ pub fn reconcile(data: &StoreData, now: i64) -> Reconciliation {
             .get(d.id.as_str())
             .cloned()
             .unwrap_or_default();
-        let layout = Layout::of(data, d, pods);
+        let layout = Layout::with_lost(data, d, pods, &lost);
         let previous = d
             .status
             .as_ref()

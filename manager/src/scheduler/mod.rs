@@ -55,10 +55,14 @@ impl NodeInfo {
     /// template takes: host-mode ports and reservations. `None` when the
     /// pod's replica set is gone (it still counts as a pod).
     pub fn place(&mut self, deployment_id: &str, template: Option<&PodTemplate>) {
-        *self
-            .per_deployment
-            .entry(deployment_id.to_string())
-            .or_default() += 1;
+        // Counted without a new key string per pod: a pass counts every
+        // pod of the cluster here.
+        match self.per_deployment.get_mut(deployment_id) {
+            Some(n) => *n += 1,
+            None => {
+                self.per_deployment.insert(deployment_id.to_string(), 1);
+            }
+        }
         self.total += 1;
         let Some(t) = template else { return };
         self.host_ports.extend(
