@@ -163,6 +163,7 @@ impl StatusBatcher {
             if mutations.is_empty() {
                 continue;
             }
+            let started = std::time::Instant::now();
             match proposer.propose(batch(mutations, false)).await {
                 Ok(result) => {
                     let conflicted: Vec<&String> = ids
@@ -171,6 +172,12 @@ impl StatusBatcher {
                         .filter(|(_, o)| **o == MutationOutcome::Conflict as i32)
                         .map(|(id, _)| id)
                         .collect();
+                    tracing::debug!(
+                        reports = ids.len(),
+                        conflicts = conflicted.len(),
+                        took = ?started.elapsed(),
+                        "status batch committed"
+                    );
                     self.requeue(&taken, conflicted);
                 }
                 Err(e) if !proposer.leads() => {

@@ -183,7 +183,7 @@ fn reconcile_deployment(
     }
     // Slots above the desired count: scale down (or, in global mode, nodes
     // that are no longer eligible).
-    for (_, pods) in layout.slots.range(layout.desired + 1..) {
+    for pods in layout.pods_above(layout.desired) {
         for p in pods {
             remove_pod(p, now, out);
         }
@@ -206,6 +206,9 @@ enum DrainState<'a> {
 }
 
 fn drain_state<'a>(layout: &Layout, pods: &[&'a Pod]) -> DrainState<'a> {
+    if !layout.has_drained_nodes() {
+        return DrainState::None;
+    }
     let live: Vec<&'a Pod> = pods.iter().copied().filter(|p| wanted(p)).collect();
     if !live.iter().any(|p| layout.on_drained_node(p)) {
         return DrainState::None;
@@ -284,15 +287,13 @@ fn reconcile_slot(
     // duplicated) and the slot gets a new pod at once, unless the restart
     // policy says never.
     let replace_lost = policy.condition() != restart_policy::Condition::None;
-    let mut live: Vec<&Pod> = Vec::new();
-    for p in pods.iter().copied().filter(|p| wanted(p)) {
-        if replace_lost && layout.on_lost_node(p) {
-            out.mutations.push(shut_down_lost(p, now));
-        } else {
-            live.push(p);
-        }
+    let lost = |p: &Pod| replace_lost && layout.on_lost_node(p);
+    // Iterated, not collected: this runs for every slot of every pass.
+    let live = || pods.iter().copied().filter(|p| wanted(p) && !lost(p));
+    for p in pods.iter().copied().filter(|p| wanted(p) && lost(p)) {
+        out.mutations.push(shut_down_lost(p, now));
     }
-    let Some(newest) = live.last() else {
+    let Some(newest) = live().next_back() else {
         // Stop-first: the previous pod of the slot stops before the next
         // starts (one on a lost node cannot be waited for).
         let stopping = pods.iter().any(|p| {
@@ -304,15 +305,15 @@ fn reconcile_slot(
         }
         return;
     };
-    let older = &live[..live.len() - 1];
+    let older = || live().take_while(|p| !std::ptr::eq(*p, newest));
     // Start-first: the old pod keeps serving until its replacement of the
     // target revision is ready. Otherwise (a race left two live pods) only
     // the newest stays.
     let replacement_starting = newest.replica_set_id == rs_id
         && !is_ready(newest)
-        && older.iter().all(|o| o.replica_set_id != rs_id);
+        && older().all(|o| o.replica_set_id != rs_id);
     if !replacement_starting {
-        for extra in older {
+        for extra in older() {
             out.mutations.push(shut_down(extra, now));
         }
     }

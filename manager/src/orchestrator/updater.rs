@@ -143,7 +143,7 @@ pub fn step(
     let started = status.update_started_at;
 
     // Failure accounting over the target revision's pods.
-    let failed = failed_pods(d, layout.slots.values().flatten().copied());
+    let failed = failed_pods(d, layout.all_pods());
     if let Some(first) = failed.first() {
         let ratio = failed.len() as f32 / layout.desired.max(1) as f32;
         if ratio > cfg.max_failure_ratio {
