@@ -92,6 +92,18 @@ impl PodController {
         self.status.state()
     }
 
+    /// Running, wanted running, and with nothing to follow but whether its
+    /// container still runs: no health to watch (neither the template nor
+    /// the image has a healthcheck). Until the container changes, a step
+    /// would only find it running again, so its caller may wait for the
+    /// node's container listing to say otherwise instead of stepping every
+    /// period.
+    pub fn steady(&self) -> bool {
+        self.state() == PodState::Running
+            && self.desired() == PodState::Running
+            && self.status.health() == HealthState::None
+    }
+
     fn desired(&self) -> PodState {
         self.assignment
             .pod

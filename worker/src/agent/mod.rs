@@ -370,6 +370,7 @@ impl Agent {
                 return;
             }
         };
+        self.pods.listing().publish(&listed);
         let wanted = self.pods.ids();
         for container in listed {
             if !wanted.contains(&container.pod.pod_id) {
