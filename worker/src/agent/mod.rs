@@ -280,8 +280,15 @@ impl Agent {
                         client: client.clone(),
                         session_id: message.session_id.clone(),
                     }));
+                    // Only a message that can have made pods leave the set
+                    // can leave containers to remove now (the period's sweep
+                    // finds the rest): at thousands of nodes placing pods,
+                    // a listing per added pod was most of a node's work.
+                    let may_remove = !message.incremental || !message.removed_pod_ids.is_empty();
                     self.apply(message);
-                    self.sweep().await;
+                    if may_remove {
+                        self.sweep().await;
+                    }
                 }
                 _ = heartbeat.due() => {
                     if let Err(e) = heartbeat.beat().await {
@@ -371,9 +378,8 @@ impl Agent {
             }
         };
         self.pods.listing().publish(&listed);
-        let wanted = self.pods.ids();
         for container in listed {
-            if !wanted.contains(&container.pod.pod_id) {
+            if !self.pods.contains(&container.pod.pod_id) {
                 self.sweeper.remove(self.executor.clone(), container);
             }
         }

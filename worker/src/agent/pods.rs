@@ -1,7 +1,7 @@
 //! One task per assigned pod, each stepping its [`PodController`], so a slow
 //! image pull never holds up the other pods.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -291,8 +291,14 @@ impl PodSet {
         }
     }
 
-    pub fn ids(&self) -> HashSet<String> {
+    #[cfg(test)]
+    pub fn ids(&self) -> std::collections::HashSet<String> {
         self.pods.keys().cloned().collect()
+    }
+
+    /// Whether `pod_id` is in the assignment set.
+    pub fn contains(&self, pod_id: &str) -> bool {
+        self.pods.contains_key(pod_id)
     }
 
     fn spawn(&self, pod_id: String, assignment: Assignment) -> PodTask {
