@@ -64,11 +64,11 @@ impl Listing {
                 .get(pod_id.as_str())
                 .copied()
                 .unwrap_or(ContainerState::Missing);
-            tx.send_if_modified(|seen| {
-                let changed = *seen != Some(state);
-                *seen = Some(state);
-                changed
-            });
+            // Read first: most listings change nothing, and a write takes
+            // the channel's lock exclusively.
+            if *tx.borrow() != Some(state) {
+                tx.send_replace(Some(state));
+            }
             tx.receiver_count() > 0
         });
     }
