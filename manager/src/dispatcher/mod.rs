@@ -135,6 +135,15 @@ pub struct Dispatcher {
     liveness: Option<Arc<dyn LivenessHint>>,
 }
 
+/// How long a node may stay silent before it is Down: five periods of the
+/// period it was last told (`told`), and never of less than the cluster is
+/// told now (`period`). A node told a longer period while the cluster was
+/// larger keeps that expiry until a heartbeat's answer gives it the shorter
+/// one; one that was never answered is judged on the current period.
+fn heartbeat_expiry(told: Option<Duration>, period: Duration) -> Duration {
+    told.unwrap_or(period).max(period) * HEARTBEAT_MISSES_BEFORE_DOWN as u32
+}
+
 /// How long a leader keeps its worker sessions after a quorum of managers
 /// last acknowledged it. Safety bound: a leader cut off from the other
 /// managers must have ended its sessions, and its nodes reached the new
@@ -337,9 +346,7 @@ impl Dispatcher {
             // The period the cluster is told now; a node told a longer one
             // (when there were more nodes) is given that one's expiry.
             let period = Duration::from_millis(heartbeat_period_ms(node_count));
-            let expiry_after =
-                |told: Duration| told.max(period) * HEARTBEAT_MISSES_BEFORE_DOWN as u32;
-            if started.elapsed() < expiry_after(period) {
+            if started.elapsed() < heartbeat_expiry(None, period) {
                 continue;
             }
             let live = liveness::usable_live_set(self.liveness.as_deref(), node_count);
@@ -366,8 +373,8 @@ impl Dispatcher {
                                 gossip_hears: liveness::gossip_hears(live.as_ref(), &n.id),
                                 disconnected_for: since.elapsed(),
                             };
-                            let told = beat.and_then(|b| b.period).unwrap_or(period);
-                            let v = verdict(state, &signs, expiry_after(told));
+                            let expiry = heartbeat_expiry(beat.and_then(|b| b.period), period);
+                            let v = verdict(state, &signs, expiry);
                             (v != Verdict::Keep).then(|| (n.clone(), v))
                         })
                         .collect()
@@ -633,6 +640,19 @@ impl dispatcher_server::Dispatcher for Dispatcher {
 #[cfg(test)]
 mod beat_tests {
     use super::*;
+
+    #[test]
+    fn a_node_is_judged_on_the_longest_of_the_period_it_was_told_and_the_current_one() {
+        let s = Duration::from_secs;
+        // Never answered: the current period.
+        assert_eq!(heartbeat_expiry(None, s(1)), s(5));
+        assert_eq!(heartbeat_expiry(None, s(5)), s(25));
+        // Told 5 s when the cluster was larger: 5 s until told otherwise.
+        assert_eq!(heartbeat_expiry(Some(s(5)), s(1)), s(25));
+        // Told 1 s, the cluster grew since: its next beat may come 5 s later.
+        assert_eq!(heartbeat_expiry(Some(s(1)), s(5)), s(25));
+        assert_eq!(heartbeat_expiry(Some(s(2)), s(2)), s(10));
+    }
 
     #[test]
     fn only_the_newest_session_closed_by_a_node_that_did_not_say_it_stops_counts() {
