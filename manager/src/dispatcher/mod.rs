@@ -155,15 +155,25 @@ fn heartbeat_expiry(told: Option<Duration>, period: Duration) -> Duration {
 /// (an election timeout, 250-500 ms): a CPU stall that delays a few Raft
 /// heartbeats no longer ends every session, as a read barrier with a time
 /// limit did (it queued behind the writes of thousands of registrations).
+/// This is the lease up to 1,000 nodes; past that it grows with the
+/// heartbeat period, as the new leader's wait does ([`quorum_ack_lease`]).
 const QUORUM_ACK_LEASE: Duration = Duration::from_millis(2 * HEARTBEAT_PERIOD_MS);
+
+/// The lease for a cluster of `nodes` nodes: two heartbeat periods, so the
+/// margin above holds at any size. At 5,000 nodes it is 10 s, and a leader
+/// starved for two seconds (the simulator's placements do that to it) keeps
+/// its sessions instead of sending 5,000 nodes to reconnect.
+fn quorum_ack_lease(nodes: usize) -> Duration {
+    QUORUM_ACK_LEASE.max(Duration::from_millis(2 * heartbeat_period_ms(nodes)))
+}
 
 /// How often the lease is checked (a read of Raft's metrics, no I/O).
 const LEASE_CHECK: Duration = Duration::from_millis(HEARTBEAT_PERIOD_MS / 4);
 
 /// Whether a leader last acknowledged by a quorum `ack_age` ago may keep its
-/// sessions.
-fn leadership_holds(ack_age: Option<Duration>) -> bool {
-    ack_age.is_some_and(|age| age <= QUORUM_ACK_LEASE)
+/// sessions, under `lease`.
+fn leadership_holds(ack_age: Option<Duration>, lease: Duration) -> bool {
+    ack_age.is_some_and(|age| age <= lease)
 }
 
 /// Keeps `confirmed` telling whether this leader was acknowledged by a
@@ -172,11 +182,13 @@ fn leadership_holds(ack_age: Option<Duration>) -> bool {
 /// sessions while the new leader marks them Down and runs their pods
 /// elsewhere. Raft's own acknowledgements are the evidence (see
 /// [`Proposer::quorum_ack_age`]), read once per manager, not per session,
-/// so the cost does not grow with the nodes.
+/// so the cost does not grow with the nodes. `lease` says how long an
+/// acknowledgement lasts now ([`quorum_ack_lease`]).
 async fn confirm_leadership(
     proposer: Arc<dyn Proposer>,
     confirmed: watch::Sender<bool>,
     shutdown: CancellationToken,
+    lease: impl Fn() -> Duration + Send + 'static,
 ) {
     // Since when this manager leads, as this task saw it.
     let mut leading_since: Option<tokio::time::Instant> = None;
@@ -194,7 +206,7 @@ async fn confirm_leadership(
         // until it comes, its election (a quorum's votes, granted before
         // this task saw it lead) is the evidence.
         let age = proposer.quorum_ack_age().or_else(|| Some(since.elapsed()));
-        let ok = leadership_holds(age);
+        let ok = leadership_holds(age, lease());
         confirmed.send_if_modified(|c| {
             let changed = *c != ok;
             if changed && !ok {
@@ -223,7 +235,14 @@ impl Dispatcher {
         let status =
             status::StatusBatcher::start(store.clone(), proposer.clone(), shutdown.clone());
         let (tx, confirmed) = watch::channel(true);
-        tokio::spawn(confirm_leadership(proposer.clone(), tx, shutdown.clone()));
+        let nodes = store.clone();
+        let lease = move || quorum_ack_lease(nodes.read(|d| d.nodes.len()));
+        tokio::spawn(confirm_leadership(
+            proposer.clone(),
+            tx,
+            shutdown.clone(),
+            lease,
+        ));
         Dispatcher {
             store,
             proposer,
@@ -710,7 +729,12 @@ mod leadership_tests {
         });
         let (tx, rx) = watch::channel(true);
         let shutdown = CancellationToken::new();
-        tokio::spawn(confirm_leadership(proposer.clone(), tx, shutdown.clone()));
+        tokio::spawn(confirm_leadership(
+            proposer.clone(),
+            tx,
+            shutdown.clone(),
+            || QUORUM_ACK_LEASE,
+        ));
         (proposer, rx, shutdown)
     }
 
@@ -786,11 +810,24 @@ mod leadership_tests {
 
     #[test]
     fn leadership_holds_up_to_the_lease_and_not_without_an_acknowledgement() {
-        assert!(leadership_holds(Some(Duration::ZERO)));
-        assert!(leadership_holds(Some(QUORUM_ACK_LEASE)));
-        assert!(!leadership_holds(Some(
-            QUORUM_ACK_LEASE + Duration::from_millis(1)
-        )));
-        assert!(!leadership_holds(None));
+        let lease = QUORUM_ACK_LEASE;
+        assert!(leadership_holds(Some(Duration::ZERO), lease));
+        assert!(leadership_holds(Some(lease), lease));
+        assert!(!leadership_holds(
+            Some(lease + Duration::from_millis(1)),
+            lease
+        ));
+        assert!(!leadership_holds(None, lease));
+        // The lease grows with the heartbeat period, as the new leader's
+        // wait before its first Down does.
+        assert_eq!(quorum_ack_lease(0), QUORUM_ACK_LEASE);
+        assert_eq!(quorum_ack_lease(1_000), QUORUM_ACK_LEASE);
+        assert_eq!(quorum_ack_lease(5_000), Duration::from_secs(10));
+        // Two of the five periods a new leader waits, at any size.
+        let period = Duration::from_millis(heartbeat_period_ms(5_000));
+        assert_eq!(
+            quorum_ack_lease(5_000) * 5,
+            heartbeat_expiry(None, period) * 2
+        );
     }
 }
