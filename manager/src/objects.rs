@@ -1,6 +1,9 @@
 //! Small readers over generated types that every controller uses.
 
-use shoal_proto::{HealthState, Meta, Node, NodeAvailability, NodeState, Pod, PodState};
+use shoal_proto::{
+    port_config::PublishMode, HealthState, Meta, Node, NodeAvailability, NodeState, Pod, PodState,
+    PortConfig,
+};
 
 /// The stored version of an object (0 when it has no meta yet).
 pub fn version(meta: &Option<Meta>) -> u64 {
@@ -9,6 +12,14 @@ pub fn version(meta: &Option<Meta>) -> u64 {
 
 pub fn created_at(meta: &Option<Meta>) -> i64 {
     meta.as_ref().map_or(0, |m| m.created_at)
+}
+
+/// Whether any of `ports` is published in ingress mode (served by every
+/// node's proxy, so every node is sent the service's endpoints).
+pub fn has_ingress_ports(ports: &[PortConfig]) -> bool {
+    ports
+        .iter()
+        .any(|p| p.publish_mode() == PublishMode::Ingress)
 }
 
 /// Observed state of a pod.

@@ -8,9 +8,10 @@ use shoal_proto::defaults as d;
 use shoal_proto::{
     port_config::PublishMode, restart_policy::Condition, service::Type as ServiceType,
     update_config, Deployment, DeploymentMode, DeploymentSpec, DeploymentStatus, EndpointMode,
-    Meta, PodTemplate, PortConfig, ReplicaSet, RestartPolicy, Service, ServiceSpec, UpdateConfig,
+    Meta, PodTemplate, ReplicaSet, RestartPolicy, Service, ServiceSpec, UpdateConfig,
 };
 
+use crate::objects::has_ingress_ports;
 use crate::scheduler::constraint::{known_key, Constraint};
 use crate::store::StoreData;
 
@@ -116,12 +117,6 @@ fn validate_resources(c: &shoal_proto::ContainerSpec) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn has_ingress_ports(ports: &[PortConfig]) -> bool {
-    ports
-        .iter()
-        .any(|p| p.publish_mode() == PublishMode::Ingress)
 }
 
 /// The type a spec's Service gets: the one given, else NodePort when a port

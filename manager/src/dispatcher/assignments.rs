@@ -9,7 +9,7 @@ use shoal_proto::{
 };
 
 use crate::keys::ClusterKey;
-use crate::objects::{is_ready, pod_name};
+use crate::objects::{has_ingress_ports, is_ready, pod_name};
 use crate::store::StoreData;
 
 /// The payloads of the secrets and configs a template refers to, each once.
@@ -158,11 +158,7 @@ fn session_rest(
     let services = data
         .services
         .values()
-        .filter(|s| {
-            s.ports
-                .iter()
-                .any(|p| p.publish_mode() == PublishMode::Ingress)
-        })
+        .filter(|s| has_ingress_ports(&s.ports))
         .map(|s| {
             let mut endpoints: Vec<Endpoint> = data
                 .pods_of_deployment(&s.deployment_id)
@@ -604,6 +600,14 @@ mod tests {
             desired_state: PodState::Running as i32,
             ..Default::default()
         };
+        // The pod as its node reports it in `state`.
+        let reported = |id: &str, node: &str, state: PodState| Pod {
+            status: Some(PodStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+            ..pod(id, node)
+        };
         let replica_set = |secrets: &[&str]| ReplicaSet {
             id: "db-1".into(),
             deployment_id: "db".into(),
@@ -654,12 +658,7 @@ mod tests {
         assert_eq!(m.managers, first.managers);
 
         // A status report alone: nothing to send.
-        let mut reported = pod("p1", "a");
-        reported.status = Some(PodStatus {
-            state: PodState::Running as i32,
-            ..Default::default()
-        });
-        write(vec![put_forced(reported)]);
+        write(vec![put_forced(reported("p1", "a", PodState::Running))]);
         assert!(
             next(&mut view).is_none(),
             "a status report is not sent back"
@@ -737,12 +736,7 @@ mod tests {
         })]);
         assert_eq!(next(&mut whole).expect("a new service").services.len(), 1);
         assert!(!next(&mut view).expect("a new service").incremental);
-        let mut preparing = pod("p3", "b");
-        preparing.status = Some(PodStatus {
-            state: PodState::Preparing as i32,
-            ..Default::default()
-        });
-        write(vec![put_forced(preparing)]);
+        write(vec![put_forced(reported("p3", "b", PodState::Preparing))]);
         assert!(
             next(&mut whole).is_none(),
             "not an endpoint: nothing changed"

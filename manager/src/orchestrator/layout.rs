@@ -192,7 +192,7 @@ impl<'a> Keyed<'a> {
 }
 
 /// Why a node's replicated pods must run elsewhere.
-pub enum Lost {
+enum Lost {
     /// Marked Down, or removed (`shoal node rm`): its pods are replaced at
     /// once.
     Gone,
@@ -239,9 +239,6 @@ impl LostNodes {
     }
 
     fn get(&self, node_id: &str) -> Option<&Lost> {
-        if self.0.is_empty() {
-            return None;
-        }
         self.0.get(node_id)
     }
 }

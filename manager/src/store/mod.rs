@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use shoal_proto::{
-    object, port_config::PublishMode, Batch, BatchResult, Cluster, Config, Deployment, Node,
-    NodeRole, Object, ObjectKind, Pod, ReplicaSet, Secret, Service, StoreSnapshot,
+    object, Batch, BatchResult, Cluster, Config, Deployment, Node, NodeRole, Object, ObjectKind,
+    Pod, ReplicaSet, Secret, Service, StoreSnapshot,
 };
 use tokio::sync::watch;
 
@@ -220,11 +220,9 @@ impl StoreData {
     /// the endpoints of its pods, and every pod change (their status too)
     /// concerns every node.
     pub fn publishes_ingress(&self) -> bool {
-        self.services.values().any(|s| {
-            s.ports
-                .iter()
-                .any(|p| p.publish_mode() == PublishMode::Ingress)
-        })
+        self.services
+            .values()
+            .any(|s| crate::objects::has_ingress_ports(&s.ports))
     }
 
     fn other_changed(&mut self) {
@@ -497,7 +495,7 @@ impl Store {
     /// every manager computes the same outcome from the same log. Never
     /// panics on bad input; an unknown batch format skips every mutation.
     pub fn apply(&self, index: u64, batch: &Batch) -> BatchResult {
-        let (result, wake) = {
+        let (result, every_node, nodes) = {
             let mut guard = self.data.write().unwrap_or_else(|e| e.into_inner());
             let (others, pods) = (guard.others_changed(), guard.pods_changed());
             let result = mutate::apply_batch(&mut guard, index, batch);
@@ -505,10 +503,10 @@ impl Store {
             let nodes = std::mem::take(&mut guard.nodes_touched);
             let every_node = guard.others_changed() != others
                 || (guard.pods_changed() != pods && guard.publishes_ingress());
-            (result, (every_node, nodes))
+            (result, every_node, nodes)
         };
         self.changes.send_replace(index);
-        self.sessions.wake(index, wake.0, &wake.1);
+        self.sessions.wake(index, every_node, &nodes);
         result
     }
 

@@ -1,4 +1,5 @@
 use shoal_proto::defaults::BATCH_FORMAT;
+use shoal_proto::port_config::PublishMode;
 use shoal_proto::{object, Batch, Meta, MutationOutcome, Object, ObjectKind, Pod};
 
 use super::*;

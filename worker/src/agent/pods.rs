@@ -350,10 +350,10 @@ async fn run_pod(
 ) {
     let mut slot_changes = slots.0.subscribe();
     // Followed from the start, so that a listing made while a step was
-    // under way is not missed: its change wakes the first steady wait.
+    // under way is not missed: its change wakes the first steady wait. Its
+    // sender is kept in `listing`, which this task holds, and is forgotten
+    // only once nobody follows it: the watch never closes under the task.
     let mut listed = listing.follow(&pod_id);
-    // Until the listing is gone (the agent stops): then the period again.
-    let mut listing_alive = true;
     let mut controller = PodController::new(assignments.borrow_and_update().clone());
     let mut reported = controller.status().clone();
     let mut tick = tokio::time::interval(Duration::from_millis(defaults::WORKER_RECONCILE_MS));
@@ -379,7 +379,7 @@ async fn run_pod(
                 return;
             }
         }
-        let steady = listing_alive && matches!(outcome, Ok(Step::Wait)) && controller.steady();
+        let steady = matches!(outcome, Ok(Step::Wait)) && controller.steady();
         let wait_for_tick = match outcome {
             Ok(Step::Progressed) => continue,
             Ok(Step::Wait) => true,
@@ -399,7 +399,7 @@ async fn run_pod(
             _ = tick.tick(), if wait_for_tick && !steady => {}
             // Steady: the container is looked at when the node's listing
             // says it changed, and now and then anyway.
-            r = listed.changed(), if steady => listing_alive = r.is_ok(),
+            _ = listed.changed(), if steady => {}
             _ = tokio::time::sleep(STEADY_RECHECK), if steady => {}
             // Held: the other pod of the slot may have stopped.
             _ = slot_changes.changed(), if held => {}
